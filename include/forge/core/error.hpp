@@ -16,11 +16,11 @@ namespace forge {
 
 /// The parts of an error report; every field but `what` is optional.
 struct error_info {
-  std::string what;      ///< the problem, as a sentence fragment ("tensor shape mismatch")
-  std::string file;      ///< file path or other source ("config.json", "<memory>")
-  std::string place;     ///< where inside it ("byte 8", "line 12", "tensor model.norm.weight")
-  std::string expected;  ///< what a valid input has there
-  std::string found;     ///< what the input had instead
+  std::string what{};      ///< the problem, as a sentence fragment ("tensor shape mismatch")
+  std::string file{};      ///< file path or other source ("config.json", "<memory>")
+  std::string place{};     ///< where inside it ("byte 8", "line 12", "tensor model.norm.weight")
+  std::string expected{};  ///< what a valid input has there
+  std::string found{};     ///< what the input had instead
 };
 
 /// The exception thrown for every invalid input or failed operation in forge.
