@@ -92,14 +92,23 @@ class progress {
     if (tty_) {
       constexpr int width = 28;
       const int filled = int(frac * width + 0.5);
-      s += "[" + std::string(filled, '#') + std::string(width - filled, '.') + "] ";
+      s += '[';
+      s.append(std::size_t(filled), '#');
+      s.append(std::size_t(width - filled), '.');
+      s += "] ";
     }
     char b[96];
     std::snprintf(b, sizeof b, "%llu/%llu (%.0f%%) %.1f/s", (unsigned long long)done_,
                   (unsigned long long)total_, 100.0 * frac, rate());
     s += b;
-    s += final ? " in " + duration(elapsed()) : " eta " + duration(eta());
-    for (auto& [k, v] : fields_) s += " " + k + "=" + v;
+    s += final ? " in " : " eta ";
+    s += duration(final ? elapsed() : eta());
+    for (auto& [k, v] : fields_) {
+      s += ' ';
+      s += k;
+      s += '=';
+      s += v;
+    }
     return s;
   }
 
