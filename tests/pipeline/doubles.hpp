@@ -2,16 +2,19 @@
 // Test doubles for the pipeline machinery: a toy model and method policies whose "measured"
 // metrics are simply the values in their parameters. They exist to exercise composition,
 // ordering, gates and reports before real methods exist, and live in tests/ only.
+//
+// This header is enough to compose pipelines (the compile-time rule checks include only it);
+// doubles_run.hpp adds what running them needs (hashing, file writes, JSON).
 
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
-#include "forge/govern/hash.hpp"
-#include "forge/io/atomic_file.hpp"
-#include "forge/pipeline/pipeline.hpp"
+#include "forge/pipeline/metrics.hpp"
+#include "forge/pipeline/compose.hpp"
+#include "forge/pipeline/stage.hpp"
+#include "forge/pipeline/stage_context.hpp"
+#include "forge/pipeline/stage_result.hpp"
 
 namespace forge::test {
 
@@ -19,28 +22,22 @@ namespace forge::test {
 struct toy_model_double {
   std::vector<std::string> history;
   int value = 0;
-  /// SHA-256 of the history and value, so every distinct model has a distinct digest.
-  std::string digest() const {
-    std::string s = std::to_string(value);
-    for (const auto& h : history) s += "|" + h;
-    return govern::sha256_hex(s);
-  }
+  /// SHA-256 of the history and value, so every distinct model has a distinct digest
+  /// (defined in doubles_run.hpp).
+  std::string digest() const;
 };
 
 /// Parameters shared by the doubles: the metric values to "measure" and an artifact to write.
 struct double_params {
-  std::string tag = "step";         ///< appended to the model's history
-  double exact_match = 0.9;         ///< reported as exact_match (adapt/compress doubles)
-  double regression_delta = 0.01;   ///< reported as regression_delta (adapt double)
-  double perplexity_ratio = 1.01;   ///< reported as perplexity_ratio (compress double)
-  double refusal_accuracy = 0.95;   ///< reported as refusal_accuracy (align double)
-  double false_refusal_rate = 0.02; ///< reported as false_refusal_rate (align double)
-  bool signature_valid = true;      ///< reported as signature_valid (deploy double)
-  std::string artifact = "abc";     ///< content of the artifact file; empty = write none
+  std::string tag = "step";          ///< appended to the model's history
+  double exact_match = 0.9;          ///< reported as exact_match (adapt/compress doubles)
+  double regression_delta = 0.01;    ///< reported as regression_delta (adapt double)
+  double perplexity_ratio = 1.01;    ///< reported as perplexity_ratio (compress double)
+  double refusal_accuracy = 0.95;    ///< reported as refusal_accuracy (align double)
+  double false_refusal_rate = 0.02;  ///< reported as false_refusal_rate (align double)
+  bool signature_valid = true;       ///< reported as signature_valid (deploy double)
+  std::string artifact = "abc";      ///< content of the artifact file; empty = write none
 };
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(double_params, tag, exact_match, regression_delta,
-                                   perplexity_ratio, refusal_accuracy, false_refusal_rate,
-                                   signature_valid, artifact)
 
 /// Data double: a name whose hash the stage reports.
 struct data_double {
@@ -48,20 +45,12 @@ struct data_double {
 };
 
 namespace detail {
+// The common body of the doubles: record the step, write the artifact, report the data hash
+// (defined in doubles_run.hpp).
 template <class B>
 stage_result<toy_model_double> step(const stage_context<B>& ctx, const double_params& p,
                                     const data_double& d, toy_model_double in,
-                                    std::string_view what) {
-  in.history.push_back(std::string(what) + ":" + p.tag);
-  in.value += 1;
-  stage_result<toy_model_double> r{.model = std::move(in)};
-  if (!p.artifact.empty()) {
-    io::write_atomic(ctx.artifact_dir / "artifact.txt", p.artifact);
-    r.artifacts.push_back("artifact.txt");
-  }
-  r.data.push_back({d.name, govern::sha256_hex(d.name)});
-  return r;
-}
+                                    std::string_view what);
 }  // namespace detail
 
 /// Adapt double: dense f32 -> dense f32 on the CPU; measures exact_match, regression_delta.
@@ -121,7 +110,8 @@ struct preference_double {
   static constexpr std::string_view name = "preference_double";
   using params = double_params;
   using data = data_double;
-  using accepts = representations<repr::int4_g128, repr::dense_f32>;
+  using accepts =
+      representations<repr::int4_g128, repr::with_lora<repr::int4_g128>, repr::dense_f32>;
   using produces = repr::with_lora<repr::int4_g128>;
   using backends = cpu_backends;
   template <Backend B>
@@ -134,12 +124,29 @@ struct preference_double {
   }
 };
 
+/// Align double on a dense model (dense f32 -> dense f32), for orders that align first.
+struct dense_preference_double {
+  static constexpr std::string_view name = "dense_preference_double";
+  using params = double_params;
+  using data = data_double;
+  using accepts = repr::dense_f32;
+  using produces = repr::dense_f32;
+  using backends = cpu_backends;
+  template <Backend B>
+  static stage_result<toy_model_double> apply(const stage_context<B>& ctx, const params& p,
+                                              const data& d, toy_model_double in) {
+    auto r = detail::step(ctx, p, d, std::move(in), name);
+    r.metrics.set(refusal_accuracy, p.refusal_accuracy);
+    return r;
+  }
+};
+
 /// Deploy double: any of the above -> release; measures signature_valid. Needs no data.
 struct release_double {
   static constexpr std::string_view name = "release_double";
   using params = double_params;
-  using accepts = representations<repr::dense_f32, repr::int4_g128,
-                                  repr::with_lora<repr::int4_g128>>;
+  using accepts =
+      representations<repr::dense_f32, repr::int4_g128, repr::with_lora<repr::int4_g128>>;
   using produces = repr::release;
   using backends = all_backends;
   template <Backend B>

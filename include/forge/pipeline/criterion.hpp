@@ -3,9 +3,9 @@
 // the runtime threshold 0.80. The metric is part of the type (so the compiler can check that
 // the stage measures it); the threshold is a value (so a sweep needs no recompilation).
 
+#include <charconv>
 #include <cmath>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <string_view>
 
@@ -84,6 +84,13 @@ constexpr criterion<M> operator==(M, double t) {
   return {comparison::equal, t};
 }
 
+/// The shortest decimal text that reads back as exactly `v` ("0.8", not "0.80000000000000004").
+inline std::string shortest_text(double v) {
+  char buf[32];
+  const auto res = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, res.ptr);
+}
+
 /// A criterion with its metric erased to a name: what a stage keeps at run time.
 struct criterion_record {
   std::string_view metric;  ///< the metric's name (static storage)
@@ -93,10 +100,7 @@ struct criterion_record {
 
   /// The criterion as written, e.g. "exact_match >= 0.8".
   std::string text() const {
-    std::ostringstream os;
-    os.precision(17);
-    os << metric << ' ' << symbol_of(op) << ' ' << threshold;
-    return os.str();
+    return std::string(metric) + " " + std::string(symbol_of(op)) + " " + shortest_text(threshold);
   }
 };
 

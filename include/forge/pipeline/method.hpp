@@ -14,16 +14,14 @@
 //                                             const data&, Model in);
 //   };
 //
-// `params` must convert to nlohmann::json (define to_json, e.g. with
-// NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE) so that every stage report records its parameters.
-// apply() is checked where the pipeline runs, because only there are the model and the
-// backend types known.
+// apply() and the conversion of `params` to nlohmann::json (define to_json, e.g. with
+// NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE, so that every stage report records the parameters) are
+// checked where the pipeline runs: only there are the model and backend types known, and
+// composing a pipeline need not include a JSON library.
 
 #include <concepts>
 #include <string_view>
 #include <type_traits>
-
-#include <nlohmann/json.hpp>
 
 #include "forge/backend/backend.hpp"
 #include "forge/pipeline/representation.hpp"
@@ -84,10 +82,9 @@ concept Method = requires {
   typename M::backends;
 }
 &&RepresentationSet<typename M::accepts>&& Representation<typename M::produces>&&
-    pipeline_detail::is_backend_set_v<typename M::backends>&& std::default_initializable<
-        typename M::params>&& std::copy_constructible<typename M::params>&&
-        std::convertible_to<const typename M::params&, nlohmann::json>&&
-            std::copy_constructible<method_data_t<M>>;
+    pipeline_detail::is_backend_set_v<typename M::backends>&&
+        std::default_initializable<typename M::params>&&
+            std::copy_constructible<typename M::params>&& std::copy_constructible<method_data_t<M>>;
 
 /// True when method `M` declares support for backend `B`.
 template <Method M, Backend B>

@@ -12,6 +12,7 @@
 #include "forge/pipeline/report.hpp"
 #include "forge/pipeline/representation.hpp"
 #include "forge/pipeline/rules.hpp"
+#include "forge/pipeline/run.hpp"
 #include "forge/pipeline/stage.hpp"
 #include "forge/pipeline/stage_context.hpp"
 #include "forge/pipeline/stage_kind.hpp"

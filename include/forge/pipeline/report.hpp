@@ -1,32 +1,20 @@
 #pragma once
 // Stage reports: what the runner records about each stage it executes (DESIGN.md principle 7)
-// and how it is written: one JSON file per stage (01_adapt.json, 02_compress.json, ...) and a
-// run.json summary, each written atomically into the run's output directory.
+// and returns from run(). The JSON files (01_adapt.json, ..., run.json) are written by
+// run.hpp.
 
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <ctime>
 #include <filesystem>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <boost/version.hpp>
-#include <nlohmann/json.hpp>
-
-#include "forge/io/atomic_file.hpp"
 #include "forge/pipeline/criterion.hpp"
 #include "forge/pipeline/gate.hpp"
 #include "forge/pipeline/stage_kind.hpp"
 #include "forge/pipeline/stage_result.hpp"
-
-#ifndef FORGE_VERSION_STRING
-#error \
-    "FORGE_VERSION_STRING is not defined: link against the forge::forge CMake target (find_package(forge)), which defines it, or pass -DFORGE_VERSION_STRING=\"x.y.z\""
-#endif
 
 namespace forge {
 
@@ -94,16 +82,13 @@ struct gate_failure {
   /// One line for a person, e.g. "stage 2 (compress, gptq): gate perplexity_ratio <= 1.05
   /// failed: measured 1.12, threshold 1.05".
   std::string describe() const {
-    std::ostringstream os;
-    os.precision(17);
-    os << "stage " << stage << " (" << name_of(kind) << ", " << method << "): gate "
-       << failed.criterion.text() << " failed: ";
+    std::string s = "stage " + std::to_string(stage) + " (" + std::string(name_of(kind)) + ", " +
+                    method + "): gate " + failed.criterion.text() + " failed: ";
     if (failed.measured)
-      os << "measured " << *failed.measured;
+      s += "measured " + shortest_text(*failed.measured);
     else
-      os << "the stage did not measure " << failed.criterion.metric;
-    os << ", threshold " << failed.criterion.threshold;
-    return os.str();
+      s += "the stage did not measure " + std::string(failed.criterion.metric);
+    return s + ", threshold " + shortest_text(failed.criterion.threshold);
   }
 };
 
@@ -134,64 +119,4 @@ inline std::string stage_file_stem(std::size_t index, stage_kind kind) {
   return s + "_" + std::string(name_of(kind));
 }
 
-namespace pipeline_detail {
-
-inline std::string compiler_version() {
-#if defined(__clang__)
-  return std::string("clang ") + __clang_version__;
-#elif defined(__GNUC__)
-  return std::string("gcc ") + __VERSION__;
-#elif defined(_MSC_VER)
-  return "msvc " + std::to_string(_MSC_FULL_VER);
-#else
-  return "unknown compiler";
-#endif
-}
-
-inline nlohmann::json versions_json() {
-  return {{"forge", FORGE_VERSION_STRING},
-          {"compiler", compiler_version()},
-          {"cxx_standard", static_cast<long>(__cplusplus)},
-          {"boost", BOOST_LIB_VERSION},
-          {"nlohmann_json", std::to_string(NLOHMANN_JSON_VERSION_MAJOR) + "." +
-                                std::to_string(NLOHMANN_JSON_VERSION_MINOR) + "." +
-                                std::to_string(NLOHMANN_JSON_VERSION_PATCH)}};
-}
-
-inline std::string utc_now() {
-  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-inline nlohmann::json verdict_json(const verdict& v) {
-  nlohmann::json j = {{"criterion", v.criterion.text()},    {"metric", v.criterion.metric},
-                      {"unit", v.criterion.unit},           {"op", symbol_of(v.criterion.op)},
-                      {"threshold", v.criterion.threshold}, {"passed", v.passed}};
-  // nlohmann writes a NaN as null; a missing measurement is null too, with a reason.
-  j["measured"] = v.measured ? nlohmann::json(*v.measured) : nlohmann::json(nullptr);
-  j["margin"] = v.measured ? nlohmann::json(v.margin()) : nlohmann::json(nullptr);
-  if (!v.measured) j["reason"] = "the stage did not measure this metric";
-  return j;
-}
-
-inline nlohmann::json failure_json(const gate_failure& f, const std::filesystem::path& root) {
-  nlohmann::json j = verdict_json(f.failed);
-  j["stage"] = f.stage;
-  j["kind"] = name_of(f.kind);
-  j["method"] = f.method;
-  j["report"] = f.report.lexically_relative(root).generic_string();
-  j["summary"] = f.describe();
-  return j;
-}
-
-/// Writes `j` to `path` atomically, pretty-printed, with a final newline.
-inline void write_json(const std::filesystem::path& path, const nlohmann::json& j) {
-  io::write_atomic(path, j.dump(2) + "\n");
-}
-
-}  // namespace pipeline_detail
 }  // namespace forge
