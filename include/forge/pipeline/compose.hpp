@@ -42,7 +42,8 @@ class basic_pipeline {
 
   /// Takes the stages in execution order; rules 1-3 are checked here.
   explicit basic_pipeline(S... stages) : stages_(std::move(stages)...) {
-    [[maybe_unused]] constexpr bool rules_hold = pipeline_detail::check_composition<Order, S...>();
+    // Not constexpr: a failed rule then reports only its own message.
+    [[maybe_unused]] const bool rules_hold = pipeline_detail::check_composition<Order, S...>();
   }
 
   /// The stages, as a Boost.Hana tuple.
@@ -55,7 +56,7 @@ class basic_pipeline {
   /// forge/pipeline/pipeline.hpp).
   template <class Model, Backend B>
   auto run(Model model, B backend, const run_options& opts = {}) const {
-    [[maybe_unused]] constexpr bool backend_ok = pipeline_detail::check_backend<B, S...>();
+    [[maybe_unused]] const bool backend_ok = pipeline_detail::check_backend<B, S...>();
     using runner =
         pipeline_detail::runner<std::conditional_t<sizeof(Model) != 0, basic_pipeline, void>>;
     static_assert(pipeline_detail::runner_available<runner>,

@@ -294,13 +294,12 @@ struct runner<basic_pipeline<Order, S...>> {
     using St = std::tuple_element_t<I, std::tuple<S...>>;
     using M = typename St::method;
     using at = stage_at<I + 1, St>;
-    [[maybe_unused]] constexpr bool traceable =
+    [[maybe_unused]] const bool traceable =
         check_t<Traceable<In>, model_not_traceable<at, In>>::value;
-    [[maybe_unused]] constexpr bool callable =
+    [[maybe_unused]] const bool callable =
         check_t<applicable<M, B, In>, method_cannot_take_model<at, In, B>>::value;
     constexpr bool json_params = std::is_convertible_v<const typename M::params&, nlohmann::json>;
-    [[maybe_unused]] constexpr bool recordable =
-        check_t<json_params, params_not_json<at, M>>::value;
+    [[maybe_unused]] const bool recordable = check_t<json_params, params_not_json<at, M>>::value;
     if constexpr (!applicable<M, B, In> || !Traceable<In> || !json_params) {
       return std::optional<In>{};  // compilation already failed above
     } else {

@@ -60,7 +60,7 @@ class stage {
   /// A stage with default parameters, empty data and no gate.
   stage() = default;
   /// A stage with parameters, empty data and no gate (e.g. a deploy stage).
-  stage(params_type params) : params_(std::move(params)) {}
+  explicit stage(params_type params) : params_(std::move(params)) {}
   /// A stage with parameters and data, no gate.
   stage(params_type params, data_type data) : params_(std::move(params)), data_(std::move(data)) {}
   /// A stage with parameters and a gate, for methods that need no data.
@@ -83,7 +83,7 @@ class stage {
   template <Metric... Ms>
   static std::vector<criterion_record> checked(const gate<Ms...>& g) {
     // Rule 4: one check per metric, each naming the metric if it fails.
-    [[maybe_unused]] constexpr bool ok =
+    [[maybe_unused]] const bool ok =
         (pipeline_detail::check_t<measures_v<Ms, Kind>,
                                   pipeline_detail::gate_metric_not_measured_by_stage<
                                       pipeline_detail::kind_tag<Kind>, M, Ms>>::value &&
