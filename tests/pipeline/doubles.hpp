@@ -10,8 +10,8 @@
 #include <string_view>
 #include <vector>
 
-#include "forge/pipeline/metrics.hpp"
 #include "forge/pipeline/compose.hpp"
+#include "forge/pipeline/metrics.hpp"
 #include "forge/pipeline/stage.hpp"
 #include "forge/pipeline/stage_context.hpp"
 #include "forge/pipeline/stage_result.hpp"

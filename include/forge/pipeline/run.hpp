@@ -307,6 +307,8 @@ struct runner<basic_pipeline<Order, S...>> {
           std::declval<const stage_context<B>&>(), std::declval<const typename M::params&>(),
           std::declval<const method_data_t<M>&>(), std::declval<In&&>()));
       using Out = typename result_t::model_type;
+      [[maybe_unused]] const bool out_traceable =
+          check_t<Traceable<Out>, model_not_traceable<at, Out>>::value;
       if (!in) return std::optional<Out>{};  // an earlier gate stopped the run
 
       namespace fs = std::filesystem;
