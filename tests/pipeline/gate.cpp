@@ -6,6 +6,7 @@
 
 #include "forge/pipeline/gate.hpp"
 #include "forge/pipeline/metrics.hpp"
+#include "forge/pipeline/report.hpp"
 #include "forge/pipeline/representation.hpp"
 
 using namespace forge;
@@ -98,4 +99,15 @@ TEST_CASE("representation tags spell their parameters") {
   static_assert(fits_v<repr::nf4, representations<repr::dense_f32, repr::nf4>>);
   static_assert(!fits_v<repr::int4_g128, repr::dense_f32>);
   CHECK(std::string(repr::with_lora<repr::int4_group<1024>>::name) == "int4 g1024 + lora");
+}
+
+TEST_CASE("stage seeds follow SplitMix64 and reports are named by position and kind") {
+  // Reference outputs of SplitMix64 (Steele, Lea & Flood 2014; Vigna's splitmix64.c) started
+  // from state 0: stage_seed(0, i) is its (i + 1)-th output.
+  static_assert(stage_seed(0, 0) == 0xe220a8397b1dcdafULL);
+  static_assert(stage_seed(0, 1) == 0x6e789e6aa1b965f4ULL);
+  static_assert(stage_seed(0, 2) == 0x06c45d188009454fULL);
+  CHECK(stage_seed(7, 1) != stage_seed(8, 1));
+  CHECK(stage_file_stem(1, stage_kind::adapt) == "01_adapt");
+  CHECK(stage_file_stem(12, stage_kind::deploy) == "12_deploy");
 }
