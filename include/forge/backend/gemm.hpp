@@ -10,6 +10,10 @@
 
 #include <cstdint>
 
+// Eigen's AVX-512 GEBP kernel trips GCC 12's -Wmaybe-uninitialized inside the intrinsics
+// headers (a known false positive on masked intrinsics); silence it for Eigen's code only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <Eigen/Core>
 
 #include "forge/backend/backend.hpp"
@@ -96,3 +100,5 @@ void gemm_tn(simd<Arch>, std::int64_t M, std::int64_t N, std::int64_t K, const T
 }
 
 }  // namespace forge::backend
+
+#pragma GCC diagnostic pop

@@ -11,6 +11,11 @@
 #include "forge/backend/backend.hpp"
 #include "forge/backend/detail/vec.hpp"
 
+// xsimd's AVX-512 reductions trip GCC 12's -Wmaybe-uninitialized inside the intrinsics
+// headers (a false positive on masked intrinsics with an undefined pass-through operand).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace forge::backend {
 
 /// RMSNorm forward, scalar reference; writes rstd (may be null).
@@ -113,3 +118,5 @@ void rmsnorm_backward(simd<Arch>, std::int64_t rows, std::int64_t n, const T* x,
 }
 
 }  // namespace forge::backend
+
+#pragma GCC diagnostic pop

@@ -242,7 +242,9 @@ void layer_backward(Bk be, const model_config& c, decoder_layer<T>& L, std::size
 }
 
 inline std::string shape_text(std::int64_t a, std::int64_t b) {
-  return "[" + std::to_string(a) + ", " + std::to_string(b) + "]";
+  std::string s = "[";
+  s.append(std::to_string(a)).append(", ").append(std::to_string(b)).append("]");
+  return s;
 }
 
 }  // namespace detail

@@ -6,6 +6,11 @@
 
 #include <xsimd/xsimd.hpp>
 
+// xsimd's AVX-512 reductions trip GCC 12's -Wmaybe-uninitialized inside the intrinsics
+// headers (a false positive on masked intrinsics with an undefined pass-through operand).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace forge::backend::detail {
 
 /// Σ_i a[i]·b[i] over n elements.
@@ -53,3 +58,5 @@ inline void scale(T alpha, const T* x, T* y, std::int64_t n) {
 }
 
 }  // namespace forge::backend::detail
+
+#pragma GCC diagnostic pop
