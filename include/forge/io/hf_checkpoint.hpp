@@ -30,7 +30,7 @@ namespace forge::io {
 /// Options for load_hf_checkpoint.
 struct hf_load_options {
   bool validate = false;          ///< reject NaN or infinite weights (naming tensor and index)
-  std::optional<dtype> store_as;  ///< dtype to save back as (default: as loaded)
+  std::optional<dtype> store_as{};  ///< dtype to save back as (default: as loaded)
 };
 
 namespace detail {
