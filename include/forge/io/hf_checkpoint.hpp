@@ -70,6 +70,8 @@ model::causal_lm<T> load_hf_checkpoint(const std::filesystem::path& dir,
     } catch (const nlohmann::json::parse_error& e) {
       throw error({.what = "invalid JSON: " + std::string(e.what()), .file = index.string(),
                    .place = at_byte(e.byte)});
+    } catch (const nlohmann::json::exception& e) {
+      throw error({.what = "invalid JSON: " + std::string(e.what()), .file = index.string()});
     }
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
       throw error({.what = "index has no weight_map object", .file = index.string(),

@@ -395,6 +395,8 @@ inline model_config parse_config_text(std::string_view text, const std::string& 
   } catch (const nlohmann::json::parse_error& e) {
     throw error({.what = "invalid JSON: " + std::string(e.what()), .file = source,
                  .place = at_byte(e.byte)});
+  } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for any type
+    throw error({.what = "invalid JSON: " + std::string(e.what()), .file = source});
   }
   return parse_config(j, source);
 }
@@ -423,6 +425,8 @@ inline generation_config parse_generation_config_text(std::string_view text,
   } catch (const nlohmann::json::parse_error& e) {
     throw error({.what = "invalid JSON: " + std::string(e.what()), .file = source,
                  .place = at_byte(e.byte)});
+  } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for any type
+    throw error({.what = "invalid JSON: " + std::string(e.what()), .file = source});
   }
   detail::json_reader r(j, source);
   generation_config g;
