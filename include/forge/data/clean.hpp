@@ -143,6 +143,40 @@ inline std::string normalize_whitespace(std::string_view s, bool collapse = fals
   return first == std::string::npos ? std::string() : out.substr(first);
 }
 
+/// The matching form of a text, for duplicate and contamination detection: NFC with Unicode
+/// case folding (utf8proc CASEFOLD), control characters dropped, every run of whitespace one
+/// space, trimmed. Two texts that differ only in case, normalisation form or spacing fold to
+/// the same string.
+inline std::string fold_text(std::string_view s) {
+  std::string t = strip_control_chars(to_nfc(s));
+  utf8proc_uint8_t* out = nullptr;
+  const auto n = utf8proc_map(
+      reinterpret_cast<const utf8proc_uint8_t*>(t.data()), static_cast<utf8proc_ssize_t>(t.size()),
+      &out, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_CASEFOLD));
+  if (n < 0)
+    throw error({.what = std::string("case folding failed: ") + utf8proc_errmsg(n),
+                 .file = "<text>",
+                 .place = "",
+                 .expected = "",
+                 .found = ""});
+  const std::string_view folded(reinterpret_cast<const char*>(out), static_cast<std::size_t>(n));
+  std::string r;
+  r.reserve(folded.size());
+  std::size_t i = 0;
+  while (i < folded.size()) {
+    const std::size_t start = i;
+    const char32_t cp = detail::next_code_point(folded, i);
+    if (cp == ' ' || cp == '\t' || cp == '\n' || detail::exotic_space(cp)) {
+      if (!r.empty() && r.back() != ' ') r += ' ';
+    } else {
+      r.append(folded.substr(start, i - start));
+    }
+  }
+  std::free(out);
+  if (!r.empty() && r.back() == ' ') r.pop_back();
+  return r;
+}
+
 /// Applies the cleaning steps chosen in `o` to UTF-8 text; forge::error if it is not UTF-8.
 inline std::string clean_text(std::string_view s, const clean_options& o = {}) {
   if (auto f = check_utf8(s))
