@@ -50,7 +50,12 @@ class line_source {
  public:
   line_source() = default;
   explicit line_source(const std::filesystem::path& path) : file_(std::fopen(path.c_str(), "rb")) {
-    if (!file_) throw error({.what = "cannot open JSONL file", .file = path.string()});
+    if (!file_)
+      throw error({.what = "cannot open JSONL file",
+                   .file = path.string(),
+                   .place = "",
+                   .expected = "",
+                   .found = ""});
     buf_.resize(1u << 16);
   }
   explicit line_source(std::string text) : mem_(std::move(text)), in_memory_(true) {}
@@ -81,7 +86,9 @@ class line_source {
         end_ = std::fread(buf_.data(), 1, buf_.size(), file_);
         pos_ = 0;
         if (end_ == 0) {
-          if (std::ferror(file_)) throw error({.what = "read failed", .file = name});
+          if (std::ferror(file_))
+            throw error(
+                {.what = "read failed", .file = name, .place = "", .expected = "", .found = ""});
           return any;
         }
       }
@@ -244,6 +251,8 @@ class jsonl_view : public ranges::view_facade<jsonl_view<R>, ranges::unknown> {
     const R& read() const { return *st->current; }
     void next() { st->advance(); }
     bool equal(ranges::default_sentinel_t) const { return st->done; }
+    // Single pass over shared state: two iterators of one view are always at one position.
+    bool equal(const cursor& other) const { return st == other.st; }
   };
   cursor begin_cursor() {
     if (!st_->started) {
