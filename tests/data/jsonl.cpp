@@ -195,3 +195,11 @@ TEST_CASE("a missing file is a clear error") {
   data_report rep;
   CHECK_THROWS_AS(read_jsonl<text_record>("/nonexistent/x.jsonl", rep), forge::error);
 }
+
+TEST_CASE("a number that overflows a double is invalid JSON, not a crash") {
+  data_report rep;
+  auto rs = all<text_record>("{\"text\":\"a\",\"n\":1e999}\n", rep);
+  CHECK(rs.empty());
+  REQUIRE(rep.issues.size() == 1);
+  CHECK(rep.issues[0].reason == "invalid_json");
+}

@@ -14,6 +14,7 @@
 
 #include "forge/core/error.hpp"
 #include "forge/data/records.hpp"
+#include "forge/data/report.hpp"
 #include "forge/data/utf8.hpp"
 
 namespace forge::data {
@@ -196,6 +197,16 @@ inline std::string clean_text(std::string_view s, const clean_options& o = {}) {
 template <Record R>
 void clean_record(R& r, const clean_options& o = {}) {
   r.for_each_text([&](std::string& t) { t = clean_text(t, o); });
+}
+
+/// Cleans every text field of a record in place and counts it under step "clean" (cleaning
+/// removes no record; a length or emptiness filter afterwards does).
+template <Record R>
+void clean_record(R& r, data_report& report, const clean_options& o = {}) {
+  clean_record(r, o);
+  auto& st = report.step("clean");
+  ++st.in;
+  ++st.out;
 }
 
 }  // namespace forge::data

@@ -41,6 +41,7 @@ struct jsonl_options {
   std::size_t max_line_bytes = 16u << 20;  ///< longer lines are errors (bounded memory)
   std::size_t max_depth = 64;              ///< deeper JSON nesting is an error
   bool hash_file = true;                   ///< record the file's SHA-256 in the report
+  std::string step = "read";               ///< report step that counts this input's lines
 };
 
 namespace detail {
@@ -177,7 +178,7 @@ struct jsonl_state {
                    .found = found});
     auto& src_info = report->sources[source_index];
     ++src_info.skipped;
-    auto& st = report->step("read");
+    auto& st = report->step(opts.step);
     ++st.in;
     ++st.removed[reason];
     report->add_issue({name, line_no, reason, detail});
@@ -217,6 +218,10 @@ struct jsonl_state {
         // e.byte is nlohmann's 1-based position of the offending character.
         fail("invalid_json", "column " + std::to_string(e.byte) + ": " + e.what());
         continue;
+      } catch (const nlohmann::json::exception& e) {
+        // Valid syntax the DOM cannot hold, such as a number overflowing a double (1e999).
+        fail("invalid_json", e.what());
+        continue;
       }
       try {
         R r = R::parse(j);
@@ -227,7 +232,7 @@ struct jsonl_state {
         fail(f.reason, f.message(), f.expected, f.found);
         continue;
       }
-      auto& st = report->step("read");
+      auto& st = report->step(opts.step);
       ++st.in;
       ++st.out;
       ++report->sources[source_index].records;
@@ -291,7 +296,7 @@ class jsonl_view : public ranges::view_facade<jsonl_view<R>, ranges::unknown> {
     st_->report = &report;
     st_->opts = opts;
     st_->source_index = report.sources.size();
-    report.step("read");
+    report.step(opts.step);
   }
 };
 
