@@ -203,3 +203,23 @@ TEST_CASE("a number that overflows a double is invalid JSON, not a crash") {
   REQUIRE(rep.issues.size() == 1);
   CHECK(rep.issues[0].reason == "invalid_json");
 }
+
+TEST_CASE("long lines spanning several read chunks are joined or rejected correctly") {
+  // The reader fills 64 KiB chunks; these lines cross two to three chunk boundaries.
+  const std::string mid(150000, 'm');
+  const std::string huge(200000, 'h');
+  const std::string text = "{\"text\":\"" + mid + "\"}\n{\"text\":\"" + huge + "\"}\n{\"text\":\"end\"}";
+  auto path = forge::test::scratch("data_jsonl_long") / "long.jsonl";
+  std::ofstream(path) << text;
+  data_report rep;
+  std::vector<std::size_t> sizes;
+  for (const auto& r : read_jsonl<text_record>(path, rep, {.max_line_bytes = 180000}))
+    sizes.push_back(r.text.size());
+  CHECK(sizes == std::vector<std::size_t>{150000, 3});
+  REQUIRE(rep.issues.size() == 1);
+  CHECK(rep.issues[0].line == 2);
+  CHECK(rep.issues[0].reason == "line_too_long");
+  CHECK(rep.sources[0].lines == 3);
+  jsonl_view<text_record> empty;
+  CHECK_THROWS_AS(empty.begin(), forge::error);
+}

@@ -260,6 +260,9 @@ class jsonl_view : public ranges::view_facade<jsonl_view<R>, ranges::unknown> {
     bool equal(const cursor& other) const { return st == other.st; }
   };
   cursor begin_cursor() {
+    if (!st_)
+      throw error({.what = "iterating a default-constructed jsonl_view", .file = "", .place = "",
+                   .expected = "a view made by read_jsonl or parse_jsonl", .found = "none"});
     if (!st_->started) {
       st_->started = true;
       st_->advance();
