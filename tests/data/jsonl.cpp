@@ -208,7 +208,8 @@ TEST_CASE("long lines spanning several read chunks are joined or rejected correc
   // The reader fills 64 KiB chunks; these lines cross two to three chunk boundaries.
   const std::string mid(150000, 'm');
   const std::string huge(200000, 'h');
-  const std::string text = "{\"text\":\"" + mid + "\"}\n{\"text\":\"" + huge + "\"}\n{\"text\":\"end\"}";
+  const std::string text =
+      "{\"text\":\"" + mid + "\"}\n{\"text\":\"" + huge + "\"}\n{\"text\":\"end\"}";
   auto path = forge::test::scratch("data_jsonl_long") / "long.jsonl";
   std::ofstream(path) << text;
   data_report rep;
@@ -222,4 +223,38 @@ TEST_CASE("long lines spanning several read chunks are joined or rejected correc
   CHECK(rep.sources[0].lines == 3);
   jsonl_view<text_record> empty;
   CHECK_THROWS_AS(empty.begin(), forge::error);
+}
+
+namespace {
+// A user-defined shape: an evaluation item with question and answer fields.
+struct qa_record {
+  std::string id;
+  std::string question, answer;
+  static qa_record parse(const nlohmann::json& j) {
+    if (!j.is_object()) throw record_fault{"wrong_type", "<record>", "object", "other"};
+    return {"", detail::string_field(j, "question"), detail::string_field(j, "answer")};
+  }
+  nlohmann::json content() const { return {{"question", question}, {"answer", answer}}; }
+  template <class F>
+  void for_each_text(F&& f) {
+    f(question);
+    f(answer);
+  }
+  template <class F>
+  void for_each_text(F&& f) const {
+    f(question);
+    f(answer);
+  }
+};
+static_assert(Record<qa_record>);
+}  // namespace
+
+TEST_CASE("a user-defined record shape reads like the built-in ones") {
+  data_report rep;
+  auto rs = all<qa_record>("{\"question\":\"q?\",\"answer\":\"a\"}\n{\"question\":\"q2\"}\n", rep);
+  REQUIRE(rs.size() == 1);
+  CHECK(joined_text(rs[0]) == "q?\na");
+  REQUIRE(rep.issues.size() == 1);
+  CHECK(rep.issues[0].reason == "missing_field");
+  CHECK(rep.issues[0].detail == "missing_field 'answer'");
 }

@@ -12,7 +12,8 @@
 // type, invalid record) is reported with file, line and detail: `strict` mode throws
 // forge::error at the first one, the default records it in the data_report (issues, the
 // "read" step's removal reasons, the source's skip count) and goes on. Blank lines are
-// counted but are not records. A trailing '\r' (CRLF files) is removed.
+// counted but are not records. A trailing '\r' (CRLF files) is removed. The data_report is
+// held by pointer: it must outlive the view.
 
 #include <algorithm>
 #include <cstdio>
@@ -261,8 +262,11 @@ class jsonl_view : public ranges::view_facade<jsonl_view<R>, ranges::unknown> {
   };
   cursor begin_cursor() {
     if (!st_)
-      throw error({.what = "iterating a default-constructed jsonl_view", .file = "", .place = "",
-                   .expected = "a view made by read_jsonl or parse_jsonl", .found = "none"});
+      throw error({.what = "iterating a default-constructed jsonl_view",
+                   .file = "",
+                   .place = "",
+                   .expected = "a view made by read_jsonl or parse_jsonl",
+                   .found = "none"});
     if (!st_->started) {
       st_->started = true;
       st_->advance();

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <deque>
 #include <limits>
 #include <map>
 #include <string>
@@ -87,7 +88,8 @@ struct data_report {
   token_stats tokens;
   std::map<std::string, std::uint64_t> splits{};  ///< split name -> records
 
-  /// The counters of step `name`, created (at the end) on first use.
+  /// The counters of step `name`, created (at the end) on first use; the reference stays
+  /// valid when later steps are created.
   step_counts& step(const std::string& name) {
     for (auto& s : steps)
       if (s.name == name) return s;
