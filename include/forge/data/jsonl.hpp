@@ -149,6 +149,15 @@ inline std::size_t json_depth(std::string_view s, std::size_t limit) {
   return max_depth;
 }
 
+/// nlohmann's parse message without its "[json.exception...] parse error at line 1, column N: "
+/// preamble (the reader reports the line and column itself).
+inline std::string parse_message(std::string m) {
+  const auto k = m.find(", column ");
+  if (k == std::string::npos) return m;
+  const auto c = m.find(": ", k);
+  return c == std::string::npos ? m : m.substr(c + 2);
+}
+
 inline bool blank(std::string_view s) {
   for (char c : s)
     if (c != ' ' && c != '\t' && c != '\r') return false;
@@ -217,7 +226,8 @@ struct jsonl_state {
         j = nlohmann::json::parse(line);
       } catch (const nlohmann::json::parse_error& e) {
         // e.byte is nlohmann's 1-based position of the offending character.
-        fail("invalid_json", "column " + std::to_string(e.byte) + ": " + e.what());
+        fail("invalid_json",
+             "column " + std::to_string(e.byte) + ": " + detail::parse_message(e.what()));
         continue;
       } catch (const nlohmann::json::exception& e) {
         // Valid syntax the DOM cannot hold, such as a number overflowing a double (1e999).
