@@ -63,7 +63,9 @@ TEST_CASE("disabled types are left alone") {
 }
 
 TEST_CASE("precision and recall on the labelled PII set are at least 0.95") {
-  std::ifstream in(forge::test::source_dir() / "tests" / "data" / "pii_cases.jsonl");
+  const auto path = forge::test::source_dir() / "tests" / "data" / "pii_cases.jsonl";
+  std::ifstream in(path);
+  INFO("labelled set " << path << " (FORGE_SOURCE_DIR names the source tree)");
   REQUIRE(in);
   struct tally {
     int tp = 0, fp = 0, fn = 0;
