@@ -61,6 +61,10 @@ TEST_CASE("registration checks the id scheme, hashes, scope and duplicates") {
   bad = sql(2);
   bad.base_model_sha256 = "abc";
   CHECK_THAT(error_of([&] { reg.add(bad); }), Catch::Contains("not a SHA-256"));
+  bad = sql(2);
+  bad.task = "";
+  bad.id = "llama_a--v2";
+  CHECK_THAT(error_of([&] { reg.add(bad); }), Catch::Contains("non-empty names"));
   bad = sql(2, {});
   CHECK_THAT(error_of([&] { reg.add(bad); }), Catch::Contains("empty tenant scope"));
   bad = sql(2);

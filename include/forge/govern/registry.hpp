@@ -26,7 +26,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
-#include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -295,25 +295,47 @@ class adapter_registry {
     return r;
   }
 
+  /// Parses and validates the text of a registry file (`source` names it in errors): the
+  /// format tag, every record's required fields and types, its status, unique ids, and
+  /// rollback targets that exist.
+  static std::vector<adapter_record> parse_records(std::string_view text,
+                                                   const std::string& source) {
+    std::vector<adapter_record> out;
+    const json j = parse_json(text, source);
+    if (get_field<std::string>(j, "format", source) != "forge-adapter-registry/1")
+      throw error({.what = "unknown registry format",
+                   .file = source,
+                   .place = "format",
+                   .expected = "forge-adapter-registry/1"});
+    const auto arr = get_field<json>(j, "adapters", source);
+    if (!arr.is_array())
+      throw error({.what = "adapters is not an array", .file = source, .place = "adapters"});
+    std::set<std::string> ids;
+    for (std::size_t i = 0; i < arr.size(); ++i) {
+      const std::string where = "adapters[" + std::to_string(i) + "]";
+      out.push_back(detail::from_json(arr[i], source, where));
+      if (!ids.insert(out.back().id).second)
+        throw error({.what = "duplicate adapter id",
+                     .file = source,
+                     .place = where + ".id",
+                     .found = out.back().id});
+    }
+    for (std::size_t i = 0; i < out.size(); ++i)
+      if (!out[i].rollback_to.empty() && !ids.count(out[i].rollback_to))
+        throw error({.what = "rollback target is not a registered adapter",
+                     .file = source,
+                     .place = "adapters[" + std::to_string(i) + "].rollback_to",
+                     .found = out[i].rollback_to});
+    return out;
+  }
+
   /// The file path.
   const std::filesystem::path& path() const { return path_; }
 
  private:
   static std::vector<adapter_record> load(const std::filesystem::path& p) {
-    std::vector<adapter_record> out;
-    if (!std::filesystem::exists(p)) return out;
-    const json j = load_json(p);
-    if (get_field<std::string>(j, "format", p.string()) != "forge-adapter-registry/1")
-      throw error({.what = "unknown registry format",
-                   .file = p.string(),
-                   .place = "format",
-                   .expected = "forge-adapter-registry/1"});
-    const auto arr = get_field<json>(j, "adapters", p.string());
-    if (!arr.is_array())
-      throw error({.what = "adapters is not an array", .file = p.string(), .place = "adapters"});
-    for (std::size_t i = 0; i < arr.size(); ++i)
-      out.push_back(detail::from_json(arr[i], p.string(), "adapters[" + std::to_string(i) + "]"));
-    return out;
+    if (!std::filesystem::exists(p)) return {};
+    return parse_records(io::read_file(p), p.string());
   }
 
   static void save(const std::filesystem::path& p, const std::vector<adapter_record>& rs) {
@@ -345,7 +367,15 @@ class adapter_registry {
 
   void validate_new(const adapter_record& r) const {
     const std::string place = "adapter " + r.id;
-    static const std::regex part(R"([A-Za-z0-9._]+(-[A-Za-z0-9._]+)*)");
+    // Names: letters, digits, '.', '_' and inner single '-' ("llama-3.2-1b").
+    auto valid_name = [](const std::string& n) {
+      if (n.empty() || n.front() == '-' || n.back() == '-' || n.find("--") != std::string::npos)
+        return false;
+      return std::all_of(n.begin(), n.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-';
+      });
+    };
     auto fail = [&](const std::string& what, const std::string& expected,
                     const std::string& found) {
       throw error({.what = what,
@@ -354,7 +384,7 @@ class adapter_registry {
                    .expected = expected,
                    .found = found});
     };
-    if (!std::regex_match(r.base_model_name, part) || !std::regex_match(r.task, part))
+    if (!valid_name(r.base_model_name) || !valid_name(r.task))
       fail("base model name and task must be non-empty names", "letters, digits, . _ -",
            r.base_model_name + " / " + r.task);
     const std::string expected_id =

@@ -24,6 +24,9 @@
 // and that the manifest's bindings agree with the stage reports (see check_bindings). Every
 // problem is listed, not just the first.
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -238,6 +241,14 @@ inline std::vector<verify_problem> check_bindings(const manifest& m,
 }
 
 namespace detail {
+inline void fsync_file(const std::filesystem::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw error({.what = "cannot open for fsync", .file = p.string()});
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) throw error({.what = "fsync failed", .file = p.string()});
+}
+
 inline std::vector<report_binding> read_reports(const std::filesystem::path& dir,
                                                 std::vector<verify_problem>* problems) {
   namespace fs = std::filesystem;
@@ -288,10 +299,12 @@ inline manifest assemble_release(const std::filesystem::path& dir, const release
         throw error({.what = "release path used twice or reserved", .place = f.path});
       const fs::path target = staging / f.path;
       fs::create_directories(target.parent_path());
-      if (!f.source.empty())
+      if (!f.source.empty()) {
         fs::copy_file(f.source, target);
-      else
+        detail::fsync_file(target);  // the rename below publishes it: make it durable first
+      } else {
         io::write_atomic(target, f.content);
+      }
     };
     std::vector<manifest_entry> artifact_hashes;
     for (const auto& a : spec.artifacts) {

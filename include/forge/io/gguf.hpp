@@ -34,7 +34,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <regex>
 #include <set>
 #include <span>
 #include <string>
@@ -423,6 +422,12 @@ class gguf_cursor {
     pos_ += sizeof(T);
     return v;
   }
+  std::span<const std::byte> read_bytes(std::uint64_t n, const char* what) {
+    need(n, what);
+    auto out = b_.subspan(pos_, n);
+    pos_ += n;
+    return out;
+  }
   std::string read_string(const char* what) {
     const std::uint64_t at = pos_;
     const auto n = read<std::uint64_t>(what);
@@ -670,8 +675,8 @@ class gguf_file {
         if (n > c.left() / es)
           c.fail("array length exceeds what the file can hold (key " + key + ")", n_at,
                  "at most " + std::to_string(c.left() / es), std::to_string(n));
-        a.raw.resize(n * es);
-        for (std::uint64_t i = 0; i < n * es; ++i) a.raw[i] = c.read<std::byte>("an array");
+        const auto raw = c.read_bytes(n * es, "an array");
+        a.raw.assign(raw.begin(), raw.end());
         if (a.elem == gguf_type::boolean)
           for (std::uint64_t i = 0; i < n; ++i)
             if (std::to_integer<unsigned>(a.raw[i]) > 1)
@@ -972,11 +977,18 @@ inline std::string gguf_tensor_name(std::string_view hf_name) {
   if (suffix == ".weight" || suffix == ".bias") {
     const std::string stem = s.substr(0, dot);
     if (auto it = top.find(stem); it != top.end()) return it->second + suffix;
-    static const std::regex re(R"(model\.layers\.(\d+)\.(.+))");
-    std::smatch mm;
-    if (std::regex_match(stem, mm, re))
-      if (auto it = layer.find(mm[2].str()); it != layer.end())
-        return "blk." + mm[1].str() + "." + it->second + suffix;
+    // "model.layers.<N>.<module>"
+    constexpr std::string_view prefix = "model.layers.";
+    if (stem.rfind(prefix, 0) == 0) {
+      const auto num_end = stem.find('.', prefix.size());
+      const std::string num = stem.substr(prefix.size(), num_end - prefix.size());
+      const bool digits =
+          !num.empty() && num.size() < 10 &&
+          std::all_of(num.begin(), num.end(), [](char c) { return c >= '0' && c <= '9'; });
+      if (digits && num_end != std::string::npos)
+        if (auto it = layer.find(stem.substr(num_end + 1)); it != layer.end())
+          return "blk." + std::to_string(std::stoul(num)) + "." + it->second + suffix;
+    }
   }
   throw error({.what = "no llama.cpp name for this tensor",
                .place = "tensor " + s,
