@@ -164,6 +164,9 @@ TEST_CASE("the writer refuses tensors llama.cpp could not load") {
   std::vector<gguf_tensor_view> dup = {{"a", ggml_type::f32, {64}, as_bytes_of(x)},
                                        {"a", ggml_type::f32, {64}, as_bytes_of(x)}};
   CHECK_THROWS_WITH(write_gguf(dir / "e.gguf", m, dup), Catch::Contains("duplicate"));
+  gguf_metadata empty_key;
+  empty_key.set("", std::uint32_t{1});
+  CHECK_THROWS_WITH(write_gguf(dir / "e.gguf", empty_key, {}), Catch::Contains("key length"));
   m.set("general.alignment", std::uint32_t{48});
   CHECK_THROWS_WITH(try_write({"a", ggml_type::f32, {64}, as_bytes_of(x)}),
                     Catch::Contains("power of two"));

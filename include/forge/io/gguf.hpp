@@ -784,6 +784,12 @@ inline void write_gguf(const std::filesystem::path& path, const gguf_metadata& m
   detail::put<std::uint64_t>(head, tensors.size());
   detail::put<std::uint64_t>(head, metadata.size());
   for (const auto& [k, v] : metadata.items()) {
+    if (k.empty() || k.size() > 65535)
+      throw error({.what = "bad metadata key length",
+                   .file = src,
+                   .place = "key " + k,
+                   .expected = "1 to 65535 bytes",
+                   .found = std::to_string(k.size())});
     detail::put_string(head, k);
     detail::put_value(head, v);
   }
