@@ -53,16 +53,15 @@ class string_generator {
   }
 
   void whitespace_run(std::string& s) {
-    static const char32_t ws[] = {' ',    ' ',    ' ',    '\t',   '\n',   '\n',   '\r',
-                                  0x0B,   0x0C,   0x85,   0xA0,   0x1680, 0x180E, 0x2000,
-                                  0x2003, 0x200A, 0x200B, 0x2028, 0x2029, 0x202F, 0x205F,
-                                  0x3000, 0xFEFF};
+    static const char32_t ws[] = {' ',    ' ',    ' ',    '\t',   '\n',   '\n',   '\r',   0x0B,
+                                  0x0C,   0x85,   0xA0,   0x1680, 0x180E, 0x2000, 0x2003, 0x200A,
+                                  0x200B, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000, 0xFEFF};
     const auto n = 1 + below(coin(20) ? 12 : 4);
     for (std::uint64_t i = 0; i < n; ++i) append_utf8(s, ws[below(std::size(ws))]);
   }
 
   void digits(std::string& s) {
-    static const char32_t extra[] = {0x0660, 0x0669, 0x06F5, 0x0966, 0xFF10, 0xFF19,
+    static const char32_t extra[] = {0x0660, 0x0669, 0x06F5, 0x0966, 0xFF10,  0xFF19,
                                      0x00B2, 0x00BD, 0x2160, 0x2474, 0x1D7CE, 0x3007};
     const auto n = 1 + below(12);
     for (std::uint64_t i = 0; i < n; ++i) {
@@ -75,11 +74,41 @@ class string_generator {
   }
 
   void code(std::string& s) {
-    static const char* parts[] = {
-        "def ", "f(x)", ":\n", "    ", "return ", "x * 2", "\n", "{", "}", "();", " == ",
-        "!= ", "&&", "||", "->", "=>", "::", "#include <vector>", "int main() {", "\t",
-        "for (int i = 0; i < n; ++i)", "//", "/* c */", "x_1", "snake_case", "CamelCase",
-        "0x1F", "1e-9", "\"str\"", "'c'", "[i]", "    if x:\n        pass\n", "\r\n", "@", "$"};
+    static const char* parts[] = {"def ",
+                                  "f(x)",
+                                  ":\n",
+                                  "    ",
+                                  "return ",
+                                  "x * 2",
+                                  "\n",
+                                  "{",
+                                  "}",
+                                  "();",
+                                  " == ",
+                                  "!= ",
+                                  "&&",
+                                  "||",
+                                  "->",
+                                  "=>",
+                                  "::",
+                                  "#include <vector>",
+                                  "int main() {",
+                                  "\t",
+                                  "for (int i = 0; i < n; ++i)",
+                                  "//",
+                                  "/* c */",
+                                  "x_1",
+                                  "snake_case",
+                                  "CamelCase",
+                                  "0x1F",
+                                  "1e-9",
+                                  "\"str\"",
+                                  "'c'",
+                                  "[i]",
+                                  "    if x:\n        pass\n",
+                                  "\r\n",
+                                  "@",
+                                  "$"};
     const auto n = 1 + below(8);
     for (std::uint64_t i = 0; i < n; ++i) s += parts[below(std::size(parts))];
   }
@@ -110,12 +139,42 @@ class string_generator {
   }
 
   void words(std::string& s) {
-    static const char* w[] = {"the", "The", "quick", "brown", "fox", "don't", "I'm", "you'll",
-                              "IT'S", "WE'VE", "they'D", "ok", "okay", "hello", "world",
-                              "naïve", "café", "Straße", "ſtop", "\xE2\x84\xAA" "elvin", "İstanbul",
-                              "résumé", "中文", "日本語", "한국어", "русский", "ελληνικά",
-                              "עברית", "العربية", "हिन्दी", "ไทย", "e\xCC\x81", "A\xCC\x8A",
-                              "\xEF\xAC\x81", "ｆｕｌｌ"};
+    static const char* w[] = {"the",
+                              "The",
+                              "quick",
+                              "brown",
+                              "fox",
+                              "don't",
+                              "I'm",
+                              "you'll",
+                              "IT'S",
+                              "WE'VE",
+                              "they'D",
+                              "ok",
+                              "okay",
+                              "hello",
+                              "world",
+                              "naïve",
+                              "café",
+                              "Straße",
+                              "ſtop",
+                              "\xE2\x84\xAA"
+                              "elvin",
+                              "İstanbul",
+                              "résumé",
+                              "中文",
+                              "日本語",
+                              "한국어",
+                              "русский",
+                              "ελληνικά",
+                              "עברית",
+                              "العربية",
+                              "हिन्दी",
+                              "ไทย",
+                              "e\xCC\x81",
+                              "A\xCC\x8A",
+                              "\xEF\xAC\x81",
+                              "ｆｕｌｌ"};
     const auto n = 1 + below(6);
     for (std::uint64_t i = 0; i < n; ++i) {
       if (i) s += coin(80) ? " " : (coin(50) ? "  " : "\n");
@@ -125,10 +184,18 @@ class string_generator {
   }
 
   void specials(std::string& s) {
-    static const char* sp[] = {"<|begin_of_text|>", "<|end_of_text|>", "<|im_start|>",
-                               "<|im_end|>",        "<|eot_id|>",      "<|endoftext|>",
-                               "<s>",               "</s>",            "<unk>",
-                               "<tool>",            " <tool> ",        "<|im_start",
+    static const char* sp[] = {"<|begin_of_text|>",
+                               "<|end_of_text|>",
+                               "<|im_start|>",
+                               "<|im_end|>",
+                               "<|eot_id|>",
+                               "<|endoftext|>",
+                               "<s>",
+                               "</s>",
+                               "<unk>",
+                               "<tool>",
+                               " <tool> ",
+                               "<|im_start",
                                "<0x41>"};
     s += sp[below(std::size(sp))];
   }
@@ -143,14 +210,24 @@ class string_generator {
           for (std::uint64_t i = 0; i < n; ++i) append_utf8(s, random_code_point());
           break;
         }
-        case 1: whitespace_run(s); break;
-        case 2: digits(s); break;
-        case 3: code(s); break;
-        case 4: emoji(s); break;
+        case 1:
+          whitespace_run(s);
+          break;
+        case 2:
+          digits(s);
+          break;
+        case 3:
+          code(s);
+          break;
+        case 4:
+          emoji(s);
+          break;
         case 5:
           if (coin(40)) specials(s);
           break;
-        default: words(s); break;
+        default:
+          words(s);
+          break;
       }
       if (coin(30)) s += ' ';
     }
@@ -177,8 +254,9 @@ std::string shell_quote(const std::string& s) {
 TEST_CASE("forge and the tokenizers library agree on 12,000 generated strings") {
   const std::string python = forge::test::python();
   if (python.empty())
-    FAIL("FORGE_PYTHON is not set: this test needs a python with pip `tokenizers` "
-         "(configure with -DFORGE_PYTHON=/path/to/venv/bin/python)");
+    FAIL(
+        "FORGE_PYTHON is not set: this test needs a python with pip `tokenizers` "
+        "(configure with -DFORGE_PYTHON=/path/to/venv/bin/python)");
 
   constexpr std::size_t n_strings = 12000;
   string_generator gen(20240611);
@@ -221,7 +299,8 @@ TEST_CASE("forge and the tokenizers library agree on 12,000 generated strings") 
       const auto& s = strings[i];
       const auto ids = tok.encode(s, true);
       const auto want = row["ids"].get<std::vector<std::int32_t>>();
-      const bool same = ids == want && tok.encode(s, false) == row["ids_plain"].get<std::vector<std::int32_t>>() &&
+      const bool same = ids == want &&
+                        tok.encode(s, false) == row["ids_plain"].get<std::vector<std::int32_t>>() &&
                         tok.decode(want) == row["text"].get<std::string>() &&
                         tok.decode(want, true) == row["text_skip"].get<std::string>();
       if (!same && mismatches++ < 5) {

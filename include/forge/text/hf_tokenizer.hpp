@@ -102,13 +102,17 @@ inline split_behavior parse_behavior(const json_node& n) {
 
 // {"String": "..."} or {"Regex": "..."} -> compiled pattern.
 inline std::shared_ptr<const regex> parse_pattern(const json_node& n) {
-  if (auto s = n.find("String")) return std::make_shared<regex>(escape_literal(s->str_ref()), n.file());
+  if (auto s = n.find("String"))
+    return std::make_shared<regex>(escape_literal(s->str_ref()), n.file());
   if (auto r = n.find("Regex")) {
     try {
       return std::make_shared<regex>(r->str_ref(), n.file());
     } catch (const error& e) {
-      throw error({.what = e.problem(), .file = n.file(), .place = r->path(),
-                   .expected = e.expected(), .found = e.found()});
+      throw error({.what = e.problem(),
+                   .file = n.file(),
+                   .place = r->path(),
+                   .expected = e.expected(),
+                   .found = e.found()});
     }
   }
   n.fail("expected a pattern object", "{\"String\": ...} or {\"Regex\": ...}");
@@ -163,7 +167,8 @@ inline void parse_normalizer(const json_node& n, normalizer& out) {
 inline prepend_scheme parse_scheme(const json_node& n) {
   std::optional<std::string> s = n.str_opt("prepend_scheme");
   // Older files carry add_prefix_space instead of a scheme.
-  if (!s) return n.boolean_or("add_prefix_space", true) ? prepend_scheme::always : prepend_scheme::never;
+  if (!s)
+    return n.boolean_or("add_prefix_space", true) ? prepend_scheme::always : prepend_scheme::never;
   if (*s == "always") return prepend_scheme::always;
   if (*s == "first") return prepend_scheme::first;
   if (*s == "never") return prepend_scheme::never;
@@ -279,7 +284,8 @@ inline void parse_post_processor(const json_node& n, std::vector<post_step>& out
       } else if (auto sp = p.find("SpecialToken")) {
         const std::string name = sp->at("id").str();
         auto entry = specials.find(name);
-        if (!entry) sp->at("id").fail("special token missing from special_tokens", "a key of special_tokens");
+        if (!entry)
+          sp->at("id").fail("special token missing from special_tokens", "a key of special_tokens");
         const auto ids = entry->at("ids");
         post_step::piece piece{false, {}};
         for (std::size_t k = 0; k < ids.size(); ++k) piece.ids.push_back(parse_id(ids[k]));
@@ -367,7 +373,8 @@ inline void parse_bpe_model(const json_node& m, bpe_model& model, std::size_t& n
     merged = a;
     merged.append(b, prefix_len, std::string::npos);
     const auto im = model.find(merged);
-    if (!im) e.fail("merged token \"" + merged + "\" is not in the vocabulary", "tokens of model.vocab");
+    if (!im)
+      e.fail("merged token \"" + merged + "\" is not in the vocabulary", "tokens of model.vocab");
     model.merges.put(*ia, *ib, {static_cast<std::uint32_t>(i), *im});
   }
 }
@@ -474,11 +481,12 @@ class hf_tokenizer {
       const std::int32_t id = ids[i];
       const std::string* tok = token_string(id);
       if (!tok)
-        throw error({.what = "token id not in the vocabulary",
-                     .file = st_->source,
-                     .place = "position " + std::to_string(i),
-                     .expected = "an id below " + std::to_string(st_->n_ids) + " that names a token",
-                     .found = std::to_string(id)});
+        throw error(
+            {.what = "token id not in the vocabulary",
+             .file = st_->source,
+             .place = "position " + std::to_string(i),
+             .expected = "an id below " + std::to_string(st_->n_ids) + " that names a token",
+             .found = std::to_string(id)});
       if (skip_special_tokens && st_->special_contents.count(*tok)) continue;
       tokens.push_back(*tok);
     }
@@ -499,7 +507,8 @@ class hf_tokenizer {
   std::optional<std::string> id_to_token(std::int32_t id) const {
     auto it = st_->added_by_id.find(id);
     if (it != st_->added_by_id.end()) return st_->added[it->second].content;
-    if (id < 0 || static_cast<std::size_t>(id) >= st_->model.id_to_token.size()) return std::nullopt;
+    if (id < 0 || static_cast<std::size_t>(id) >= st_->model.id_to_token.size())
+      return std::nullopt;
     if (!st_->model.has_id[static_cast<std::size_t>(id)]) return std::nullopt;
     return st_->model.id_to_token[static_cast<std::size_t>(id)];
   }
@@ -523,10 +532,11 @@ class hf_tokenizer {
     if (!name) return std::nullopt;
     auto id = token_to_id(*name);
     if (!id)
-      throw error({.what = std::string("tokenizer_config ") + key + " is not a token of the vocabulary",
-                   .file = st_->source,
-                   .expected = "a token of tokenizer.json",
-                   .found = "\"" + *name + "\""});
+      throw error(
+          {.what = std::string("tokenizer_config ") + key + " is not a token of the vocabulary",
+           .file = st_->source,
+           .expected = "a token of tokenizer.json",
+           .found = "\"" + *name + "\""});
     return id;
   }
 

@@ -44,13 +44,13 @@ concept Tokenizer = requires(const T& t, std::string_view text, std::span<const 
 
 /// The parts of a Hugging Face tokenizer_config.json that forge uses. Absent keys stay empty.
 struct tokenizer_config {
-  std::optional<std::string> bos_token;     ///< e.g. "<s>", "<|begin_of_text|>"
-  std::optional<std::string> eos_token;     ///< e.g. "</s>", "<|end_of_text|>"
+  std::optional<std::string> bos_token;  ///< e.g. "<s>", "<|begin_of_text|>"
+  std::optional<std::string> eos_token;  ///< e.g. "</s>", "<|end_of_text|>"
   std::optional<std::string> pad_token;
   std::optional<std::string> unk_token;
-  std::optional<bool> add_bos_token;        ///< SentencePiece models: prepend BOS on encode
-  std::optional<bool> add_eos_token;        ///< SentencePiece models: append EOS on encode
-  std::optional<std::string> chat_template; ///< the raw Jinja template, not rendered here
+  std::optional<bool> add_bos_token;         ///< SentencePiece models: prepend BOS on encode
+  std::optional<bool> add_eos_token;         ///< SentencePiece models: append EOS on encode
+  std::optional<std::string> chat_template;  ///< the raw Jinja template, not rendered here
   std::optional<std::string> tokenizer_class;
 };
 
@@ -61,7 +61,8 @@ inline std::optional<std::string> config_token(const json_node& root, std::strin
   if (!m) return std::nullopt;
   if (m->is_string()) return m->str();
   if (m->is_object()) return m->at("content").str();
-  m->fail("expected a token string or an object with \"content\"", "a string or {\"content\": ...}");
+  m->fail("expected a token string or an object with \"content\"",
+          "a string or {\"content\": ...}");
 }
 }  // namespace detail
 

@@ -215,8 +215,7 @@ struct bpe_model {
       const auto byte_len = static_cast<std::uint32_t>(i - start);
       const bool first = start == 0, last = i == w.size();
       std::string_view sym = w.substr(start, byte_len);
-      if ((!first && !continuing_subword_prefix.empty()) ||
-          (last && !end_of_word_suffix.empty())) {
+      if ((!first && !continuing_subword_prefix.empty()) || (last && !end_of_word_suffix.empty())) {
         s.buf.clear();
         if (!first) s.buf += continuing_subword_prefix;
         s.buf += sym;
@@ -284,7 +283,8 @@ struct bpe_model {
       cur.len += right.len;
       cur.next = right.next;
       sym[right_pos].len = 0;
-      if (right.next != -1) sym[static_cast<std::size_t>(right.next)].prev = static_cast<std::int32_t>(top.pos);
+      if (right.next != -1)
+        sym[static_cast<std::size_t>(right.next)].prev = static_cast<std::int32_t>(top.pos);
       if (cur.prev != -1) {
         const auto p = static_cast<std::size_t>(cur.prev);
         if (const auto* pm = merges.get(sym[p].id, cur.id)) {

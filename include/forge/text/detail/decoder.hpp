@@ -26,7 +26,7 @@ struct decoder_step {
   std::shared_ptr<const regex> pattern;  ///< replace
   char32_t replacement_char = 0x2581;    ///< metaspace
   prepend_scheme scheme = prepend_scheme::always;  ///< metaspace
-  std::string suffix;                    ///< bpe: the end-of-word suffix
+  std::string suffix;                              ///< bpe: the end-of-word suffix
 
   void apply(std::vector<std::string>& tokens) const {
     switch (k) {

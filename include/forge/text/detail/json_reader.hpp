@@ -112,8 +112,8 @@ class json_node {
     if (v_->is_number_unsigned()) {
       const auto u = v_->get<std::uint64_t>();
       if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-        fail("integer out of range", "an integer in [" + std::to_string(lo) + ", " +
-                                         std::to_string(hi) + "]");
+        fail("integer out of range",
+             "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
       x = static_cast<std::int64_t>(u);
     } else {
       x = v_->get<std::int64_t>();

@@ -23,10 +23,9 @@ namespace forge::text::detail {
 inline std::string unicode_normalize(std::string_view s, int options) {
   if (s.empty()) return {};
   utf8proc_uint8_t* out = nullptr;
-  const utf8proc_ssize_t n =
-      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
-                   static_cast<utf8proc_ssize_t>(s.size()), &out,
-                   static_cast<utf8proc_option_t>(options | UTF8PROC_STABLE));
+  const utf8proc_ssize_t n = utf8proc_map(
+      reinterpret_cast<const utf8proc_uint8_t*>(s.data()), static_cast<utf8proc_ssize_t>(s.size()),
+      &out, static_cast<utf8proc_option_t>(options | UTF8PROC_STABLE));
   if (n < 0) {
     std::free(out);
     throw error(std::string("Unicode normalization failed: ") + utf8proc_errmsg(n));
@@ -40,17 +39,25 @@ inline std::string unicode_normalize(std::string_view s, int options) {
 struct normalizer_step {
   enum class kind { nfc, nfd, nfkc, nfkd, prepend, replace, strip, byte_level };
   kind k = kind::nfc;
-  std::string text;                  ///< prepend: the prefix; replace: the replacement
+  std::string text;                      ///< prepend: the prefix; replace: the replacement
   std::shared_ptr<const regex> pattern;  ///< replace: what is replaced
-  bool left = false, right = false;  ///< strip: which ends
+  bool left = false, right = false;      ///< strip: which ends
 
   /// Applies the step to `s` in place.
   void apply(std::string& s) const {
     switch (k) {
-      case kind::nfc: s = unicode_normalize(s, UTF8PROC_COMPOSE); break;
-      case kind::nfd: s = unicode_normalize(s, UTF8PROC_DECOMPOSE); break;
-      case kind::nfkc: s = unicode_normalize(s, UTF8PROC_COMPOSE | UTF8PROC_COMPAT); break;
-      case kind::nfkd: s = unicode_normalize(s, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT); break;
+      case kind::nfc:
+        s = unicode_normalize(s, UTF8PROC_COMPOSE);
+        break;
+      case kind::nfd:
+        s = unicode_normalize(s, UTF8PROC_DECOMPOSE);
+        break;
+      case kind::nfkc:
+        s = unicode_normalize(s, UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
+        break;
+      case kind::nfkd:
+        s = unicode_normalize(s, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
+        break;
       case kind::prepend:
         // The reference prepends only to non-empty strings.
         if (!s.empty()) s.insert(0, text);

@@ -136,7 +136,8 @@ class pre_tokenizer {
           return;
         }
         const char32_t rc = st.replacement_char;
-        cover_from_predicate(text, [rc](char32_t c) { return c == rc; }, sc.cover);
+        cover_from_predicate(
+            text, [rc](char32_t c) { return c == rc; }, sc.cover);
         apply_behavior(sc.cover, split_behavior::merged_with_next, sc.pieces);
         forward(i, text, at_start, sc.pieces, scratch, sink);
         return;

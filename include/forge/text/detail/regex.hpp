@@ -113,17 +113,15 @@ class regex {
     int code = 0;
     PCRE2_SIZE offset = 0;
     code_.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(rewritten.data()), rewritten.size(),
-                              PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &code, &offset,
-                              nullptr));
+                              PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &code, &offset, nullptr));
     if (!code_) {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(code, msg, sizeof msg);
-      throw error({.what = "invalid regular expression: " +
-                           std::string(reinterpret_cast<const char*>(msg)),
-                   .file = source,
-                   .expected = "a valid Unicode regular expression",
-                   .found = "/" + pattern_ + "/ (error near pattern byte " + std::to_string(offset) +
-                            ")"});
+      throw error(
+          {.what = "invalid regular expression: " + std::string(reinterpret_cast<const char*>(msg)),
+           .file = source,
+           .expected = "a valid Unicode regular expression",
+           .found = "/" + pattern_ + "/ (error near pattern byte " + std::to_string(offset) + ")"});
     }
     // JIT compilation is an optimisation only: without it matching is slower but identical.
     pcre2_jit_compile(code_.get(), PCRE2_JIT_COMPLETE);

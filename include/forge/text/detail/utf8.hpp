@@ -75,7 +75,9 @@ inline void require_utf8(std::string_view s, const std::string& source) {
 
 /// Decodes the code point at s[i] (which must start a valid sequence) and advances i.
 inline char32_t next_code_point(std::string_view s, std::size_t& i) {
-  const auto b = [&](std::size_t k) { return static_cast<char32_t>(static_cast<unsigned char>(s[k])); };
+  const auto b = [&](std::size_t k) {
+    return static_cast<char32_t>(static_cast<unsigned char>(s[k]));
+  };
   const char32_t c = b(i);
   if (c < 0x80) {
     i += 1;
@@ -91,8 +93,8 @@ inline char32_t next_code_point(std::string_view s, std::size_t& i) {
     i += 3;
     return r;
   }
-  const char32_t r = ((c & 0x07) << 18) | ((b(i + 1) & 0x3F) << 12) | ((b(i + 2) & 0x3F) << 6) |
-                     (b(i + 3) & 0x3F);
+  const char32_t r =
+      ((c & 0x07) << 18) | ((b(i + 1) & 0x3F) << 12) | ((b(i + 2) & 0x3F) << 6) | (b(i + 3) & 0x3F);
   i += 4;
   return r;
 }
@@ -177,13 +179,15 @@ inline std::string utf8_lossy(std::string_view bytes) {
 }
 
 /// Unicode general category of `c` (utf8proc's UTF8PROC_CATEGORY_*).
-inline int category(char32_t c) { return utf8proc_category(static_cast<utf8proc_int32_t>(c)); }
+inline int category(char32_t c) {
+  return utf8proc_category(static_cast<utf8proc_int32_t>(c));
+}
 
 /// Unicode White_Space (the property behind `\s` in Oniguruma and Rust's regex).
 inline bool is_white_space(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 /// Rust's char::is_numeric: general category Nd, Nl or No.
