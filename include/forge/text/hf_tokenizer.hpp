@@ -102,11 +102,10 @@ inline split_behavior parse_behavior(const json_node& n) {
 
 // {"String": "..."} or {"Regex": "..."} -> compiled pattern.
 inline std::shared_ptr<const regex> parse_pattern(const json_node& n) {
-  if (auto s = n.find("String"))
-    return std::make_shared<regex>(escape_literal(s->str_ref()), n.file());
+  if (auto s = n.find("String")) return compile_shared(escape_literal(s->str_ref()), n.file());
   if (auto r = n.find("Regex")) {
     try {
-      return std::make_shared<regex>(r->str_ref(), n.file());
+      return compile_shared(r->str_ref(), n.file());
     } catch (const error& e) {
       throw error({.what = e.problem(),
                    .file = n.file(),
@@ -306,7 +305,17 @@ inline void parse_post_processor(const json_node& n, std::vector<post_step>& out
   out.push_back(std::move(st));
 }
 
-inline void parse_bpe_model(const json_node& m, bpe_model& model, std::size_t& n_ids) {
+// Ids are stored densely, so they are bounded by the number of vocabulary and added-token
+// entries: a dense vocabulary with added tokens after it always fits, and a corrupt id such as
+// 2^31 cannot make the tables huge.
+inline std::int32_t parse_bounded_id(const json_node& n, std::size_t bound) {
+  const auto hi = static_cast<std::int64_t>(std::min<std::size_t>(bound, std::size_t{1} << 31)) - 1;
+  if (hi < 0) n.fail("no id is possible in an empty vocabulary");
+  return static_cast<std::int32_t>(n.integer(0, hi));
+}
+
+inline void parse_bpe_model(const json_node& m, bpe_model& model, std::size_t& n_ids,
+                            std::size_t id_bound) {
   const std::string type = m.find("type") ? m.at("type").str() : "BPE";
   if (type != "BPE") m.at("type").fail("unsupported model type", "BPE");
   if (auto d = m.find("dropout")) {
@@ -319,7 +328,7 @@ inline void parse_bpe_model(const json_node& m, bpe_model& model, std::size_t& n
   model.vocab.reserve(vocab.value().size());
   for (auto it = vocab.value().begin(); it != vocab.value().end(); ++it) {
     const json_node entry(it.value(), m.file(), vocab.path() + "/" + it.key());
-    const std::int32_t id = parse_id(entry);
+    const std::int32_t id = parse_bounded_id(entry, id_bound);
     model.vocab[it.key()] = id;
     if (static_cast<std::size_t>(id) >= model.id_to_token.size()) {
       model.id_to_token.resize(static_cast<std::size_t>(id) + 1);
@@ -339,7 +348,7 @@ inline void parse_bpe_model(const json_node& m, bpe_model& model, std::size_t& n
     if (!id) unk->fail("unk_token is not in the vocabulary", "a token of model.vocab");
     model.unk_id = *id;
   }
-  model.index_bytes();
+  if (model.byte_fallback) model.index_bytes();
 
   const auto merges = m.at("merges");
   const std::size_t n = merges.size();
@@ -379,13 +388,13 @@ inline void parse_bpe_model(const json_node& m, bpe_model& model, std::size_t& n
   }
 }
 
-inline void parse_added_tokens(const json_node& list, hf_state& st) {
+inline void parse_added_tokens(const json_node& list, hf_state& st, std::size_t id_bound) {
   const std::size_t n = list.size();
   for (std::size_t i = 0; i < n; ++i) {
     const auto e = list[i];
     added_token t;
     t.content = e.at("content").str();
-    t.id = parse_id(e.at("id"));
+    t.id = parse_bounded_id(e.at("id"), id_bound);
     t.special = e.boolean_or("special", false);
     t.single_word = e.boolean_or("single_word", false);
     t.lstrip = e.boolean_or("lstrip", false);
@@ -420,12 +429,15 @@ class hf_tokenizer {
     if (!root.is_object()) root.fail("expected an object", "a tokenizer.json object");
     auto st = std::make_unique<detail::hf_state>();
     st->source = source;
-    detail::parse_bpe_model(root.at("model"), st->model, st->n_ids);
+    const auto model = root.at("model");
+    const auto added = root.find("added_tokens");
+    const std::size_t id_bound = model.at("vocab").value().size() + (added ? added->size() : 0);
+    detail::parse_bpe_model(model, st->model, st->n_ids, id_bound);
     if (auto n = root.find("normalizer")) detail::parse_normalizer(*n, st->norm);
     if (auto n = root.find("pre_tokenizer")) detail::parse_pre_tokenizer(*n, st->pre);
     if (auto n = root.find("post_processor")) detail::parse_post_processor(*n, st->post);
     if (auto n = root.find("decoder")) detail::parse_decoder(*n, st->dec);
-    if (auto n = root.find("added_tokens")) detail::parse_added_tokens(*n, *st);
+    if (added) detail::parse_added_tokens(*added, *st, id_bound);
     for (std::size_t i = 0; i < st->added.size(); ++i) {
       const auto& t = st->added[i];
       st->added_by_id[t.id] = i;

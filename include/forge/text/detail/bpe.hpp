@@ -158,7 +158,7 @@ struct bpe_model {
   bool fuse_unk = false;
   bool byte_fallback = false;
   bool ignore_merges = false;
-  std::int32_t byte_ids[256];  ///< id of "<0xXX>" or -1 (byte_fallback)
+  std::int32_t byte_ids[256] = {};  ///< id of "<0xXX>" or -1 (filled when byte_fallback)
 
   /// Looks a token string up in the vocabulary.
   std::optional<std::int32_t> find(std::string_view token) const {

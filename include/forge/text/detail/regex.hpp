@@ -14,7 +14,9 @@
 #include <pcre2.h>
 
 #include <cstddef>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -136,10 +138,8 @@ class regex {
     explicit matcher(const regex& re)
         : re_(&re),
           data_(pcre2_match_data_create_from_pattern(re.code_.get(), nullptr)),
-          context_(pcre2_match_context_create(nullptr)),
-          stack_(pcre2_jit_stack_create(32 * 1024, 64 * 1024 * 1024, nullptr)) {
-      if (!data_ || !context_ || !stack_) throw error("out of memory creating a regex matcher");
-      pcre2_jit_stack_assign(context_.get(), nullptr, stack_.get());
+          context_(pcre2_match_context_create(nullptr)) {
+      if (!data_ || !context_) throw error("out of memory creating a regex matcher");
     }
 
     /// Appends the [begin, end) byte ranges of the successive matches in `s` (valid UTF-8) to
@@ -150,8 +150,16 @@ class regex {
       std::size_t last_match_end = 0;
       const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.data());
       while (last_end <= s.size()) {
-        const int rc = pcre2_match(re_->code_.get(), subject, s.size(), last_end,
-                                   PCRE2_NO_UTF_CHECK, data_.get(), context_.get());
+        int rc = pcre2_match(re_->code_.get(), subject, s.size(), last_end, PCRE2_NO_UTF_CHECK,
+                             data_.get(), context_.get());
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT && !stack_) {
+          // The default 32 KiB JIT stack was too small (long runs under a backtracking
+          // quantifier): retry with a stack that grows to 64 MiB.
+          stack_.reset(pcre2_jit_stack_create(32 * 1024, 64 * 1024 * 1024, nullptr));
+          if (!stack_) throw error("out of memory creating a regex JIT stack");
+          pcre2_jit_stack_assign(context_.get(), nullptr, stack_.get());
+          continue;
+        }
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
           PCRE2_UCHAR msg[256];
@@ -199,5 +207,21 @@ class regex {
   std::string pattern_;
   std::unique_ptr<pcre2_code, free_code> code_;
 };
+
+/// The compiled form of `pattern`, shared between tokenizers that use the same pattern
+/// (compiling and JIT-compiling dominates loading a tokenizer.json).
+inline std::shared_ptr<const regex> compile_shared(std::string_view pattern,
+                                                   const std::string& source) {
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<const regex>, std::less<>> cache;
+  std::lock_guard lock(mu);
+  auto it = cache.find(pattern);
+  if (it != cache.end())
+    if (auto re = it->second.lock()) return re;
+  auto re = std::make_shared<const regex>(pattern, source);
+  if (cache.size() > 256) std::erase_if(cache, [](const auto& kv) { return kv.second.expired(); });
+  cache[std::string(pattern)] = re;
+  return re;
+}
 
 }  // namespace forge::text::detail
