@@ -29,6 +29,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -329,7 +330,7 @@ inline void parse_bpe_model(const json_node& m, bpe_model& model, std::size_t& n
   for (auto it = vocab.value().begin(); it != vocab.value().end(); ++it) {
     const json_node entry(it.value(), m.file(), vocab.path() + "/" + it.key());
     const std::int32_t id = parse_bounded_id(entry, id_bound);
-    model.vocab[it.key()] = id;
+    model.vocab.insert_or_assign(it.key(), id);
     if (static_cast<std::size_t>(id) >= model.id_to_token.size()) {
       model.id_to_token.resize(static_cast<std::size_t>(id) + 1);
       model.has_id.resize(static_cast<std::size_t>(id) + 1, false);
@@ -441,7 +442,7 @@ class hf_tokenizer {
     for (std::size_t i = 0; i < st->added.size(); ++i) {
       const auto& t = st->added[i];
       st->added_by_id[t.id] = i;
-      st->added_by_content[t.content] = t.id;
+      st->added_by_content.insert_or_assign(t.content, t.id);
       if (t.special) st->special_contents.insert(t.content);
       st->n_ids = std::max(st->n_ids, static_cast<std::size_t>(t.id) + 1);
     }
@@ -510,8 +511,7 @@ class hf_tokenizer {
 
   /// Id of token string `token` (added tokens first, then the model vocabulary).
   std::optional<std::int32_t> token_to_id(std::string_view token) const {
-    auto it = st_->added_by_content.find(token);
-    if (it != st_->added_by_content.end()) return it->second;
+    if (const auto* id = st_->added_by_content.find(token)) return *id;
     return st_->model.find(token);
   }
 

@@ -11,7 +11,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -19,16 +18,85 @@
 
 namespace forge::text::detail {
 
-/// std::hash over strings that also accepts string_view, for heterogeneous lookup.
-struct string_hash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept {
-    return std::hash<std::string_view>{}(s);
+/// Open-addressing hash map from strings to small values. Keys live in one arena and each
+/// slot keeps the key's full hash, so a lookup hashes once and compares bytes only on a hash
+/// match (std::unordered_map re-hashes chain neighbours on heterogeneous lookups).
+template <class V>
+class string_map {
+ public:
+  std::size_t size() const { return size_; }
+
+  void reserve(std::size_t n) {
+    if (2 * n > slots_.size()) rehash(capacity_for(n));
   }
+
+  const V* find(std::string_view key) const {
+    if (slots_.empty()) return nullptr;
+    const std::uint64_t h = hash(key);
+    for (std::size_t i = h & mask(); slots_[i].len != empty; i = (i + 1) & mask()) {
+      const slot& sl = slots_[i];
+      if (sl.hash == h && sl.len == key.size() &&
+          std::string_view(arena_).substr(sl.off, sl.len) == key)
+        return &sl.value;
+    }
+    return nullptr;
+  }
+
+  /// Sets the value of `key`, inserting it if absent.
+  void insert_or_assign(std::string_view key, V value) {
+    if (2 * (size_ + 1) > slots_.size()) rehash(capacity_for(size_ + 1));
+    const std::uint64_t h = hash(key);
+    std::size_t i = h & mask();
+    for (; slots_[i].len != empty; i = (i + 1) & mask()) {
+      slot& sl = slots_[i];
+      if (sl.hash == h && sl.len == key.size() &&
+          std::string_view(arena_).substr(sl.off, sl.len) == key) {
+        sl.value = value;
+        return;
+      }
+    }
+    slots_[i] = {h, static_cast<std::uint32_t>(arena_.size()),
+                 static_cast<std::uint32_t>(key.size()), value};
+    arena_.append(key);
+    ++size_;
+  }
+
+  /// Bytes held by the keys.
+  std::size_t key_bytes() const { return arena_.size(); }
+
+ private:
+  static constexpr std::uint32_t empty = ~std::uint32_t{0};
+  struct slot {
+    std::uint64_t hash = 0;
+    std::uint32_t off = 0;
+    std::uint32_t len = empty;
+    V value{};
+  };
+  static std::uint64_t hash(std::string_view k) { return std::hash<std::string_view>{}(k); }
+  static std::size_t capacity_for(std::size_t n) {
+    std::size_t cap = 16;
+    while (cap < 2 * n) cap <<= 1;
+    return cap;
+  }
+  std::size_t mask() const { return slots_.size() - 1; }
+  void rehash(std::size_t cap) {
+    std::vector<slot> old = std::move(slots_);
+    slots_.assign(cap, slot{});
+    for (const slot& sl : old) {
+      if (sl.len == empty) continue;
+      std::size_t i = sl.hash & mask();
+      while (slots_[i].len != empty) i = (i + 1) & mask();
+      slots_[i] = sl;
+    }
+  }
+
+  std::vector<slot> slots_;
+  std::string arena_;
+  std::size_t size_ = 0;
 };
 
 /// Token string -> id.
-using vocab_map = std::unordered_map<std::string, std::int32_t, string_hash, std::equal_to<>>;
+using vocab_map = string_map<std::int32_t>;
 
 /// Open-addressing hash map from a symbol pair (two token ids) to (merge rank, merged id).
 class pair_merge_map {
@@ -105,25 +173,23 @@ class word_cache {
 
   /// Appends the cached ids of `piece` to `out` and returns true, or returns false.
   bool lookup(std::string_view piece, std::vector<std::int32_t>& out) const {
-    auto it = map_.find(piece);
-    if (it == map_.end()) return false;
-    out.insert(out.end(), pool_.begin() + it->second.first,
-               pool_.begin() + it->second.first + it->second.second);
+    const auto* at = map_.find(piece);
+    if (!at) return false;
+    out.insert(out.end(), pool_.begin() + at->first, pool_.begin() + at->first + at->second);
     return true;
   }
 
   void insert(std::string_view piece, const std::int32_t* ids, std::size_t n) {
-    if (map_.size() >= capacity_) return;
+    // Bounded in entries and key bytes, so a long text of unique pieces cannot grow it forever.
+    if (map_.size() >= capacity_ || map_.key_bytes() >= 64 * capacity_) return;
     const auto at = static_cast<std::uint32_t>(pool_.size());
     pool_.insert(pool_.end(), ids, ids + n);
-    map_.emplace(std::string(piece), std::make_pair(at, static_cast<std::uint32_t>(n)));
+    map_.insert_or_assign(piece, std::make_pair(at, static_cast<std::uint32_t>(n)));
   }
 
  private:
   std::size_t capacity_;
-  std::unordered_map<std::string, std::pair<std::uint32_t, std::uint32_t>, string_hash,
-                     std::equal_to<>>
-      map_;
+  string_map<std::pair<std::uint32_t, std::uint32_t>> map_;
   std::vector<std::int32_t> pool_;
 };
 
@@ -162,9 +228,8 @@ struct bpe_model {
 
   /// Looks a token string up in the vocabulary.
   std::optional<std::int32_t> find(std::string_view token) const {
-    auto it = vocab.find(token);
-    if (it == vocab.end()) return std::nullopt;
-    return it->second;
+    if (const auto* id = vocab.find(token)) return *id;
+    return std::nullopt;
   }
 
   /// Fills byte_ids from the vocabulary.

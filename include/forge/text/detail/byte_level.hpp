@@ -36,7 +36,17 @@ class byte_level_table {
 
   /// Appends the byte-level form of `bytes` to `out`.
   void map(std::string_view bytes, std::string& out) const {
-    for (char ch : bytes) out += utf8_[static_cast<unsigned char>(ch)];
+    // Every alphabet character is 1 or 2 bytes of UTF-8 (U+0021..U+0143).
+    const std::size_t at = out.size();
+    out.resize(at + 2 * bytes.size());
+    char* p = out.data() + at;
+    for (char ch : bytes) {
+      const auto& u = utf8_[static_cast<unsigned char>(ch)];
+      p[0] = u[0];
+      if (u.size() == 2) p[1] = u[1];
+      p += u.size();
+    }
+    out.resize(static_cast<std::size_t>(p - out.data()));
   }
 
   /// The shared table.
