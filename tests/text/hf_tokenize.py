@@ -91,9 +91,11 @@ def digits(strings):
     return tok
 
 
-def with_byte_fallback(tok):
+def with_byte_fallback(tok, drop_pre_tokenizer=False):
     """Adds <0x00>..<0xFF> to the model vocabulary and turns byte_fallback on, as Llama-2 has."""
     doc = json.loads(tok.to_str())
+    if drop_pre_tokenizer:
+        doc["pre_tokenizer"] = None
     vocab = doc["model"]["vocab"]
     next_id = 1 + max(max(vocab.values()), max(t["id"] for t in doc["added_tokens"]))
     for b in range(256):
@@ -105,6 +107,9 @@ def with_byte_fallback(tok):
 def llama2(strings):
     tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    # Trained on words, as SentencePiece does, so no token holds '▁' after another character
+    # (forge then cuts the unsplit text before each '▁'); the saved file has no pre-tokenizer.
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True)
     trainer = trainers.BpeTrainer(
         vocab_size=800, special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=120, show_progress=False
     )
@@ -112,7 +117,7 @@ def llama2(strings):
     tok.decoder = decoders.Sequence(
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
-    tok = with_byte_fallback(tok)
+    tok = with_byte_fallback(tok, drop_pre_tokenizer=True)
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
     )

@@ -350,6 +350,7 @@ inline void parse_bpe_model(const json_node& m, bpe_model& model, std::size_t& n
     model.unk_id = *id;
   }
   if (model.byte_fallback) model.index_bytes();
+  model.index_meta_boundaries();
 
   const auto merges = m.at("merges");
   const std::size_t n = merges.size();

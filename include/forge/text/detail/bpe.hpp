@@ -245,9 +245,56 @@ struct bpe_model {
     }
   }
 
+  /// True when no token holds '▁' (U+2581) right after another character and '▁' is itself
+  /// a token: then no merge crosses the boundary before a '▁' that follows another character,
+  /// and a piece may be cut there without changing the result (merges on disjoint parts
+  /// commute). SentencePiece-style vocabularies (Llama-2, Mistral) have this property; it
+  /// turns their unsplit text into word-sized pieces the cache can serve.
+  bool meta_boundaries = false;
+
+  /// Decides meta_boundaries from the vocabulary.
+  void index_meta_boundaries() {
+    static constexpr std::string_view meta = "\xE2\x96\x81";
+    // A subword prefix or word suffix depends on where a piece starts and ends: no cutting.
+    meta_boundaries =
+        continuing_subword_prefix.empty() && end_of_word_suffix.empty() && find(meta).has_value();
+    for (std::size_t id = 0; meta_boundaries && id < id_to_token.size(); ++id)
+      if (has_id[id] && crosses_meta_boundary(id_to_token[id])) meta_boundaries = false;
+  }
+
   /// Appends the ids of one pre-tokenized piece (valid, non-empty UTF-8) to `out`.
   void tokenize(std::string_view piece, std::vector<std::int32_t>& out, bpe_scratch& s,
                 word_cache* cache) const {
+    if (!meta_boundaries) {
+      tokenize_part(piece, out, s, cache);
+      return;
+    }
+    std::size_t start = 0;
+    for (std::size_t p = next_meta_boundary(piece, 0); p != std::string_view::npos;
+         p = next_meta_boundary(piece, p + 3)) {
+      tokenize_part(piece.substr(start, p - start), out, s, cache);
+      start = p;
+    }
+    tokenize_part(piece.substr(start), out, s, cache);
+  }
+
+ private:
+  static bool is_meta_at(std::string_view t, std::size_t p) {
+    return p + 3 <= t.size() && t[p] == '\xE2' && t[p + 1] == '\x96' && t[p + 2] == '\x81';
+  }
+  // Offset of the next '▁' at or after `from` that follows a character other than '▁'.
+  static std::size_t next_meta_boundary(std::string_view t, std::size_t from) {
+    for (std::size_t p = t.find("\xE2\x96\x81", from); p != std::string_view::npos;
+         p = t.find("\xE2\x96\x81", p + 3))
+      if (p > 0 && !(p >= 3 && is_meta_at(t, p - 3))) return p;
+    return std::string_view::npos;
+  }
+  static bool crosses_meta_boundary(std::string_view t) {
+    return next_meta_boundary(t, 0) != std::string_view::npos;
+  }
+
+  void tokenize_part(std::string_view piece, std::vector<std::int32_t>& out, bpe_scratch& s,
+                     word_cache* cache) const {
     if (piece.empty()) return;
     if (ignore_merges) {
       if (auto id = find(piece)) {
@@ -262,7 +309,6 @@ struct bpe_model {
     if (cache && piece.size() < 256) cache->insert(piece, out.data() + before, out.size() - before);
   }
 
- private:
   void push_symbol(bpe_scratch& s, std::int32_t id, std::uint32_t len) const {
     const auto n = static_cast<std::int32_t>(s.symbols.size());
     s.symbols.push_back({id, n - 1, -1, len});

@@ -19,8 +19,8 @@
 
 namespace forge::text::detail {
 
-/// Unicode normalization form `options` (utf8proc flags) of valid UTF-8 `s`.
-inline std::string unicode_normalize(std::string_view s, int options) {
+/// utf8proc's normalization of one chunk of valid UTF-8.
+inline std::string utf8proc_normalize(std::string_view s, int options) {
   if (s.empty()) return {};
   utf8proc_uint8_t* out = nullptr;
   const utf8proc_ssize_t n = utf8proc_map(
@@ -33,6 +33,33 @@ inline std::string unicode_normalize(std::string_view s, int options) {
   std::string r(reinterpret_cast<const char*>(out), static_cast<std::size_t>(n));
   std::free(out);
   return r;
+}
+
+/// Unicode normalization form `options` (utf8proc flags) of valid UTF-8 `s` (UAX #15).
+/// ASCII is invariant under all four forms, has combining class 0 and is never the second
+/// part of a composition, so normalization never acts across the start of an ASCII character:
+/// only the stretches from the ASCII character before a non-ASCII run to the next ASCII
+/// character go through utf8proc.
+inline std::string unicode_normalize(std::string_view s, int options) {
+  std::string out;
+  out.reserve(s.size());
+  std::size_t i = 0;
+  const auto ascii = [&](std::size_t k) { return static_cast<unsigned char>(s[k]) < 0x80; };
+  while (i < s.size()) {
+    std::size_t j = i;
+    while (j < s.size() && ascii(j)) ++j;
+    if (j == s.size()) {
+      out.append(s.substr(i));
+      break;
+    }
+    const std::size_t chunk = j > i ? j - 1 : j;  // the ASCII character may take a mark
+    out.append(s.substr(i, chunk - i));
+    std::size_t k = j;
+    while (k < s.size() && !ascii(k)) ++k;
+    out += utf8proc_normalize(s.substr(chunk, k - chunk), options);
+    i = k;
+  }
+  return out;
 }
 
 /// One normalization step.
