@@ -103,7 +103,7 @@ inline split_behavior parse_behavior(const json_node& n) {
 
 // {"String": "..."} or {"Regex": "..."} -> compiled pattern.
 inline std::shared_ptr<const regex> parse_pattern(const json_node& n) {
-  if (auto s = n.find("String")) return compile_shared(escape_literal(s->str_ref()), n.file());
+  if (auto s = n.find("String")) return compile_literal(s->str_ref(), n.file());
   if (auto r = n.find("Regex")) {
     try {
       return compile_shared(r->str_ref(), n.file());

@@ -129,6 +129,9 @@ class regex {
     pcre2_jit_compile(code_.get(), PCRE2_JIT_COMPLETE);
   }
 
+  friend std::shared_ptr<const regex> compile_shared(std::string_view, const std::string&,
+                                                     std::string_view);
+
   /// The pattern as written in the tokenizer file.
   const std::string& pattern() const { return pattern_; }
 
@@ -145,6 +148,14 @@ class regex {
     /// Appends the [begin, end) byte ranges of the successive matches in `s` (valid UTF-8) to
     /// `out`, with Oniguruma's rule for empty matches.
     void find_all(std::string_view s, std::vector<std::pair<std::size_t, std::size_t>>& out) {
+      if (!re_->literal_.empty()) {
+        // A non-empty literal: successive non-overlapping occurrences, as the regex would find.
+        const std::string& lit = re_->literal_;
+        for (std::size_t p = s.find(lit); p != std::string_view::npos;
+             p = s.find(lit, p + lit.size()))
+          out.emplace_back(p, p + lit.size());
+        return;
+      }
       std::size_t last_end = 0;
       bool have_last = false;
       std::size_t last_match_end = 0;
@@ -205,23 +216,33 @@ class regex {
     void operator()(pcre2_code* p) const { pcre2_code_free(p); }
   };
   std::string pattern_;
+  std::string literal_;  // set for patterns made by literal(): matched with plain search
   std::unique_ptr<pcre2_code, free_code> code_;
 };
 
 /// The compiled form of `pattern`, shared between tokenizers that use the same pattern
 /// (compiling and JIT-compiling dominates loading a tokenizer.json).
 inline std::shared_ptr<const regex> compile_shared(std::string_view pattern,
-                                                   const std::string& source) {
+                                                   const std::string& source,
+                                                   std::string_view literal = {}) {
   static std::mutex mu;
   static std::map<std::string, std::weak_ptr<const regex>, std::less<>> cache;
   std::lock_guard lock(mu);
   auto it = cache.find(pattern);
   if (it != cache.end())
     if (auto re = it->second.lock()) return re;
-  auto re = std::make_shared<const regex>(pattern, source);
+  auto fresh = std::make_shared<regex>(pattern, source);
+  fresh->literal_ = literal;
+  std::shared_ptr<const regex> re = std::move(fresh);
   if (cache.size() > 256) std::erase_if(cache, [](const auto& kv) { return kv.second.expired(); });
   cache[std::string(pattern)] = re;
   return re;
+}
+
+/// A shared pattern matching `text` literally (tokenizer.json {"String": ...}).
+inline std::shared_ptr<const regex> compile_literal(std::string_view text,
+                                                    const std::string& source) {
+  return compile_shared(escape_literal(text), source, text);
 }
 
 }  // namespace forge::text::detail
