@@ -50,6 +50,7 @@ struct pre_tokenizer_step {
 /// Per-call working memory of one step.
 struct pre_tokenizer_scratch {
   std::string buf;
+  std::string mapped;
   std::vector<byte_range> matches;
   std::vector<flagged_range> cover;
   std::vector<byte_range> pieces;
@@ -96,20 +97,19 @@ class pre_tokenizer {
           sc.buf += piece;
           text = sc.buf;
         }
-        // The mapped form of each sub-piece is built in a second buffer so `text` stays valid.
+        // The mapped form goes to a second buffer so `text` stays valid; later steps never
+        // touch this step's buffers, and this step is not re-entered while they run.
         if (!st.use_regex) {
-          std::string mapped;
-          mapped.reserve(text.size() * 2);
-          byte_level_table::get().map(text, mapped);
-          run_from(i + 1, mapped, at_start, scratch, sink);
+          sc.mapped.clear();
+          byte_level_table::get().map(text, sc.mapped);
+          run_from(i + 1, sc.mapped, at_start, scratch, sink);
           return;
         }
         split_into(sc, text, st.pattern != nullptr, false, split_behavior::isolated);
-        std::string mapped;
         for (const auto& [b, e] : sc.pieces) {
-          mapped.clear();
-          byte_level_table::get().map(text.substr(b, e - b), mapped);
-          run_from(i + 1, mapped, at_start && b == 0, scratch, sink);
+          sc.mapped.clear();
+          byte_level_table::get().map(text.substr(b, e - b), sc.mapped);
+          run_from(i + 1, sc.mapped, at_start && b == 0, scratch, sink);
         }
         return;
       }
