@@ -25,24 +25,31 @@ class any_tokenizer {
  public:
   using variant = std::variant<hf_tokenizer, sentencepiece_tokenizer>;
 
+  /// Wraps a loaded tokenizer with the config read beside it.
   any_tokenizer(variant t, tokenizer_config config)
       : t_(std::move(t)), config_(std::move(config)) {}
 
+  /// Token ids of UTF-8 `text` (see hf_tokenizer::encode / sentencepiece_tokenizer::encode).
   std::vector<std::int32_t> encode(std::string_view text, bool add_special_tokens = true) const {
     return std::visit([&](const auto& t) { return t.encode(text, add_special_tokens); }, t_);
   }
+  /// UTF-8 text of `ids`; skip_special_tokens drops special tokens.
   std::string decode(std::span<const std::int32_t> ids, bool skip_special_tokens = false) const {
     return std::visit([&](const auto& t) { return t.decode(ids, skip_special_tokens); }, t_);
   }
+  /// Number of ids: one more than the largest id.
   std::size_t vocab_size() const {
     return std::visit([](const auto& t) { return t.vocab_size(); }, t_);
   }
+  /// Id of a token string, as stored in the vocabulary.
   std::optional<std::int32_t> token_to_id(std::string_view token) const {
     return std::visit([&](const auto& t) { return t.token_to_id(token); }, t_);
   }
+  /// Token string of an id, as stored in the vocabulary.
   std::optional<std::string> id_to_token(std::int32_t id) const {
     return std::visit([&](const auto& t) { return t.id_to_token(id); }, t_);
   }
+  /// BOS/EOS/PAD ids (nullopt where the tokenizer has none).
   std::optional<std::int32_t> bos_id() const {
     return std::visit([](const auto& t) { return t.bos_id(); }, t_);
   }
@@ -52,6 +59,7 @@ class any_tokenizer {
   std::optional<std::int32_t> pad_id() const {
     return std::visit([](const auto& t) { return t.pad_id(); }, t_);
   }
+  /// True for special tokens.
   bool is_special(std::int32_t id) const {
     return std::visit([&](const auto& t) { return t.is_special(id); }, t_);
   }
