@@ -36,7 +36,9 @@ struct limits {
 inline std::string py_strip(std::string_view s, const value* chars, bool left, bool right) {
   auto cps = utf8_decode(s);
   std::vector<char32_t> set;
-  bool ws = !chars || chars->is_none();
+  bool ws = !chars || chars->is_none() || chars->is_undefined();
+  if (!ws && !chars->is_string())
+    throw eval_failure{"strip arg must be None or str, not " + type_name(*chars)};
   if (!ws) set = utf8_decode(chars->as_string());
   auto strip_me = [&](char32_t c) {
     return ws ? is_py_space(c) : std::find(set.begin(), set.end(), c) != set.end();
@@ -150,6 +152,7 @@ inline list_t py_split(const std::string& s, const value* sep, std::int64_t maxs
     }
     return out;
   }
+  if (!sep->is_string()) throw eval_failure{"must be str or None, not " + type_name(*sep)};
   const std::string& d = sep->as_string();
   if (d.empty()) throw eval_failure{"empty separator"};
   std::size_t p = 0;
