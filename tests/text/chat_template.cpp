@@ -11,9 +11,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../support/fixtures.hpp"
 #include "forge/io/atomic_file.hpp"
 #include "forge/text/chat_template.hpp"
-#include "../support/fixtures.hpp"
 
 using forge::text::apply_chat_template;
 using forge::text::chat_options;
@@ -22,9 +22,13 @@ using json = nlohmann::ordered_json;
 
 namespace {
 
-std::filesystem::path data_dir() { return forge::test::source_dir() / "tests" / "text" / "data"; }
+std::filesystem::path data_dir() {
+  return forge::test::source_dir() / "tests" / "text" / "data";
+}
 
-json read_json(const std::filesystem::path& p) { return json::parse(forge::io::read_file(p)); }
+json read_json(const std::filesystem::path& p) {
+  return json::parse(forge::io::read_file(p));
+}
 
 std::string render(const std::string& src, const json& ctx = json::object()) {
   return chat_template::parse(src, "<test>").render(ctx);
@@ -50,7 +54,9 @@ TEST_CASE("the fixture's chat case renders exactly as transformers did") {
   const json cases = read_json(dir / "tokenizer_cases.json");
   const json& chat = cases.at("chat");
   const auto tmpl = forge::text::load_chat_template(dir / "model");
-  auto opt = forge::text::chat_options_from_config(dir / "model", {.add_generation_prompt = true});
+  chat_options base;
+  base.add_generation_prompt = true;
+  auto opt = forge::text::chat_options_from_config(dir / "model", base);
   CHECK(opt.bos_token == "<|begin_of_text|>");
   CHECK(opt.eos_token == "<|end_of_text|>");
   CHECK(apply_chat_template(tmpl, chat.at("messages"), opt) == chat.at("text").get<std::string>());
@@ -81,8 +87,7 @@ TEST_CASE("every construct renders as jinja2 renders it") {
       INFO("forge: " << e.what() << "\njinja2: " << want);
       CHECK(e.file() == "<test>");
       CHECK(e.place().rfind("line 1, column ", 0) == 0);
-      if (name == "raise_exception" || name.starts_with("undefined") ||
-          name == "division by zero")
+      if (name == "raise_exception" || name.starts_with("undefined") || name == "division by zero")
         CHECK(e.problem() == want);
     }
   }
@@ -192,20 +197,25 @@ TEST_CASE("runtime errors name the expression's place") {
 TEST_CASE("render limits stop runaway templates with an error") {
   forge::text::render_limits lim;
   lim.max_steps = 1000;
-  auto t = chat_template::parse("{% for i in range(100) %}{% for j in range(100) %}x{% endfor %}{% endfor %}");
+  auto t = chat_template::parse(
+      "{% for i in range(100) %}{% for j in range(100) %}x{% endfor %}{% endfor %}");
   CHECK_THROWS_AS(t.render(json::object(), lim), forge::error);
   lim = {};
   lim.max_output_bytes = 100;
-  CHECK_THROWS_AS(chat_template::parse("{{ 'ab' * 1000 }}").render(json::object(), lim), forge::error);
-  CHECK_THROWS_AS(chat_template::parse("{% for i in range(60) %}{{ 'abc' }}{% endfor %}").render(json::object(), lim),
+  CHECK_THROWS_AS(chat_template::parse("{{ 'ab' * 1000 }}").render(json::object(), lim),
+                  forge::error);
+  CHECK_THROWS_AS(chat_template::parse("{% for i in range(60) %}{{ 'abc' }}{% endfor %}")
+                      .render(json::object(), lim),
                   forge::error);
   lim = {};
   // A macro that calls itself forever hits the depth limit, not the stack's end.
-  CHECK_THROWS_AS(chat_template::parse("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").render(json::object(), lim),
+  CHECK_THROWS_AS(chat_template::parse("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}")
+                      .render(json::object(), lim),
                   forge::error);
   // Deep nesting in the source is refused while parsing.
   std::string deep(500, '(');
-  CHECK_THROWS_AS(chat_template::parse("{{ " + deep + "1" + std::string(500, ')') + " }}"), forge::error);
+  CHECK_THROWS_AS(chat_template::parse("{{ " + deep + "1" + std::string(500, ')') + " }}"),
+                  forge::error);
   std::string ifs;
   for (int i = 0; i < 200; ++i) ifs += "{% if true %}";
   CHECK_THROWS_AS(chat_template::parse(ifs), forge::error);
@@ -230,7 +240,10 @@ TEST_CASE("apply_chat_template passes transformers' variables") {
   auto t = chat_template::parse(
       "{{ bos_token }}|{{ eos_token }}|{{ tools is none }}|{{ documents is none }}|"
       "{{ add_generation_prompt }}|{{ custom }}|{{ messages | length }}");
-  chat_options opt{.add_generation_prompt = true, .bos_token = "<s>", .eos_token = "</s>"};
+  chat_options opt;
+  opt.add_generation_prompt = true;
+  opt.bos_token = "<s>";
+  opt.eos_token = "</s>";
   opt.extra["custom"] = "yes";
   CHECK(apply_chat_template(t, json::array({json{{"role", "user"}, {"content", "x"}}}), opt) ==
         "<s>|</s>|True|True|True|yes|1");
@@ -245,21 +258,24 @@ TEST_CASE("load_chat_template reads chat_template.jinja or tokenizer_config.json
     forge::io::write_atomic(dir / name, text);
   };
   SECTION("string form") {
-    write("tokenizer_config.json",
-          R"({"chat_template": "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}",)"
-          R"( "bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>", "pad_token": "<pad>"})");
+    write(
+        "tokenizer_config.json",
+        R"({"chat_template": "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}",)"
+        R"( "bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>", "pad_token": "<pad>"})");
     auto t = forge::text::load_chat_template(dir);
     auto opt = forge::text::chat_options_from_config(dir);
     CHECK(opt.bos_token == "<s>");
     CHECK(opt.extra.at("pad_token") == "<pad>");
-    CHECK(apply_chat_template(t, json::parse(R"([{"role": "user", "content": "hi"}])"), opt) == "<s>hi");
+    CHECK(apply_chat_template(t, json::parse(R"([{"role": "user", "content": "hi"}])"), opt) ==
+          "<s>hi");
   }
   SECTION("named templates pick default, or the one asked for") {
     write("tokenizer_config.json",
           R"({"chat_template": [{"name": "default", "template": "D{{ messages | length }}"},)"
           R"( {"name": "tool_use", "template": "T{{ tools | length }}"}]})");
     CHECK(forge::text::load_chat_template(dir).render(json{{"messages", json::array()}}) == "D0");
-    CHECK(forge::text::load_chat_template(dir, "tool_use").render(json{{"tools", json::array({1})}}) == "T1");
+    CHECK(forge::text::load_chat_template(dir, "tool_use")
+              .render(json{{"tools", json::array({1})}}) == "T1");
     CHECK_THROWS_AS(forge::text::load_chat_template(dir, "rag"), forge::error);
   }
   SECTION("chat_template.jinja wins over the config") {

@@ -10,9 +10,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../support/fixtures.hpp"
 #include "forge/io/atomic_file.hpp"
 #include "forge/text/chat_template.hpp"
-#include "../support/fixtures.hpp"
 
 using json = nlohmann::ordered_json;
 
@@ -45,16 +45,89 @@ std::vector<std::string> corpus() {
 }
 
 // Fragments that steer mutations toward interesting syntax.
-const std::vector<std::string> fragments = {
-    "{{", "}}", "{%", "%}", "{#", "#}", "{%-", "-%}", "{{-", "-}}", "(", ")", "[", "]", "{", "}",
-    "'", "\"", "\\", "|", ",", ":", ".", "~", "+", "-", "*", "**", "//", "%", "==", "!=", "<",
-    " if ", " else ", " elif ", " endif ", " for ", " in ", " endfor ", " set ", " endset ",
-    " macro ", " endmacro ", " not ", " and ", " or ", " is ", " defined ", " none ", " true ",
-    " break ", " continue ", " raw ", " endraw ", " filter ", " with ", " namespace(", "range(",
-    "loop.", "loop.index", "messages", "messages[0]", "message['content']", "| tojson", "| trim",
-    "| length", "| join(', ')", "| selectattr('role', 'equalto', 'user')", "| map(attribute='x')",
-    "raise_exception('x')", "ns.x = ns.x + [1]", "[::-1]", "[1:]", "1e308", "9223372036854775807",
-    "-9223372036854775808", "'\\u00e9'", "'\\x'", "\n", "  ", "é", "\xff"};
+const std::vector<std::string> fragments = {"{{",
+                                            "}}",
+                                            "{%",
+                                            "%}",
+                                            "{#",
+                                            "#}",
+                                            "{%-",
+                                            "-%}",
+                                            "{{-",
+                                            "-}}",
+                                            "(",
+                                            ")",
+                                            "[",
+                                            "]",
+                                            "{",
+                                            "}",
+                                            "'",
+                                            "\"",
+                                            "\\",
+                                            "|",
+                                            ",",
+                                            ":",
+                                            ".",
+                                            "~",
+                                            "+",
+                                            "-",
+                                            "*",
+                                            "**",
+                                            "//",
+                                            "%",
+                                            "==",
+                                            "!=",
+                                            "<",
+                                            " if ",
+                                            " else ",
+                                            " elif ",
+                                            " endif ",
+                                            " for ",
+                                            " in ",
+                                            " endfor ",
+                                            " set ",
+                                            " endset ",
+                                            " macro ",
+                                            " endmacro ",
+                                            " not ",
+                                            " and ",
+                                            " or ",
+                                            " is ",
+                                            " defined ",
+                                            " none ",
+                                            " true ",
+                                            " break ",
+                                            " continue ",
+                                            " raw ",
+                                            " endraw ",
+                                            " filter ",
+                                            " with ",
+                                            " namespace(",
+                                            "range(",
+                                            "loop.",
+                                            "loop.index",
+                                            "messages",
+                                            "messages[0]",
+                                            "message['content']",
+                                            "| tojson",
+                                            "| trim",
+                                            "| length",
+                                            "| join(', ')",
+                                            "| selectattr('role', 'equalto', 'user')",
+                                            "| map(attribute='x')",
+                                            "raise_exception('x')",
+                                            "ns.x = ns.x + [1]",
+                                            "[::-1]",
+                                            "[1:]",
+                                            "1e308",
+                                            "9223372036854775807",
+                                            "-9223372036854775808",
+                                            "'\\u00e9'",
+                                            "'\\x'",
+                                            "\n",
+                                            "  ",
+                                            "é",
+                                            "\xff"};
 
 std::string mutate(const std::string& base, const std::vector<std::string>& all, splitmix& r) {
   std::string s = base;
@@ -69,7 +142,9 @@ std::string mutate(const std::string& base, const std::vector<std::string>& all,
         if (!s.empty()) s.erase(pos > 0 ? pos - 1 : 0, 1 + r.below(8));
         break;
       case 2:  // insert a syntax fragment
-      case 3: s.insert(pos, fragments[r.below(fragments.size())]); break;
+      case 3:
+        s.insert(pos, fragments[r.below(fragments.size())]);
+        break;
       case 4: {  // duplicate a span
         if (s.empty()) break;
         std::size_t a = r.below(s.size()), n = 1 + r.below(40);
@@ -114,7 +189,7 @@ TEST_CASE("mutated real templates raise only forge::error") {
   lim.max_output_bytes = 1 << 20;
   lim.max_range = 1000;
   splitmix r{20260224};
-  const int iterations = 30'000;
+  const int iterations = 100'000;
   int parsed = 0, rendered = 0, errors = 0;
   for (int i = 0; i < iterations; ++i) {
     const std::string src = mutate(all[r.below(all.size())], all, r);

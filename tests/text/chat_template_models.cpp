@@ -17,8 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "forge/text/chat_template.hpp"
 #include "../support/fixtures.hpp"
+#include "forge/text/chat_template.hpp"
 
 using json = nlohmann::ordered_json;
 
@@ -42,8 +42,10 @@ const json two_users = json::array({user1, user2});
 std::string render(const std::string& model, const json& messages, bool add_generation_prompt,
                    const json& tools = nullptr) {
   const auto dir = model_dir(model);
-  auto opt = forge::text::chat_options_from_config(
-      dir, {.add_generation_prompt = add_generation_prompt, .tools = tools});
+  forge::text::chat_options base;
+  base.add_generation_prompt = add_generation_prompt;
+  base.tools = tools;
+  auto opt = forge::text::chat_options_from_config(dir, base);
   return forge::text::apply_chat_template(forge::text::load_chat_template(dir), messages, opt);
 }
 
@@ -65,7 +67,8 @@ TEST_CASE("Qwen2-Instruct (ChatML) renders as transformers does") {
       "<|im_start|>assistant\n  Arr, a humble assistant.  <|im_end|>\n"
       "<|im_start|>user\nTell me a joke.<|im_end|>\n";
   SECTION("a system message is used as given") {
-    CHECK(render(m, with_system, false) == "<|im_start|>system\nYou are a pirate.<|im_end|>\n" + turns);
+    CHECK(render(m, with_system, false) ==
+          "<|im_start|>system\nYou are a pirate.<|im_end|>\n" + turns);
     CHECK(render(m, with_system, true) ==
           "<|im_start|>system\nYou are a pirate.<|im_end|>\n" + turns + "<|im_start|>assistant\n");
   }
@@ -84,12 +87,14 @@ TEST_CASE("Meta-Llama-3-Instruct renders as transformers does") {
       "<|start_header_id|>assistant<|end_header_id|>\n\nArr, a humble assistant.<|eot_id|>"
       "<|start_header_id|>user<|end_header_id|>\n\nTell me a joke.<|eot_id|>";
   const std::string prompt = "<|start_header_id|>assistant<|end_header_id|>\n\n";
-  CHECK(render(m, with_system, false) ==
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a pirate.<|eot_id|>" +
-            turns);
-  CHECK(render(m, with_system, true) ==
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a pirate.<|eot_id|>" +
-            turns + prompt);
+  CHECK(
+      render(m, with_system, false) ==
+      "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a pirate.<|eot_id|>" +
+          turns);
+  CHECK(
+      render(m, with_system, true) ==
+      "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a pirate.<|eot_id|>" +
+          turns + prompt);
   CHECK(render(m, without_system, false) == "<|begin_of_text|>" + turns);
   CHECK(render(m, without_system, true) == "<|begin_of_text|>" + turns + prompt);
   // This template does not check the order of roles.
@@ -103,7 +108,8 @@ TEST_CASE("Mistral-7B-Instruct-v0.1 renders as transformers does") {
   // No trimming; each assistant turn ends with eos_token and a space; the template has no
   // generation prompt, so add_generation_prompt changes nothing.
   const std::string expected =
-      "<s>[INST] Hello, who are you? [/INST]  Arr, a humble assistant.  </s> [INST] Tell me a joke. [/INST]";
+      "<s>[INST] Hello, who are you? [/INST]  Arr, a humble assistant.  </s> [INST] Tell me a "
+      "joke. [/INST]";
   CHECK(render(m, without_system, false) == expected);
   CHECK(render(m, without_system, true) == expected);
   SECTION("roles must alternate, and a system message is not accepted") {
@@ -128,7 +134,8 @@ TEST_CASE("Mistral-7B-Instruct-v0.3 renders as transformers does") {
   }
   SECTION("without a system message") {
     CHECK(render(m, without_system, false) ==
-          "<s>[INST] Hello, who are you?[/INST] Arr, a humble assistant.</s>[INST] Tell me a joke.[/INST]");
+          "<s>[INST] Hello, who are you?[/INST] Arr, a humble assistant.</s>[INST] Tell me a "
+          "joke.[/INST]");
   }
   SECTION("roles must alternate") {
     CHECK(error_message(m, two_users) ==
@@ -149,8 +156,10 @@ TEST_CASE("Mistral-7B-Instruct-v0.3 renders as transformers does") {
     // JSON without its closing brace, then the id; tool content is printed with `string`.
     CHECK(render(m, messages, true, tools) ==
           "<s>[INST] Hello, who are you?[/INST]"
-          "[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}, \"id\": \"abc123xyz\"}]</s>"
-          "[TOOL_RESULTS] {\"content\": 22C, \"call_id\": \"abc123xyz\"}[/TOOL_RESULTS] It is 22C.</s>"
+          "[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}, \"id\": "
+          "\"abc123xyz\"}]</s>"
+          "[TOOL_RESULTS] {\"content\": 22C, \"call_id\": \"abc123xyz\"}[/TOOL_RESULTS] It is "
+          "22C.</s>"
           "[AVAILABLE_TOOLS] [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
           "\"description\": \"Get the weather\", \"parameters\": {\"type\": \"object\", "
           "\"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}]"

@@ -13,7 +13,8 @@
 //
 //   auto t = forge::text::load_chat_template(model_dir);
 //   std::string prompt = forge::text::apply_chat_template(
-//       t, messages, forge::text::chat_options_from_config(model_dir, {.add_generation_prompt = true}));
+//       t, messages, forge::text::chat_options_from_config(model_dir, {.add_generation_prompt =
+//       true}));
 
 #include <filesystem>
 #include <memory>
@@ -74,11 +75,14 @@ class chat_template {
     if (!j.is_object())
       throw forge::error({.what = "chat template context must be a JSON object",
                           .file = origin_,
+                          .place = {},
+                          .expected = {},
                           .found = std::string(j.type_name())});
     try {
       return detail::jinja::from_json(j);
     } catch (const detail::jinja::eval_failure& f) {
-      throw forge::error({.what = f.what, .file = origin_});
+      throw forge::error(
+          {.what = f.what, .file = origin_, .place = {}, .expected = {}, .found = {}});
     }
   }
 
@@ -94,9 +98,9 @@ class chat_template {
 
 /// What apply_chat_template passes besides the messages (transformers' keyword arguments).
 struct chat_options {
-  bool add_generation_prompt = false;   ///< end with the header of an assistant turn
-  std::optional<std::string> bos_token;  ///< `bos_token` variable, when the tokenizer has one
-  std::optional<std::string> eos_token;  ///< `eos_token` variable, when the tokenizer has one
+  bool add_generation_prompt = false;          ///< end with the header of an assistant turn
+  std::optional<std::string> bos_token;        ///< `bos_token` variable, when the tokenizer has one
+  std::optional<std::string> eos_token;        ///< `eos_token` variable, when the tokenizer has one
   nlohmann::ordered_json tools = nullptr;      ///< list of tool JSON schemas, or null
   nlohmann::ordered_json documents = nullptr;  ///< list of documents for RAG templates, or null
   /// More variables (other special tokens, template-specific switches); they override the
@@ -114,6 +118,7 @@ inline std::string apply_chat_template(const chat_template& t,
   if (!messages.is_array())
     throw forge::error({.what = "chat messages must be a JSON array",
                         .file = t.origin(),
+                        .place = {},
                         .expected = "array",
                         .found = std::string(messages.type_name())});
   nlohmann::ordered_json ctx = nlohmann::ordered_json::object();
@@ -127,6 +132,8 @@ inline std::string apply_chat_template(const chat_template& t,
     if (!opt.extra.is_object())
       throw forge::error({.what = "chat_options::extra must be a JSON object",
                           .file = t.origin(),
+                          .place = {},
+                          .expected = {},
                           .found = std::string(opt.extra.type_name())});
     for (auto it = opt.extra.begin(); it != opt.extra.end(); ++it) ctx[it.key()] = it.value();
   }
@@ -142,12 +149,16 @@ inline nlohmann::ordered_json read_tokenizer_config(const std::filesystem::path&
     if (!j.is_object())
       throw forge::error({.what = "tokenizer config is not a JSON object",
                           .file = file.string(),
+                          .place = {},
+                          .expected = {},
                           .found = std::string(j.type_name())});
     return j;
   } catch (const nlohmann::json::parse_error& e) {
     throw forge::error({.what = std::string("invalid JSON: ") + e.what(),
                         .file = file.string(),
-                        .place = at_byte(e.byte)});
+                        .place = at_byte(e.byte),
+                        .expected = {},
+                        .found = {}});
   }
 }
 
@@ -167,17 +178,22 @@ inline std::optional<std::string> token_text(const nlohmann::ordered_json& v) {
 inline chat_template load_chat_template(const std::filesystem::path& dir,
                                         std::string_view name = "default") {
   const auto jinja = dir / "chat_template.jinja";
-  if (std::filesystem::exists(jinja)) return chat_template::parse(io::read_file(jinja), jinja.string());
+  if (std::filesystem::exists(jinja))
+    return chat_template::parse(io::read_file(jinja), jinja.string());
   const auto cfg_path = dir / "tokenizer_config.json";
   if (!std::filesystem::exists(cfg_path))
     throw forge::error({.what = "no chat template found",
                         .file = dir.string(),
-                        .expected = "chat_template.jinja or tokenizer_config.json"});
+                        .place = {},
+                        .expected = "chat_template.jinja or tokenizer_config.json",
+                        .found = {}});
   auto cfg = detail::read_tokenizer_config(cfg_path);
   if (!cfg.contains("chat_template") || cfg["chat_template"].is_null())
     throw forge::error({.what = "tokenizer config has no chat template",
                         .file = cfg_path.string(),
-                        .expected = "a \"chat_template\" field"});
+                        .place = {},
+                        .expected = "a \"chat_template\" field",
+                        .found = {}});
   const auto& ct = cfg["chat_template"];
   if (ct.is_string()) return chat_template::parse(ct.get<std::string>(), cfg_path.string());
   if (ct.is_array()) {
@@ -198,10 +214,12 @@ inline chat_template load_chat_template(const std::filesystem::path& dir,
     throw forge::error({.what = "no chat template named '" + std::string(name) + "'",
                         .file = cfg_path.string(),
                         .place = "chat_template",
-                        .expected = "one of " + names});
+                        .expected = "one of " + names,
+                        .found = {}});
   }
   throw forge::error({.what = "chat_template has the wrong type",
                       .file = cfg_path.string(),
+                      .place = {},
                       .expected = "a string or a list of named templates",
                       .found = std::string(ct.type_name())});
 }

@@ -79,6 +79,7 @@ CASES = [
     ("tojson", "{{ m | tojson }}|{{ 'é\"\\n' | tojson }}|{{ [1, 2.5, none, true] | tojson }}|{{ {} | tojson }}", {"m": MSGS[0]}),
     ("tojson indent", "{{ d | tojson(indent=2) }}", {"d": {"name": "f", "args": {"x": [1, 2], "y": {}}, "z": []}}),
     ("tojson indent 4 and sort", "{{ d | tojson(indent=4, sort_keys=true) }}", {"d": {"b": 1, "a": [True]}}),
+    ("tojson ensure_ascii", "{{ s | tojson(ensure_ascii=true) }} {{ s | tojson(true) }} {{ {'é': s} | tojson }}", {"s": "é→🙂\x01"}),
     ("tojson separators", "{{ d | tojson(separators=(',', ':')) }}", {"d": {"a": [1, 2]}}),
     ("case filters", "{{ 'hello world' | upper }} {{ 'HeLLo' | lower }} {{ 'hello big-world (x' | title }} {{ 'hELLO wORLD' | capitalize }}", {}),
     ("replace filter", "{{ 'a-b-c' | replace('-', '+') }} {{ 'aaa' | replace('a', 'b', 1) }}", {}),

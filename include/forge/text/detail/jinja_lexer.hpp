@@ -83,8 +83,8 @@ class lexer {
         break;
       }
       const char kind = src_[t + 1];  // '{', '%' or '#'
-      char sign = t + 2 < src_.size() && (src_[t + 2] == '-' || src_[t + 2] == '+') ? src_[t + 2]
-                                                                                     : '\0';
+      char sign =
+          t + 2 < src_.size() && (src_[t + 2] == '-' || src_[t + 2] == '+') ? src_[t + 2] : '\0';
       std::string text = src_.substr(pos_, t - pos_);
       location text_loc = loc_at(pos_);
       if (sign == '-') {
@@ -176,8 +176,7 @@ class lexer {
 
   bool lex_comment(std::size_t t, std::size_t after) {
     std::size_t e = src_.find("#}", after);
-    if (e == std::string::npos)
-      fail(loc_at(t), "unterminated comment", "'#}'", "end of template");
+    if (e == std::string::npos) fail(loc_at(t), "unterminated comment", "'#}'", "end of template");
     char end_sign = e > after && (src_[e - 1] == '-' || src_[e - 1] == '+') ? src_[e - 1] : '\0';
     return consume_after(e + 2, end_sign, true);
   }
@@ -250,10 +249,16 @@ class lexer {
         }
       }
       location l = loc_at(p);
-      if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
+      // Names are ASCII identifiers; bytes of UTF-8 sequences are accepted too, since
+      // Python (and so jinja2) allows non-ASCII letters in identifiers.
+      auto name_start = [](char x) {
+        return std::isalpha(static_cast<unsigned char>(x)) || x == '_' ||
+               static_cast<unsigned char>(x) >= 0x80;
+      };
+      if (name_start(c)) {
         std::size_t e = p;
         while (e < src_.size() &&
-               (std::isalnum(static_cast<unsigned char>(src_[e])) || src_[e] == '_'))
+               (name_start(src_[e]) || std::isdigit(static_cast<unsigned char>(src_[e]))))
           ++e;
         out.push_back({tok::name, src_.substr(p, e - p), l});
         p = e;
@@ -284,8 +289,7 @@ class lexer {
         continue;
       }
       if (std::string_view("+-*/%~[](){}<>=.:|,").find(c) == std::string_view::npos)
-        fail(l, "unexpected character in tag", "an expression",
-             "'" + std::string(1, c) + "'");
+        fail(l, "unexpected character in tag", "an expression", "'" + std::string(1, c) + "'");
       if (c == '(' || c == '[' || c == '{') open.push_back(c == '(' ? ')' : c == '[' ? ']' : '}');
       if (c == ')' || c == ']' || c == '}') {
         if (open.empty() || open.back() != c)
@@ -354,7 +358,8 @@ class lexer {
       return v;
     };
     while (true) {
-      if (i >= src_.size()) fail(l, "unterminated string literal", std::string(1, q), "end of template");
+      if (i >= src_.size())
+        fail(l, "unterminated string literal", std::string(1, q), "end of template");
       char c = src_[i];
       if (c == q) {
         ++i;
@@ -365,29 +370,51 @@ class lexer {
         ++i;
         continue;
       }
-      if (i + 1 >= src_.size()) fail(l, "unterminated string literal", std::string(1, q), "end of template");
+      if (i + 1 >= src_.size())
+        fail(l, "unterminated string literal", std::string(1, q), "end of template");
       char e = src_[i + 1];
       i += 2;
       switch (e) {
-        case 'n': val.push_back('\n'); break;
-        case 't': val.push_back('\t'); break;
-        case 'r': val.push_back('\r'); break;
-        case 'a': val.push_back('\a'); break;
-        case 'b': val.push_back('\b'); break;
-        case 'f': val.push_back('\f'); break;
-        case 'v': val.push_back('\v'); break;
-        case '\\': val.push_back('\\'); break;
-        case '\'': val.push_back('\''); break;
-        case '"': val.push_back('"'); break;
-        case '\n': break;  // a backslash-newline continues the line
+        case 'n':
+          val.push_back('\n');
+          break;
+        case 't':
+          val.push_back('\t');
+          break;
+        case 'r':
+          val.push_back('\r');
+          break;
+        case 'a':
+          val.push_back('\a');
+          break;
+        case 'b':
+          val.push_back('\b');
+          break;
+        case 'f':
+          val.push_back('\f');
+          break;
+        case 'v':
+          val.push_back('\v');
+          break;
+        case '\\':
+          val.push_back('\\');
+          break;
+        case '\'':
+          val.push_back('\'');
+          break;
+        case '"':
+          val.push_back('"');
+          break;
+        case '\n':
+          break;  // a backslash-newline continues the line
         case 'x':
         case 'u':
         case 'U': {
           std::size_t n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
           long v = hex(n);
           if (v < 0 || v > 0x10FFFF)
-            fail(loc_at(i - 2), "invalid escape in string literal", "\\" + std::string(1, e) +
-                                    " followed by " + std::to_string(n) + " hex digits");
+            fail(loc_at(i - 2), "invalid escape in string literal",
+                 "\\" + std::string(1, e) + " followed by " + std::to_string(n) + " hex digits");
           i += n;
           append_cp(val, static_cast<char32_t>(v));
           break;

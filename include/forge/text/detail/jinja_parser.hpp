@@ -31,7 +31,7 @@ enum class ek {
   neg,
   pos,
   not_,
-  binop,    ///< args[0] name args[1] for + - * / // % ** ~
+  binop,  ///< args[0] name args[1] for + - * / // % ** ~
   and_,
   or_,
   compare,  ///< args[0] ops[0] args[1] ops[1] args[2] ... (chained as in Python)
@@ -88,12 +88,12 @@ struct stmt {
 /// with its line and column, as jinja2 does ("No filter named ...").
 inline bool known_filter(std::string_view n) {
   static constexpr std::string_view names[] = {
-      "abs",     "attr",   "capitalize", "count",   "d",       "default", "dictsort",
-      "e",       "escape", "first",      "float",   "forceescape", "indent", "int",
-      "items",   "join",   "last",       "length",  "list",    "lower",   "map",
-      "max",     "min",    "reject",     "rejectattr", "replace", "reverse", "round",
-      "safe",    "select", "selectattr", "sort",    "string",  "sum",     "title",
-      "tojson",  "trim",   "unique",     "upper"};
+      "abs",    "attr",   "capitalize", "count",      "d",           "default", "dictsort",
+      "e",      "escape", "first",      "float",      "forceescape", "indent",  "int",
+      "items",  "join",   "last",       "length",     "list",        "lower",   "map",
+      "max",    "min",    "reject",     "rejectattr", "replace",     "reverse", "round",
+      "safe",   "select", "selectattr", "sort",       "string",      "sum",     "title",
+      "tojson", "trim",   "unique",     "upper"};
   for (auto x : names)
     if (x == n) return true;
   return false;
@@ -101,11 +101,11 @@ inline bool known_filter(std::string_view n) {
 
 inline bool known_test(std::string_view n) {
   static constexpr std::string_view names[] = {
-      "boolean", "callable", "defined", "divisibleby", "eq",     "equalto",  "escaped",
-      "even",    "false",    "float",   "ge",          "greaterthan", "gt",   "in",
-      "integer", "iterable", "le",      "lessthan",    "lower",  "lt",       "mapping",
-      "ne",      "none",     "number",  "odd",         "sameas", "sequence", "string",
-      "true",    "undefined", "upper",  "==",          "!=",     "<",        "<=",
+      "boolean", "callable",  "defined", "divisibleby", "eq",          "equalto",  "escaped",
+      "even",    "false",     "float",   "ge",          "greaterthan", "gt",       "in",
+      "integer", "iterable",  "le",      "lessthan",    "lower",       "lt",       "mapping",
+      "ne",      "none",      "number",  "odd",         "sameas",      "sequence", "string",
+      "true",    "undefined", "upper",   "==",          "!=",          "<",        "<=",
       ">",       ">="};
   for (auto x : names)
     if (x == n) return true;
@@ -122,16 +122,15 @@ class parser {
 
   body_t parse_template() {
     body_t b = parse_body({});
-    if (cur().type != tok::eof) fail(cur().loc, "unexpected tag", "end of template", describe(cur()));
+    if (cur().type != tok::eof)
+      fail(cur().loc, "unexpected tag", "end of template", describe(cur()));
     return b;
   }
 
  private:
   // ---- token helpers ----
   const token& cur() const { return t_[i_]; }
-  const token& peek(std::size_t k = 1) const {
-    return t_[std::min(i_ + k, t_.size() - 1)];
-  }
+  const token& peek(std::size_t k = 1) const { return t_[std::min(i_ + k, t_.size() - 1)]; }
   void advance() {
     if (i_ + 1 < t_.size()) ++i_;
   }
@@ -149,16 +148,25 @@ class parser {
   }
   static std::string describe(const token& t) {
     switch (t.type) {
-      case tok::eof: return "end of template";
-      case tok::text: return "template text";
-      case tok::var_begin: return "'{{'";
-      case tok::var_end: return "'}}'";
-      case tok::block_begin: return "'{%'";
-      case tok::block_end: return "'%}'";
-      case tok::string: return "a string";
+      case tok::eof:
+        return "end of template";
+      case tok::text:
+        return "template text";
+      case tok::var_begin:
+        return "'{{'";
+      case tok::var_end:
+        return "'}}'";
+      case tok::block_begin:
+        return "'{%'";
+      case tok::block_end:
+        return "'%}'";
+      case tok::string:
+        return "a string";
       case tok::integer:
-      case tok::real: return "number " + t.text;
-      default: return "'" + t.text + "'";
+      case tok::real:
+        return "number " + t.text;
+      default:
+        return "'" + t.text + "'";
     }
   }
   [[noreturn]] void fail(location l, std::string what, std::string expected = {},
@@ -170,7 +178,8 @@ class parser {
                         .found = std::move(found)});
   }
   void expect_op(std::string_view s) {
-    if (!skip_op(s)) fail(cur().loc, "unexpected token", "'" + std::string(s) + "'", describe(cur()));
+    if (!skip_op(s))
+      fail(cur().loc, "unexpected token", "'" + std::string(s) + "'", describe(cur()));
   }
   std::string expect_name() {
     if (cur().type != tok::name) fail(cur().loc, "unexpected token", "a name", describe(cur()));
@@ -188,8 +197,9 @@ class parser {
     parser& p;
     depth_guard(parser& q, location l) : p(q) {
       if (++p.depth_ > max_parse_depth)
-        p.fail(l, "template nests too deeply", "at most " + std::to_string(max_parse_depth) +
-                                                   " levels of nested tags or expressions");
+        p.fail(
+            l, "template nests too deeply",
+            "at most " + std::to_string(max_parse_depth) + " levels of nested tags or expressions");
     }
     ~depth_guard() { --p.depth_; }
   };
@@ -231,7 +241,8 @@ class parser {
         body.push_back(std::move(s));
         continue;
       }
-      if (tk.type != tok::block_begin) fail(tk.loc, "unexpected token", "template text or a tag", describe(tk));
+      if (tk.type != tok::block_begin)
+        fail(tk.loc, "unexpected token", "template text or a tag", describe(tk));
       const token& nm = peek();
       if (nm.type != tok::name) fail(nm.loc, "expected a tag name", "a tag name", describe(nm));
       for (auto e : ends)
@@ -368,8 +379,7 @@ class parser {
       expect_block_end();
       return s;
     }
-    if (s.targets.size() != 1)
-      fail(cur().loc, "unexpected token in 'set'", "'='", describe(cur()));
+    if (s.targets.size() != 1) fail(cur().loc, "unexpected token in 'set'", "'='", describe(cur()));
     s.kind = sk::set_block;
     parse_filter_chain(s.exprs);
     expect_block_end();
@@ -419,7 +429,8 @@ class parser {
       if (cur().type == tok::block_end || cur().type == tok::var_end || is_op(")") ||
           is_name("if") || is_name("in") || is_name("recursive")) {
         if (!items.empty()) break;
-        if (!allow_empty) fail(cur().loc, "expected an expression", "an expression", describe(cur()));
+        if (!allow_empty)
+          fail(cur().loc, "expected an expression", "an expression", describe(cur()));
         break;
       }
       items.push_back(parse_expression(with_condexpr));
@@ -603,7 +614,8 @@ class parser {
         advance();
         std::int64_t v = 0;
         auto r = std::from_chars(tk.text.data(), tk.text.data() + tk.text.size(), v);
-        if (r.ec != std::errc()) fail(tk.loc, "integer literal out of range", "a 64-bit integer", tk.text);
+        if (r.ec != std::errc())
+          fail(tk.loc, "integer literal out of range", "a 64-bit integer", tk.text);
         return literal(value::integer(v), tk.loc);
       }
       case tok::real: {
@@ -649,7 +661,8 @@ class parser {
           return e;
         }
         break;
-      default: break;
+      default:
+        break;
     }
     fail(tk.loc, "unexpected token in expression", "an expression", describe(tk));
   }
@@ -698,8 +711,18 @@ class parser {
         if (++colons > 2) fail(cur().loc, "too many ':' in subscript", "']'", "':'");
         continue;
       }
-      if (parts[colons]) fail(cur().loc, "unexpected token in subscript", "':' or ']'", describe(cur()));
+      if (parts[colons])
+        fail(cur().loc, "unexpected token in subscript", "':' or ']'", describe(cur()));
       parts[colons] = parse_expression(true);
+      if (colons == 0 && is_op(",")) {  // x[a, b] subscripts with a tuple
+        auto t = make(ek::tuple, parts[0]->loc);
+        t->args.push_back(std::move(parts[0]));
+        while (skip_op(",")) {
+          if (is_op("]")) break;
+          t->args.push_back(parse_expression(true));
+        }
+        parts[0] = std::move(t);
+      }
     }
     advance();  // ]
     if (colons == 0) {
@@ -733,8 +756,7 @@ class parser {
         advance();
         into.kwargs.emplace_back(std::move(k), parse_expression(true));
       } else {
-        if (!into.kwargs.empty())
-          fail(cur().loc, "positional argument after keyword argument");
+        if (!into.kwargs.empty()) fail(cur().loc, "positional argument after keyword argument");
         into.args.push_back(parse_expression(true));
       }
     }
@@ -785,9 +807,9 @@ class parser {
     if (cur().type == tok::name) {
       name = expect_name();
       while (skip_op(".")) name += "." + expect_name();
-    } else if (cur().type == tok::op && (cur().text == "==" || cur().text == "!=" ||
-                                         cur().text == "<" || cur().text == "<=" ||
-                                         cur().text == ">" || cur().text == ">=")) {
+    } else if (cur().type == tok::op &&
+               (cur().text == "==" || cur().text == "!=" || cur().text == "<" ||
+                cur().text == "<=" || cur().text == ">" || cur().text == ">=")) {
       name = cur().text;
       advance();
     } else {
@@ -801,8 +823,8 @@ class parser {
     if (is_op("(")) {
       parse_call_args(*n);
     } else if ((cur().type == tok::name || cur().type == tok::string ||
-                cur().type == tok::integer || cur().type == tok::real || is_op("(") ||
-                is_op("[") || is_op("{")) &&
+                cur().type == tok::integer || cur().type == tok::real || is_op("(") || is_op("[") ||
+                is_op("{")) &&
                !is_name("else") && !is_name("or") && !is_name("and")) {
       if (is_name("is")) fail(cur().loc, "tests cannot be chained with 'is'");
       n->args.push_back(parse_postfix(parse_primary()));  // `x is divisibleby 3`

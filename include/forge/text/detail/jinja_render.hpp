@@ -26,8 +26,8 @@ namespace forge::text::detail::jinja {
 /// memory, time or the stack.
 struct limits {
   std::size_t max_output_bytes = std::size_t{64} << 20;  ///< any string built, output included
-  std::size_t max_steps = 10'000'000;  ///< statements executed plus loop iterations
-  int max_depth = 200;                 ///< nested blocks, expressions and macro calls
+  std::size_t max_steps = 10'000'000;            ///< statements executed plus loop iterations
+  int max_depth = 200;                           ///< nested blocks, expressions and macro calls
   std::size_t max_range = std::size_t{1} << 20;  ///< elements `range()` may produce
 };
 
@@ -172,12 +172,23 @@ inline std::string html_escape(std::string_view s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out.push_back(c);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out.push_back(c);
     }
   }
   return out;
@@ -266,9 +277,12 @@ class renderer {
   renderer(std::string origin, limits lim) : origin_(std::move(origin)), lim_(lim) {}
 
   std::string render(const body_t& body, const value& context) {
-    if (!context.is_dict()) throw forge::error({.what = "template context must be a JSON object",
-                                                .file = origin_,
-                                                .found = type_name(context)});
+    if (!context.is_dict())
+      throw forge::error({.what = "template context must be a JSON object",
+                          .file = origin_,
+                          .place = {},
+                          .expected = {},
+                          .found = type_name(context)});
     ctx_ = &context.as_dict();
     frame root{{}, nullptr};
     root_ = &root;
@@ -368,7 +382,9 @@ class renderer {
     step(s.loc);
     depth_guard g(*this, s.loc);
     switch (s.kind) {
-      case sk::text: emit(out, s.text, s.loc); return flow::normal;
+      case sk::text:
+        emit(out, s.text, s.loc);
+        return flow::normal;
       case sk::output: {
         value v = eval(*s.exprs[0]);
         emit(out, py_str(v), s.exprs[0]->loc);
@@ -380,7 +396,8 @@ class renderer {
         if (s.bodies.size() > s.exprs.size()) return exec(s.bodies.back(), out);
         return flow::normal;
       }
-      case sk::for_: return exec_for(s, out);
+      case sk::for_:
+        return exec_for(s, out);
       case sk::set: {
         value v = eval(*s.exprs[0]);
         if (s.targets.size() == 1) {
@@ -413,9 +430,13 @@ class renderer {
         assign(*cur_, s.targets[0], std::move(v));
         return flow::normal;
       }
-      case sk::macro: assign(*cur_, s.text, make_macro(s)); return flow::normal;
-      case sk::break_: return flow::brk;
-      case sk::continue_: return flow::cont;
+      case sk::macro:
+        assign(*cur_, s.text, make_macro(s));
+        return flow::normal;
+      case sk::break_:
+        return flow::brk;
+      case sk::continue_:
+        return flow::cont;
       case sk::filter: {
         std::string inner;
         exec_scoped(s.bodies[0], inner);
@@ -433,7 +454,8 @@ class renderer {
         frame_scope fs(*this, &f);
         return exec(s.bodies[0], out);
       }
-      case sk::block: return exec(s.bodies[0], out);
+      case sk::block:
+        return exec(s.bodies[0], out);
     }
     return flow::normal;
   }
@@ -529,7 +551,8 @@ class renderer {
         if (it == m->targets.end())
           throw eval_failure{"macro '" + m->text + "' takes no keyword argument '" + k + "'"};
         auto i = static_cast<std::size_t>(it - m->targets.begin());
-        if (bound[i]) throw eval_failure{"macro '" + m->text + "' got multiple values for '" + k + "'"};
+        if (bound[i])
+          throw eval_failure{"macro '" + m->text + "' got multiple values for '" + k + "'"};
         assign(f, k, v);
         bound[i] = true;
       }
@@ -537,9 +560,9 @@ class renderer {
       for (std::size_t i = 0; i < m->targets.size(); ++i)
         if (!bound[i])
           assign(f, m->targets[i],
-                 m->exprs[i] ? eval(*m->exprs[i])
-                             : value::undefined("parameter '" + m->targets[i] +
-                                                "' was not provided"));
+                 m->exprs[i]
+                     ? eval(*m->exprs[i])
+                     : value::undefined("parameter '" + m->targets[i] + "' was not provided"));
       std::string out;
       exec(m->bodies[0], out);
       return value::string(std::move(out));
@@ -616,9 +639,12 @@ class renderer {
         return value::string(py_strip(x, arg(a, 0, "chars"), l, r));
       });
     }
-    if (name == "upper") return bind([](const std::string& x, call_args&) { return value::string(py_upper(x)); });
-    if (name == "lower") return bind([](const std::string& x, call_args&) { return value::string(py_lower(x)); });
-    if (name == "title") return bind([](const std::string& x, call_args&) { return value::string(py_title(x)); });
+    if (name == "upper")
+      return bind([](const std::string& x, call_args&) { return value::string(py_upper(x)); });
+    if (name == "lower")
+      return bind([](const std::string& x, call_args&) { return value::string(py_lower(x)); });
+    if (name == "title")
+      return bind([](const std::string& x, call_args&) { return value::string(py_title(x)); });
     if (name == "capitalize")
       return bind([](const std::string& x, call_args&) { return value::string(py_capitalize(x)); });
     if (name == "split")
@@ -634,8 +660,8 @@ class renderer {
         for (const auto& c : cands) {
           if (!c.is_string()) throw eval_failure{"startswith/endswith argument must be str"};
           const auto& t = c.as_string();
-          if (t.size() <= x.size() &&
-              (start ? x.compare(0, t.size(), t) == 0 : x.compare(x.size() - t.size(), t.size(), t) == 0))
+          if (t.size() <= x.size() && (start ? x.compare(0, t.size(), t) == 0
+                                             : x.compare(x.size() - t.size(), t.size(), t) == 0))
             return value::boolean(true);
         }
         return value::boolean(false);
@@ -647,19 +673,25 @@ class renderer {
                                         str_arg(a, 1, "new", "replace"), int_arg(a, 2, "count", -1),
                                         lim_.max_output_bytes));
       });
-    if (name == "find" || name == "count" || name == "rfind") {
+    if (name == "find" || name == "count" || name == "rfind" || name == "index" ||
+        name == "rindex") {
       std::string n = name;
       return bind([n](const std::string& x, call_args& a) -> value {
         std::string sub = str_arg(a, 0, "sub", n.c_str());
         if (n == "count") {
           if (sub.empty()) return value::integer(static_cast<std::int64_t>(utf8_length(x)) + 1);
           std::int64_t c = 0;
-          for (std::size_t p = x.find(sub); p != std::string::npos; p = x.find(sub, p + sub.size())) ++c;
+          for (std::size_t p = x.find(sub); p != std::string::npos; p = x.find(sub, p + sub.size()))
+            ++c;
           return value::integer(c);
         }
-        std::size_t p = n == "find" ? x.find(sub) : x.rfind(sub);
-        if (p == std::string::npos) return value::integer(-1);
-        return value::integer(static_cast<std::int64_t>(utf8_length(std::string_view(x).substr(0, p))));
+        std::size_t p = n == "find" || n == "index" ? x.find(sub) : x.rfind(sub);
+        if (p == std::string::npos) {
+          if (n == "index" || n == "rindex") throw eval_failure{"substring not found"};
+          return value::integer(-1);
+        }
+        return value::integer(
+            static_cast<std::int64_t>(utf8_length(std::string_view(x).substr(0, p))));
       });
     }
     if (name == "join")
@@ -669,7 +701,8 @@ class renderer {
         std::string out;
         bool first = true;
         for (const auto& e : iterate_f(*it)) {
-          if (!e.is_string()) throw eval_failure{"sequence item: expected str instance, " + type_name(e) + " found"};
+          if (!e.is_string())
+            throw eval_failure{"sequence item: expected str instance, " + type_name(e) + " found"};
           if (!first) out += x;
           first = false;
           out += e.as_string();
@@ -685,10 +718,14 @@ class renderer {
         if (cps.empty()) return value::boolean(false);
         bool any_cased = false, ok = true;
         for (char32_t c : cps) {
-          if (n == "isdigit") ok = ok && c < 0x80 && std::isdigit(static_cast<int>(c));
-          else if (n == "isalpha") ok = ok && is_cased_cp(c);
-          else if (n == "isalnum") ok = ok && (is_cased_cp(c) || (c < 0x80 && std::isdigit(static_cast<int>(c))));
-          else if (n == "isspace") ok = ok && is_py_space(c);
+          if (n == "isdigit")
+            ok = ok && c < 0x80 && std::isdigit(static_cast<int>(c));
+          else if (n == "isalpha")
+            ok = ok && is_cased_cp(c);
+          else if (n == "isalnum")
+            ok = ok && (is_cased_cp(c) || (c < 0x80 && std::isdigit(static_cast<int>(c))));
+          else if (n == "isspace")
+            ok = ok && is_py_space(c);
           else if (is_cased_cp(c)) {
             any_cased = true;
             ok = ok && (n == "islower" ? to_lower_cp(c) == c : to_upper_cp(c) == c);
@@ -722,9 +759,9 @@ class renderer {
     }
     if (name == "copy") return method("dict.copy", [d](call_args&) { return d; });
     if (name == "pop" || name == "popitem" || name == "setdefault" || name == "update" ||
-        name == "clear")
-      throw eval_failure{"access to attribute '" + name +
-                         "' of 'dict' object is unsafe (template values are immutable)"};
+        name == "clear")  // the sandbox hands out an Undefined that fails when used
+      return value::undefined("access to attribute '" + name +
+                              "' of 'dict' object is unsafe (template values are immutable)");
     return {};
   }
 
@@ -747,8 +784,8 @@ class renderer {
     }
     if (name == "append" || name == "extend" || name == "insert" || name == "pop" ||
         name == "remove" || name == "reverse" || name == "sort" || name == "clear")
-      throw eval_failure{"access to attribute '" + name +
-                         "' of 'list' object is unsafe (template values are immutable)"};
+      return value::undefined("access to attribute '" + name +
+                              "' of 'list' object is unsafe (template values are immutable)");
     return value::undefined("'list object' has no attribute '" + name + "'");
   }
 
@@ -757,7 +794,7 @@ class renderer {
     if (obj.is_undefined()) throw eval_failure{obj.undefined_hint()};
     if (obj.is_dict()) {
       value m = dict_method(obj, name);
-      if (!m.is_undefined()) return m;
+      if (!m.is_undefined() || !m.undefined_hint().empty()) return m;
       if (const value* v = dict_find(obj.as_dict(), name)) return *v;
       return value::undefined("'dict object' has no attribute '" + name + "'");
     }
@@ -777,7 +814,7 @@ class renderer {
       if (const value* v = dict_find(obj.as_dict(), key)) return *v;
       if (key.is_string()) {
         value m = dict_method(obj, key.as_string());
-        if (!m.is_undefined()) return m;
+        if (!m.is_undefined() || !m.undefined_hint().empty()) return m;
       }
       return value::undefined("'dict object' has no attribute " + py_repr(key));
     }
@@ -794,7 +831,8 @@ class renderer {
       auto n = static_cast<std::int64_t>(cps.size());
       if (i < 0) i += n;
       if (i < 0 || i >= n) return value::undefined("string index out of range");
-      return value::string(utf8_encode(cps, static_cast<std::size_t>(i), static_cast<std::size_t>(i) + 1));
+      return value::string(
+          utf8_encode(cps, static_cast<std::size_t>(i), static_cast<std::size_t>(i) + 1));
     }
     if (key.is_string()) return get_attr(obj, key.as_string());
     return value::undefined("'" + type_name(obj) + " object' has no attribute " + py_repr(key));
@@ -807,7 +845,8 @@ class renderer {
     while (true) {
       std::size_t q = path.find('.', p);
       std::string part = path.substr(p, q == std::string::npos ? std::string::npos : q - p);
-      bool digits = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
+      bool digits = !part.empty() && std::all_of(part.begin(), part.end(),
+                                                 [](char c) { return c >= '0' && c <= '9'; });
       cur = get_item(cur, digits ? value::integer(std::stoll(part)) : value::string(part));
       if (q == std::string::npos) return cur;
       p = q + 1;
@@ -825,19 +864,22 @@ class renderer {
           if (v.is_bool()) return v.as_bool();
           throw eval_failure{"range() arguments must be integers, not " + type_name(v)};
         };
-        if (a.pos.size() == 1) stop = num(a.pos[0]);
+        if (a.pos.size() == 1)
+          stop = num(a.pos[0]);
         else if (a.pos.size() == 2 || a.pos.size() == 3) {
           start = num(a.pos[0]);
           stop = num(a.pos[1]);
           if (a.pos.size() == 3) stepv = num(a.pos[2]);
         } else {
-          throw eval_failure{"range expected 1 to 3 arguments, got " + std::to_string(a.pos.size())};
+          throw eval_failure{"range expected 1 to 3 arguments, got " +
+                             std::to_string(a.pos.size())};
         }
         if (stepv == 0) throw eval_failure{"range() arg 3 must not be zero"};
         list_t out;
         for (std::int64_t i = start; stepv > 0 ? i < stop : i > stop; i += stepv) {
           if (out.size() >= lim_.max_range)
-            throw eval_failure{"range() longer than " + std::to_string(lim_.max_range) + " elements"};
+            throw eval_failure{"range() longer than " + std::to_string(lim_.max_range) +
+                               " elements"};
           out.push_back(value::integer(i));
           if ((stepv > 0 && i > INT64_MAX - stepv) || (stepv < 0 && i < INT64_MIN - stepv)) break;
         }
@@ -865,7 +907,8 @@ class renderer {
       });
     if (name == "raise_exception")
       return method("raise_exception", [](call_args& a) -> value {
-        throw eval_failure{a.pos.empty() ? std::string("raise_exception() called") : py_str(a.pos[0])};
+        throw eval_failure{a.pos.empty() ? std::string("raise_exception() called")
+                                         : py_str(a.pos[0])};
       });
     if (name == "strftime_now")
       return method("strftime_now", [](call_args& a) {
@@ -906,9 +949,12 @@ class renderer {
 
   value eval_inner(const expr& e) {
     switch (e.kind) {
-      case ek::literal: return e.lit;
-      case ek::name: return lookup(e.name);
-      case ek::attr: return get_attr(eval(*e.args[0]), e.name);
+      case ek::literal:
+        return e.lit;
+      case ek::name:
+        return lookup(e.name);
+      case ek::attr:
+        return get_attr(eval(*e.args[0]), e.name);
       case ek::item: {
         value obj = eval(*e.args[0]);
         return get_item(obj, eval(*e.args[1]));
@@ -921,14 +967,16 @@ class renderer {
         if (obj.is_list()) {
           const auto& l = obj.as_list();
           list_t out;
-          for (auto i : slice_indices(static_cast<std::int64_t>(l.size()), parts[0], parts[1], parts[2]))
+          for (auto i :
+               slice_indices(static_cast<std::int64_t>(l.size()), parts[0], parts[1], parts[2]))
             out.push_back(l[i]);
           return value::list(std::move(out));
         }
         if (obj.is_string()) {
           auto cps = utf8_decode(obj.as_string());
           std::string out;
-          for (auto i : slice_indices(static_cast<std::int64_t>(cps.size()), parts[0], parts[1], parts[2]))
+          for (auto i :
+               slice_indices(static_cast<std::int64_t>(cps.size()), parts[0], parts[1], parts[2]))
             utf8_append(out, cps[i]);
           return value::string(std::move(out));
         }
@@ -938,10 +986,12 @@ class renderer {
         value callee = eval(*e.args[0]);
         call_args a = eval_args(e);
         if (callee.is_undefined()) throw eval_failure{callee.undefined_hint()};
-        if (!callee.is_callable()) throw eval_failure{"'" + type_name(callee) + "' object is not callable"};
+        if (!callee.is_callable())
+          throw eval_failure{"'" + type_name(callee) + "' object is not callable"};
         return callee.as_callable().fn(a);
       }
-      case ek::filter: return apply_filter(e, eval(*e.args[0]));
+      case ek::filter:
+        return apply_filter(e, eval(*e.args[0]));
       case ek::test: {
         bool r = apply_test(e, eval(*e.args[0]));
         return value::boolean(e.negated ? !r : r);
@@ -951,15 +1001,17 @@ class renderer {
         value v = eval(*e.args[0]);
         if (v.is_undefined()) throw eval_failure{v.undefined_hint()};
         if (!v.is_number())
-          throw eval_failure{"bad operand type for unary " + std::string(e.kind == ek::neg ? "-" : "+") +
-                             ": '" + type_name(v) + "'"};
+          throw eval_failure{"bad operand type for unary " +
+                             std::string(e.kind == ek::neg ? "-" : "+") + ": '" + type_name(v) +
+                             "'"};
         if (e.kind == ek::pos) return v.is_bool() ? value::integer(v.as_bool()) : v;
         if (v.is_real()) return value::real(-v.as_real());
         std::int64_t i = v.is_bool() ? v.as_bool() : v.as_int();
         if (i == INT64_MIN) throw eval_failure{"integer overflow"};
         return value::integer(-i);
       }
-      case ek::not_: return value::boolean(!truthy(eval(*e.args[0])));
+      case ek::not_:
+        return value::boolean(!truthy(eval(*e.args[0])));
       case ek::and_: {
         value a = eval(*e.args[0]);
         return truthy(a) ? eval(*e.args[1]) : a;
@@ -1067,12 +1119,15 @@ class renderer {
       }
     }
     if (op == "*") {
-      const value* seq = a.is_string() || a.is_list() ? &a : b.is_string() || b.is_list() ? &b : nullptr;
+      const value* seq = a.is_string() || a.is_list()   ? &a
+                         : b.is_string() || b.is_list() ? &b
+                                                        : nullptr;
       const value* cnt = seq == &a ? &b : &a;
       if (seq && (cnt->is_int() || cnt->is_bool())) {
         std::int64_t n = cnt->is_bool() ? cnt->as_bool() : cnt->as_int();
         if (n < 0) n = 0;
-        std::size_t unit = seq->is_string() ? seq->as_string().size() : seq->as_list().size() * sizeof(value);
+        std::size_t unit =
+            seq->is_string() ? seq->as_string().size() : seq->as_list().size() * sizeof(value);
         if (unit > 0 && static_cast<std::size_t>(n) > lim_.max_output_bytes / unit)
           throw eval_failure{"value exceeds the output size limit"};
         if (seq->is_string()) {
@@ -1081,7 +1136,8 @@ class renderer {
           return value::string(std::move(s));
         }
         list_t l;
-        for (std::int64_t i = 0; i < n; ++i) l.insert(l.end(), seq->as_list().begin(), seq->as_list().end());
+        for (std::int64_t i = 0; i < n; ++i)
+          l.insert(l.end(), seq->as_list().begin(), seq->as_list().end());
         return value::list(std::move(l));
       }
     }
@@ -1185,15 +1241,27 @@ class renderer {
     if (name == "sequence") return v.is_list() || v.is_dict() || v.is_string();
     if (name == "callable") return v.is_callable();
     if (name == "escaped") return false;
-    if (name == "lower") return v.is_string() ? py_lower(v.as_string()) == v.as_string() : throw eval_failure{"'lower' test needs a string"};
-    if (name == "upper") return v.is_string() ? py_upper(v.as_string()) == v.as_string() : throw eval_failure{"'upper' test needs a string"};
+    if (name == "lower" || name == "upper") {
+      // str(value).islower() / isupper(): some cased letter, and all cased letters match.
+      bool any = false, all = true;
+      for (char32_t c : utf8_decode(py_str(v))) {
+        if (!is_cased_cp(c)) continue;
+        any = true;
+        all = all &&
+              (name == "lower" ? to_upper_cp(c) != c || to_lower_cp(c) == c
+                               : to_lower_cp(c) != c || to_upper_cp(c) == c) &&
+              (name == "lower" ? to_lower_cp(c) == c : to_upper_cp(c) == c);
+      }
+      return any && all;
+    }
     if (name == "odd" || name == "even" || name == "divisibleby") {
       if (!v.is_int() && !v.is_bool()) throw eval_failure{"test '" + name + "' needs an integer"};
       std::int64_t x = v.is_bool() ? v.as_bool() : v.as_int();
       if (name == "odd") return x % 2 != 0;
       if (name == "even") return x % 2 == 0;
       const value& d = other();
-      if (!d.is_int() || d.as_int() == 0) throw eval_failure{"divisibleby needs a non-zero integer"};
+      if (!d.is_int() || d.as_int() == 0)
+        throw eval_failure{"divisibleby needs a non-zero integer"};
       return x % d.as_int() == 0;
     }
     if (name == "sameas") {
@@ -1205,8 +1273,8 @@ class renderer {
     if (name == "in") return contains(other(), v);
     if (name == "eq" || name == "equalto" || name == "==") return py_equal(v, other());
     if (name == "ne" || name == "!=") return !py_equal(v, other());
-    std::string op = name == "lt" || name == "lessthan" ? "<"
-                     : name == "le"                     ? "<="
+    std::string op = name == "lt" || name == "lessthan"      ? "<"
+                     : name == "le"                          ? "<="
                      : name == "gt" || name == "greaterthan" ? ">"
                      : name == "ge"                          ? ">="
                                                              : name;
@@ -1252,7 +1320,8 @@ class renderer {
       return v;
     }
     if (name == "length" || name == "count") {
-      if (v.is_string()) return value::integer(static_cast<std::int64_t>(utf8_length(v.as_string())));
+      if (v.is_string())
+        return value::integer(static_cast<std::int64_t>(utf8_length(v.as_string())));
       if (v.is_list()) return value::integer(static_cast<std::int64_t>(v.as_list().size()));
       if (v.is_dict()) return value::integer(static_cast<std::int64_t>(v.as_dict().size()));
       if (v.is_undefined()) return value::integer(0);
@@ -1264,33 +1333,40 @@ class renderer {
     if (name == "lower") return value::string(py_lower(py_str(v)));
     if (name == "capitalize") return value::string(py_capitalize(py_str(v)));
     if (name == "title") return value::string(jinja_title(py_str(v)));
-    if (name == "e" || name == "escape" || name == "forceescape") return value::string(html_escape(py_str(v)));
+    if (name == "e" || name == "escape" || name == "forceescape")
+      return value::string(html_escape(py_str(v)));
     if (name == "replace") {
       if (v.is_undefined()) v = value::string("");
-      return value::string(py_replace(py_str(v), py_str(a.pos.size() > 0 ? a.pos[0] : value::string("")),
+      return value::string(py_replace(py_str(v),
+                                      py_str(a.pos.size() > 0 ? a.pos[0] : value::string("")),
                                       py_str(a.pos.size() > 1 ? a.pos[1] : value::string("")),
                                       int_arg(a, 2, "count", -1), lim_.max_output_bytes));
     }
     if (name == "tojson") {
+      // transformers' tojson(x, ensure_ascii=False, indent=None, separators=None,
+      // sort_keys=False), so a positional argument is ensure_ascii, not indent.
       json_style st;
-      const value* ind = arg(a, 0, "indent");
-      if (const value* asc = arg(a, 99, "ensure_ascii"); asc && truthy(*asc))
-        throw eval_failure{"tojson(ensure_ascii=True) is not supported"};
-      if (ind && !ind->is_none()) {
+      if (const value* asc = arg(a, 0, "ensure_ascii")) st.ensure_ascii = truthy(*asc);
+      const value* ind = arg(a, 1, "indent");
+      if (ind && !ind->is_none() && !ind->is_undefined()) {
         st.indented = true;
-        if (ind->is_string()) st.indent = ind->as_string();
-        else if (ind->is_int()) st.indent = std::string(static_cast<std::size_t>(std::clamp<std::int64_t>(ind->as_int(), 0, 64)), ' ');
-        else throw eval_failure{"tojson indent must be an integer or a string"};
+        if (ind->is_string())
+          st.indent = ind->as_string();
+        else if (ind->is_int())
+          st.indent = std::string(
+              static_cast<std::size_t>(std::clamp<std::int64_t>(ind->as_int(), 0, 64)), ' ');
+        else
+          throw eval_failure{"tojson indent must be an integer or a string"};
         st.item_sep = ",";
       }
-      if (const value* seps = arg(a, 99, "separators"); seps && !seps->is_none()) {
+      if (const value* seps = arg(a, 2, "separators"); seps && !seps->is_none()) {
         if (!seps->is_list() || seps->as_list().size() != 2 || !seps->as_list()[0].is_string() ||
             !seps->as_list()[1].is_string())
           throw eval_failure{"tojson separators must be a pair of strings"};
         st.item_sep = seps->as_list()[0].as_string();
         st.key_sep = seps->as_list()[1].as_string();
       }
-      if (const value* sk = arg(a, 99, "sort_keys")) st.sort_keys = truthy(*sk);
+      if (const value* sk = arg(a, 3, "sort_keys")) st.sort_keys = truthy(*sk);
       std::string out;
       json_dump_checked(out, v, st, 0);
       return value::string(std::move(out));
@@ -1352,7 +1428,8 @@ class renderer {
           const char* b = digits.data();
           if (*b == '+') ++b;
           auto res = std::from_chars(b, digits.data() + digits.size(), r, static_cast<int>(base));
-          if (res.ec == std::errc() && res.ptr == digits.data() + digits.size()) return value::integer(r);
+          if (res.ec == std::errc() && res.ptr == digits.data() + digits.size())
+            return value::integer(r);
         }
         char* end = nullptr;
         double x = std::strtod(s.c_str(), &end);
@@ -1388,6 +1465,8 @@ class renderer {
       std::string method = arg(a, 1, "method") ? py_str(*arg(a, 1, "method")) : "common";
       double x = v.to_double();
       if (method == "common") {
+        if (!v.is_real())
+          return v.is_bool() ? value::integer(v.as_bool()) : v;  // round(int) is int
         // Python's round(): correctly rounded, ties to even on the exact binary value.
         char buf[512];
         int p = static_cast<int>(std::clamp<std::int64_t>(prec, 0, 300));
@@ -1428,7 +1507,8 @@ class renderer {
       std::string test = a.pos.size() > first ? py_str(a.pos[first]) : "";
       if (!test.empty() && !known_test(test)) throw eval_failure{"no test named '" + test + "'"};
       call_args rest;
-      if (a.pos.size() > first + 1) rest.pos.assign(a.pos.begin() + static_cast<std::ptrdiff_t>(first + 1), a.pos.end());
+      if (a.pos.size() > first + 1)
+        rest.pos.assign(a.pos.begin() + static_cast<std::ptrdiff_t>(first + 1), a.pos.end());
       list_t out;
       for (const auto& x : iterate_f(v)) {
         value subject = by_attr ? attr_path(x, py_str(a.pos[0])) : x;
@@ -1441,7 +1521,9 @@ class renderer {
         name == "dictsort") {
       bool cs = bool_arg(a, 99, "case_sensitive", false);
       const value* at = arg(a, 99, "attribute");
-      auto key = [&](const value& x) { return at && !at->is_none() ? attr_path(x, py_str(*at)) : x; };
+      auto key = [&](const value& x) {
+        return at && !at->is_none() ? attr_path(x, py_str(*at)) : x;
+      };
       if (name == "dictsort") {
         if (!v.is_dict()) throw eval_failure{"dictsort needs a mapping"};
         cs = bool_arg(a, 0, "case_sensitive", false);
@@ -1491,29 +1573,30 @@ class renderer {
     }
     if (name == "indent") {
       const value* w = arg(a, 0, "width");
-      std::string ind = !w ? "    " : w->is_string() ? w->as_string()
-                                   : std::string(static_cast<std::size_t>(std::clamp<std::int64_t>(int_arg(a, 0, "width", 4), 0, 256)), ' ');
+      std::string ind = !w ? "    "
+                        : w->is_string()
+                            ? w->as_string()
+                            : std::string(static_cast<std::size_t>(std::clamp<std::int64_t>(
+                                              int_arg(a, 0, "width", 4), 0, 256)),
+                                          ' ');
       bool first = bool_arg(a, 1, "first", false);
       bool blank = bool_arg(a, 2, "blank", false);
-      std::string s = py_str(v);
+      // jinja2's do_indent: (s + "\n").splitlines(), blank lines indented only with blank.
+      std::string s = py_str(v) + "\n";
       std::vector<std::string> lines;
       std::size_t p = 0;
-      while (p < s.size()) {
-        std::size_t q = s.find('\n', p);
-        if (q == std::string::npos) q = s.size();
+      for (std::size_t q = s.find('\n'); q != std::string::npos; q = s.find('\n', p)) {
         lines.push_back(s.substr(p, q - p));
         p = q + 1;
       }
-      if (lines.empty()) lines.emplace_back();
-      std::string out;
-      for (std::size_t i = 0; i < lines.size(); ++i) {
-        if (i > 0) out += "\n";
-        bool indent_line = (i > 0 || first) && (blank || !lines[i].empty());
-        if (i == 0 && first) indent_line = true;
-        if (indent_line) out += ind;
+      std::string out = lines[0];
+      for (std::size_t i = 1; i < lines.size(); ++i) {
+        out += "\n";
+        if (blank || !lines[i].empty()) out += ind;
         out += lines[i];
         check_size(out.size());
       }
+      if (first) out = ind + out;
       return value::string(std::move(out));
     }
     throw eval_failure{"no filter named '" + name + "'"};

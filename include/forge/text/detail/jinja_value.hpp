@@ -94,9 +94,7 @@ struct value {
   bool is_list() const { return std::holds_alternative<std::shared_ptr<const list_t>>(v); }
   bool is_dict() const { return std::holds_alternative<std::shared_ptr<const dict_t>>(v); }
   bool is_namespace() const { return std::holds_alternative<std::shared_ptr<namespace_t>>(v); }
-  bool is_callable() const {
-    return std::holds_alternative<std::shared_ptr<const callable_t>>(v);
-  }
+  bool is_callable() const { return std::holds_alternative<std::shared_ptr<const callable_t>>(v); }
 
   bool as_bool() const { return std::get<bool>(v); }
   std::int64_t as_int() const { return std::get<std::int64_t>(v); }
@@ -105,9 +103,7 @@ struct value {
   const list_t& as_list() const { return *std::get<std::shared_ptr<const list_t>>(v); }
   const dict_t& as_dict() const { return *std::get<std::shared_ptr<const dict_t>>(v); }
   namespace_t& as_namespace() const { return *std::get<std::shared_ptr<namespace_t>>(v); }
-  const callable_t& as_callable() const {
-    return *std::get<std::shared_ptr<const callable_t>>(v);
-  }
+  const callable_t& as_callable() const { return *std::get<std::shared_ptr<const callable_t>>(v); }
   const std::string& undefined_hint() const { return std::get<undefined_t>(v).hint; }
   /// A number as a double (bool counts as 0/1).
   double to_double() const {
@@ -130,16 +126,26 @@ struct call_args {
 /// Python's type name of a value, for error messages ("str", "int", "dict").
 inline std::string type_name(const value& x) {
   switch (x.v.index()) {
-    case 0: return "Undefined";
-    case 1: return "NoneType";
-    case 2: return "bool";
-    case 3: return "int";
-    case 4: return "float";
-    case 5: return "str";
-    case 6: return "list";
-    case 7: return "dict";
-    case 8: return "Namespace";
-    default: return "function";
+    case 0:
+      return "Undefined";
+    case 1:
+      return "NoneType";
+    case 2:
+      return "bool";
+    case 3:
+      return "int";
+    case 4:
+      return "float";
+    case 5:
+      return "str";
+    case 6:
+      return "list";
+    case 7:
+      return "dict";
+    case 8:
+      return "Namespace";
+    default:
+      return "function";
   }
 }
 
@@ -147,14 +153,22 @@ inline std::string type_name(const value& x) {
 inline bool truthy(const value& x) {
   switch (x.v.index()) {
     case 0:
-    case 1: return false;
-    case 2: return x.as_bool();
-    case 3: return x.as_int() != 0;
-    case 4: return x.as_real() != 0.0;
-    case 5: return !x.as_string().empty();
-    case 6: return !x.as_list().empty();
-    case 7: return !x.as_dict().empty();
-    default: return true;
+    case 1:
+      return false;
+    case 2:
+      return x.as_bool();
+    case 3:
+      return x.as_int() != 0;
+    case 4:
+      return x.as_real() != 0.0;
+    case 5:
+      return !x.as_string().empty();
+    case 6:
+      return !x.as_list().empty();
+    case 7:
+      return !x.as_dict().empty();
+    default:
+      return true;
   }
 }
 
@@ -212,15 +226,16 @@ inline std::string utf8_encode(const std::vector<char32_t>& cps, std::size_t beg
 }
 
 /// Number of code points (Python's len(str)).
-inline std::size_t utf8_length(std::string_view s) { return utf8_decode(s).size(); }
+inline std::size_t utf8_length(std::string_view s) {
+  return utf8_decode(s).size();
+}
 
 /// Python's str.isspace() for one code point.
 inline bool is_py_space(char32_t c) {
   if (c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F) || c == 0x85) return true;
   if (c < 0xA0 || c >= 0xDC00u) return false;
   auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
-  return cat == UTF8PROC_CATEGORY_ZS || cat == UTF8PROC_CATEGORY_ZL ||
-         cat == UTF8PROC_CATEGORY_ZP;
+  return cat == UTF8PROC_CATEGORY_ZS || cat == UTF8PROC_CATEGORY_ZL || cat == UTF8PROC_CATEGORY_ZP;
 }
 
 inline char32_t to_upper_cp(char32_t c) {
@@ -237,8 +252,7 @@ inline char32_t to_lower_cp(char32_t c) {
 inline bool is_cased_cp(char32_t c) {
   if (c >= 0xDC00u && c <= 0xDFFFu) return false;
   auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
-  return cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL ||
-         cat == UTF8PROC_CATEGORY_LT;
+  return cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT;
 }
 
 // ---- printing as Python does ----
@@ -316,18 +330,25 @@ inline std::string py_str(const value& x);
 /// Python's repr(): strings quoted, everything else as str().
 inline std::string py_repr(const value& x) {
   if (x.is_string()) return py_string_repr(x.as_string());
+  if (x.is_undefined()) return "Undefined";  // jinja2's Undefined.__repr__
   return py_str(x);
 }
 
 /// Python's str(), which is what `{{ x }}`, `~` and the `string` filter produce.
 inline std::string py_str(const value& x) {
   switch (x.v.index()) {
-    case 0: return "";
-    case 1: return "None";
-    case 2: return x.as_bool() ? "True" : "False";
-    case 3: return std::to_string(x.as_int());
-    case 4: return py_float_repr(x.as_real());
-    case 5: return x.as_string();
+    case 0:
+      return "";
+    case 1:
+      return "None";
+    case 2:
+      return x.as_bool() ? "True" : "False";
+    case 3:
+      return std::to_string(x.as_int());
+    case 4:
+      return py_float_repr(x.as_real());
+    case 5:
+      return x.as_string();
     case 6: {
       std::string s = x.tuple ? "(" : "[";
       bool first = true;
@@ -349,8 +370,10 @@ inline std::string py_str(const value& x) {
       }
       return s + "}";
     }
-    case 8: return "<Namespace>";  // not its contents: a namespace may hold itself
-    default: return "<function " + x.as_callable().name + ">";
+    case 8:
+      return "<Namespace>";  // not its contents: a namespace may hold itself
+    default:
+      return "<function " + x.as_callable().name + ">";
   }
 }
 
@@ -366,8 +389,10 @@ inline bool py_equal(const value& a, const value& b) {
   if (a.v.index() != b.v.index()) return false;
   switch (a.v.index()) {
     case 0:
-    case 1: return true;
-    case 5: return a.as_string() == b.as_string();
+    case 1:
+      return true;
+    case 5:
+      return a.as_string() == b.as_string();
     case 6: {
       const auto &la = a.as_list(), &lb = b.as_list();
       if (la.size() != lb.size()) return false;
@@ -390,9 +415,12 @@ inline bool py_equal(const value& a, const value& b) {
       }
       return true;
     }
-    case 8: return &a.as_namespace() == &b.as_namespace();
-    case 9: return &a.as_callable() == &b.as_callable();
-    default: return false;
+    case 8:
+      return &a.as_namespace() == &b.as_namespace();
+    case 9:
+      return &a.as_callable() == &b.as_callable();
+    default:
+      return false;
   }
 }
 
@@ -426,8 +454,10 @@ template <class Json>
 value from_json(const Json& j, int depth = 0) {
   if (depth > 256) throw eval_failure{"context JSON nests deeper than 256 levels"};
   switch (j.type()) {
-    case nlohmann::json::value_t::null: return value::none();
-    case nlohmann::json::value_t::boolean: return value::boolean(j.template get<bool>());
+    case nlohmann::json::value_t::null:
+      return value::none();
+    case nlohmann::json::value_t::boolean:
+      return value::boolean(j.template get<bool>());
     case nlohmann::json::value_t::number_integer:
       return value::integer(j.template get<std::int64_t>());
     case nlohmann::json::value_t::number_unsigned: {
@@ -435,8 +465,10 @@ value from_json(const Json& j, int depth = 0) {
       if (u > static_cast<std::uint64_t>(INT64_MAX)) return value::real(static_cast<double>(u));
       return value::integer(static_cast<std::int64_t>(u));
     }
-    case nlohmann::json::value_t::number_float: return value::real(j.template get<double>());
-    case nlohmann::json::value_t::string: return value::string(j.template get<std::string>());
+    case nlohmann::json::value_t::number_float:
+      return value::real(j.template get<double>());
+    case nlohmann::json::value_t::string:
+      return value::string(j.template get<std::string>());
     case nlohmann::json::value_t::array: {
       list_t l;
       l.reserve(j.size());
@@ -450,22 +482,61 @@ value from_json(const Json& j, int depth = 0) {
         d.emplace_back(value::string(it.key()), from_json(it.value(), depth + 1));
       return value::dict(std::move(d));
     }
-    default: return value::none();  // binary and discarded values do not occur in parsed JSON
+    default:
+      return value::none();  // binary and discarded values do not occur in parsed JSON
   }
 }
 
 /// json.dumps(s, ensure_ascii=False) for one string: quotes, backslash, control characters.
-inline void json_quote(std::string& out, std::string_view s) {
+inline void json_quote(std::string& out, std::string_view s, bool ensure_ascii = false) {
+  if (ensure_ascii) {  // json.dumps(ensure_ascii=True): \uXXXX, surrogate pairs above U+FFFF
+    std::string escaped;
+    for (char32_t c : utf8_decode(s)) {
+      if (c >= 0xDC80u && c <= 0xDCFFu) c -= 0xDC00u;  // an undecodable byte, as Latin-1
+      if (c < 0x80) {
+        std::string one(1, static_cast<char>(c));
+        std::string q;
+        json_quote(q, one, false);
+        escaped.append(q, 1, q.size() - 2);
+        continue;
+      }
+      char b[16];
+      if (c > 0xFFFF) {
+        char32_t v = c - 0x10000;
+        std::snprintf(b, sizeof b, "\\u%04x\\u%04x", static_cast<unsigned>(0xD800 + (v >> 10)),
+                      static_cast<unsigned>(0xDC00 + (v & 0x3FF)));
+      } else {
+        std::snprintf(b, sizeof b, "\\u%04x", static_cast<unsigned>(c));
+      }
+      escaped += b;
+    }
+    out += '"' + escaped + '"';
+    return;
+  }
   out.push_back('"');
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char b[8];
@@ -486,6 +557,7 @@ struct json_style {
   std::string item_sep = ", ";
   std::string key_sep = ": ";
   bool sort_keys = false;
+  bool ensure_ascii = false;
 };
 
 inline void json_dump(std::string& out, const value& x, const json_style& st, int level);
@@ -507,17 +579,28 @@ inline std::string json_key(const value& k) {
 /// json.dumps(x, ensure_ascii=False, indent=..., separators=..., sort_keys=...).
 inline void json_dump(std::string& out, const value& x, const json_style& st, int level) {
   switch (x.v.index()) {
-    case 1: out += "null"; return;
-    case 2: out += x.as_bool() ? "true" : "false"; return;
-    case 3: out += std::to_string(x.as_int()); return;
+    case 1:
+      out += "null";
+      return;
+    case 2:
+      out += x.as_bool() ? "true" : "false";
+      return;
+    case 3:
+      out += std::to_string(x.as_int());
+      return;
     case 4: {
       double d = x.as_real();
-      if (std::isnan(d)) out += "NaN";
-      else if (std::isinf(d)) out += d < 0 ? "-Infinity" : "Infinity";
-      else out += py_float_repr(d);
+      if (std::isnan(d))
+        out += "NaN";
+      else if (std::isinf(d))
+        out += d < 0 ? "-Infinity" : "Infinity";
+      else
+        out += py_float_repr(d);
       return;
     }
-    case 5: json_quote(out, x.as_string()); return;
+    case 5:
+      json_quote(out, x.as_string(), st.ensure_ascii);
+      return;
     case 6: {
       const auto& l = x.as_list();
       if (l.empty()) {
@@ -550,7 +633,7 @@ inline void json_dump(std::string& out, const value& x, const json_style& st, in
       for (std::size_t i = 0; i < items.size(); ++i) {
         if (i) out += st.item_sep;
         if (st.indented) json_newline(out, st, level + 1);
-        json_quote(out, items[i].first);
+        json_quote(out, items[i].first, st.ensure_ascii);
         out += st.key_sep;
         json_dump(out, *items[i].second, st, level + 1);
       }
