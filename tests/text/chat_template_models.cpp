@@ -170,3 +170,19 @@ TEST_CASE("Mistral-7B-Instruct-v0.3 renders as transformers does") {
     CHECK(error_message(m, bad) == "Tool call IDs should be alphanumeric strings with length 9!");
   }
 }
+
+TEST_CASE("continue_final_message stops right after a prefilled assistant reply") {
+  // transformers cuts the rendered text after the stripped final content and right-strips it;
+  // checked with jinja2 and the same slicing in Python.
+  const auto dir = model_dir("meta_llama3_8b_instruct");
+  const auto t = forge::text::load_chat_template(dir);
+  forge::text::chat_options opt = forge::text::chat_options_from_config(dir);
+  opt.continue_final_message = true;
+  json messages =
+      json::array({user1, json{{"role", "assistant"}, {"content", "  The answer is "}}});
+  CHECK(forge::text::apply_chat_template(t, messages, opt) ==
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello, who are you?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nThe answer is");
+  opt.add_generation_prompt = true;
+  CHECK_THROWS_AS(forge::text::apply_chat_template(t, messages, opt), forge::error);
+}

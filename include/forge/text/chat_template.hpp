@@ -98,7 +98,10 @@ class chat_template {
 
 /// What apply_chat_template passes besides the messages (transformers' keyword arguments).
 struct chat_options {
-  bool add_generation_prompt = false;          ///< end with the header of an assistant turn
+  bool add_generation_prompt = false;  ///< end with the header of an assistant turn
+  /// Cut the text right after the last message's content, so generation continues it
+  /// (a prefilled assistant reply); excludes add_generation_prompt, as in transformers.
+  bool continue_final_message = false;
   std::optional<std::string> bos_token;        ///< `bos_token` variable, when the tokenizer has one
   std::optional<std::string> eos_token;        ///< `eos_token` variable, when the tokenizer has one
   nlohmann::ordered_json tools = nullptr;      ///< list of tool JSON schemas, or null
@@ -137,7 +140,46 @@ inline std::string apply_chat_template(const chat_template& t,
                           .found = std::string(opt.extra.type_name())});
     for (auto it = opt.extra.begin(); it != opt.extra.end(); ++it) ctx[it.key()] = it.value();
   }
-  return t.render(ctx, lim);
+  std::string text = t.render(ctx, lim);
+  if (!opt.continue_final_message) return text;
+  // transformers (apply_chat_template): the last message's text, stripped, is found from the
+  // right and everything after it dropped, then trailing whitespace is removed.
+  if (opt.add_generation_prompt)
+    throw forge::error(
+        {.what = "continue_final_message and add_generation_prompt are not compatible",
+         .file = t.origin(),
+         .place = {},
+         .expected = {},
+         .found = {}});
+  if (messages.empty() || !messages.back().is_object() || !messages.back().contains("content"))
+    throw forge::error({.what = "continue_final_message needs a final message with content",
+                        .file = t.origin(),
+                        .place = "messages[-1]",
+                        .expected = {},
+                        .found = {}});
+  const auto& content = messages.back()["content"];
+  std::string final_text;
+  if (content.is_string()) {
+    final_text = content.get<std::string>();
+  } else if (content.is_array() && !content.empty() && content.back().is_object() &&
+             content.back().contains("text") && content.back()["text"].is_string()) {
+    final_text = content.back()["text"].get<std::string>();
+  } else {
+    throw forge::error({.what = "continue_final_message needs text content in the final message",
+                        .file = t.origin(),
+                        .place = "messages[-1].content",
+                        .expected = "a string or a list ending in {\"text\": ...}",
+                        .found = std::string(content.type_name())});
+  }
+  final_text = detail::jinja::py_strip(final_text, nullptr, true, true);
+  const std::size_t at = text.rfind(final_text);
+  if (at == std::string::npos)
+    throw forge::error({.what = "the final message does not appear in the rendered chat",
+                        .file = t.origin(),
+                        .place = "messages[-1].content",
+                        .expected = {},
+                        .found = {}});
+  return detail::jinja::py_strip(text.substr(0, at + final_text.size()), nullptr, false, true);
 }
 
 namespace detail {

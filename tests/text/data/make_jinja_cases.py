@@ -97,6 +97,7 @@ CASES = [
     ("unique sort", "{{ [3, 1, 'a', 'A', 1] | unique | list }} {{ [3, 1, 2] | sort }} {{ ['b', 'A', 'c'] | sort }} {{ [3, 1, 2] | sort(reverse=true) }} {{ ms | sort(attribute='role') | map(attribute='role') | list }}", {"ms": MSGS}),
     ("min max sum reverse", "{{ [3, 1, 2] | min }} {{ [3, 1, 2] | max }} {{ [1, 2, 3] | sum }} {{ [1, 2] | reverse | list }} {{ 'abc' | reverse }} {{ {'b': 1, 'a': 2} | dictsort }}", {}),
     ("indent", "{{ 'a\\nb\\n\\nc' | indent(2) }}|{{ 'a\\nb' | indent(2, true) }}|{{ 'a\\n\\nb' | indent(2, blank=true) }}", {}),
+    ("indent splits lines as Python does", "{{ s | indent(2) }}|{{ s | indent(2, blank=true) }}", {"s": "a\fb\r\nc\n\nd"}),
     ("filter chain precedence", "{{ 'a' + x | trim + 'b' }} {{ -3 | abs }} {{ xs | length > 1 }}", {"x": "  y  ", "xs": [1, 2]}),
     # tests
     ("is tests", "{{ x is defined }} {{ y is defined }} {{ y is undefined }} {{ none is none }} {{ 1 is none }} {{ 'a' is string }} {{ 1 is string }} {{ {} is mapping }} {{ [] is mapping }}", {"x": 0}),

@@ -168,6 +168,24 @@ inline list_t py_split(const std::string& s, const value* sep, std::int64_t maxs
   return out;
 }
 
+/// str.splitlines(): splits at \n, \r, \r\n, \v, \f, \x1c-\x1e, \x85, U+2028, U+2029.
+inline std::vector<std::string> py_splitlines(std::string_view s) {
+  std::vector<std::string> out;
+  auto cps = utf8_decode(s);
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < cps.size(); ++i) {
+    char32_t c = cps[i];
+    bool brk = c == '\n' || c == '\r' || c == 0x0B || c == 0x0C || (c >= 0x1C && c <= 0x1E) ||
+               c == 0x85 || c == 0x2028 || c == 0x2029;
+    if (!brk) continue;
+    out.push_back(utf8_encode(cps, start, i));
+    if (c == '\r' && i + 1 < cps.size() && cps[i + 1] == '\n') ++i;
+    start = i + 1;
+  }
+  if (start < cps.size()) out.push_back(utf8_encode(cps, start));
+  return out;
+}
+
 inline std::string html_escape(std::string_view s) {
   std::string out;
   for (char c : s) {
@@ -1582,13 +1600,7 @@ class renderer {
       bool first = bool_arg(a, 1, "first", false);
       bool blank = bool_arg(a, 2, "blank", false);
       // jinja2's do_indent: (s + "\n").splitlines(), blank lines indented only with blank.
-      std::string s = py_str(v) + "\n";
-      std::vector<std::string> lines;
-      std::size_t p = 0;
-      for (std::size_t q = s.find('\n'); q != std::string::npos; q = s.find('\n', p)) {
-        lines.push_back(s.substr(p, q - p));
-        p = q + 1;
-      }
+      std::vector<std::string> lines = py_splitlines(py_str(v) + "\n");
       std::string out = lines[0];
       for (std::size_t i = 1; i < lines.size(); ++i) {
         out += "\n";
