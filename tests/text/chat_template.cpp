@@ -111,10 +111,20 @@ TEST_CASE("unsupported constructs are errors naming line and column") {
     CHECK(e.problem() == "unknown filter 'frobnicate'");
     CHECK(e.place() == "line 3, column 11");
   }
+  SECTION("an unknown filter inside a loop body, even one never run") {
+    auto e = error_of("{% if false %}{% for m in [] %}\n{{ m | nope }}{% endfor %}{% endif %}");
+    CHECK(e.problem() == "unknown filter 'nope'");
+    CHECK(e.place() == "line 2, column 8");
+  }
+  SECTION("an unknown filter in a branch is reported when the branch runs") {
+    auto e = error_of("{% if x %}\n  {{ 1 | nope }}{% endif %}", json{{"x", true}});
+    CHECK(e.problem() == "no filter named 'nope'");
+    CHECK(e.place() == "line 2, column 10");
+  }
   SECTION("an unknown test") {
-    auto e = error_of("{% if x is prime %}{% endif %}");
+    auto e = error_of("{{ x is prime }}");
     CHECK(e.problem() == "unknown test 'prime'");
-    CHECK(e.place() == "line 1, column 12");
+    CHECK(e.place() == "line 1, column 9");
   }
   SECTION("recursive loops") {
     auto e = error_of("{% for x in xs recursive %}{% endfor %}");

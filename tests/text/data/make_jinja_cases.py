@@ -66,6 +66,7 @@ CASES = [
     # access
     ("subscript and attribute", "{{ m['role'] }} {{ m.role }} {{ m.content }} {{ xs[0] }} {{ xs[-1] }} {{ xs.1 }}", {"m": MSGS[0], "xs": [1, 2, 3]}),
     ("slices", "{{ xs[1:] }} {{ xs[:2] }} {{ xs[::-1] }} {{ xs[::2] }} {{ xs[-2:] }} {{ xs[1:-1] }} {{ 'abcdef'[1:4] }} {{ xs[5:] }}", {"xs": [1, 2, 3, 4]}),
+    ("huge steps and repeats", "{{ '' * 9223372036854775807 }}|{{ [1, 2, 3][::9223372036854775807] }}|{{ [1, 2, 3][::-9223372036854775807] }}|{{ 'abc'[-9223372036854775807:] }}|{{ [] * 9223372036854775807 }}", {}),
     ("missing key is undefined", "[{{ m.nothing }}][{{ m['nothing'] }}][{{ xs[9] }}]{{ m.nothing is defined }}", {"m": {"a": 1}, "xs": [1]}),
     ("dict methods", "{{ d.get('a') }} {{ d.get('z') }} {{ d.get('z', 5) }} {{ d.keys() | list }} {{ d.values() | list }} {{ d.items() | list }}", {"d": {"a": 1, "b": 2}}),
     ("dict keys named like methods", "{{ d['items'] }} {{ d.x }}", {"d": {"items": 7, "x": 1}}),
@@ -136,6 +137,8 @@ CASES = [
     ("type error", "{{ 'a' + 1 }}", {}),
     ("immutable list", "{% set xs = [1] %}{{ xs.append(2) }}", {}),
     ("division by zero", "{{ 1 / 0 }}", {}),
+    ("unknown filter in an untaken branch", "{% if false %}{{ x | nope }}{% elif false %}{{ x is nope }}{% else %}ok{% endif %} {{ (x | nope) if false else 1 }}", {}),
+    ("unknown filter in a taken branch", "{% if true %}{{ 1 | nope }}{% endif %}", {}),
     # whitespace control
     ("dash strips", "a  {{- 'b' -}}  c\n  {%- if true -%}  d  {%- endif -%}  e", {}),
     ("trim_blocks", "{% if true %}\nx\n{% endif %}\ny", {}),

@@ -124,6 +124,7 @@ class parser {
     body_t b = parse_body({});
     if (cur().type != tok::eof)
       fail(cur().loc, "unexpected tag", "end of template", describe(cur()));
+    check_names(b, false);
     return b;
   }
 
@@ -681,7 +682,12 @@ class parser {
         if (cur().type == tok::integer) {  // foo.0 is foo[0]
           auto n = make(ek::item, l);
           n->args.push_back(std::move(e));
-          n->args.push_back(literal(value::integer(std::stoll(cur().text)), cur().loc));
+          std::int64_t index = 0;
+          const std::string& digits = cur().text;
+          if (std::from_chars(digits.data(), digits.data() + digits.size(), index).ec !=
+              std::errc())
+            fail(cur().loc, "integer literal out of range", "a 64-bit integer", digits);
+          n->args.push_back(literal(value::integer(index), cur().loc));
           advance();
           e = std::move(n);
           continue;
@@ -774,7 +780,6 @@ class parser {
     location l = cur().loc;
     std::string name = expect_name();
     while (skip_op(".")) name += "." + expect_name();
-    if (!known_filter(name)) fail(l, "unknown filter '" + name + "'");
     auto n = make(ek::filter, l);
     n->name = std::move(name);
     n->args.push_back(std::move(operand));
@@ -815,7 +820,6 @@ class parser {
     } else {
       fail(cur().loc, "expected a test name after 'is'", "a test name", describe(cur()));
     }
-    if (!known_test(name)) fail(l, "unknown test '" + name + "'");
     auto n = make(ek::test, l);
     n->name = std::move(name);
     n->negated = negated;
@@ -830,6 +834,51 @@ class parser {
       n->args.push_back(parse_postfix(parse_primary()));  // `x is divisibleby 3`
     }
     return n;
+  }
+
+  // ---- unknown filters and tests ----
+  // jinja2 rejects an unknown filter or test when compiling, except where the code may never
+  // run: the test and branches of an `if`, and conditional expressions ("soft" frames in
+  // jinja2's code generator). There it fails only if evaluated; a loop, macro, `with`,
+  // filter or block-set body starts a new frame and is strict again.
+
+  void check_names(const body_t& body, bool soft) {
+    for (const stmt& s : body) {
+      switch (s.kind) {
+        case sk::if_:
+          for (const auto& e : s.exprs) check_expr(e.get(), true);
+          for (const auto& b : s.bodies) check_names(b, true);
+          break;
+        case sk::for_:
+          for (const auto& e : s.exprs) check_expr(e.get(), soft);
+          for (const auto& b : s.bodies) check_names(b, false);
+          break;
+        case sk::macro:
+        case sk::with:
+        case sk::filter:
+          for (const auto& e : s.exprs) check_expr(e.get(), false);
+          for (const auto& b : s.bodies) check_names(b, false);
+          break;
+        case sk::set_block:
+          for (const auto& e : s.exprs) check_expr(e.get(), soft);
+          for (const auto& b : s.bodies) check_names(b, false);
+          break;
+        default:
+          for (const auto& e : s.exprs) check_expr(e.get(), soft);
+          for (const auto& b : s.bodies) check_names(b, soft);
+      }
+    }
+  }
+
+  void check_expr(const expr* e, bool soft) {
+    if (!e) return;
+    if (!soft && e->kind == ek::filter && !known_filter(e->name))
+      fail(e->loc, "unknown filter '" + e->name + "'");
+    if (!soft && e->kind == ek::test && !known_test(e->name))
+      fail(e->loc, "unknown test '" + e->name + "'");
+    const bool inner = soft || e->kind == ek::cond;
+    for (const auto& a : e->args) check_expr(a.get(), inner);
+    for (const auto& kv : e->kwargs) check_expr(kv.second.get(), inner);
   }
 
   std::vector<token> t_;

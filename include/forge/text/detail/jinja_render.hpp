@@ -6,6 +6,7 @@
 // `tojson` is json.dumps(ensure_ascii=False), Undefined is jinja2's default Undefined.
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <ctime>
@@ -27,7 +28,7 @@ namespace forge::text::detail::jinja {
 struct limits {
   std::size_t max_output_bytes = std::size_t{64} << 20;  ///< any string built, output included
   std::size_t max_steps = 10'000'000;            ///< statements executed plus loop iterations
-  int max_depth = 200;                           ///< nested blocks, expressions and macro calls
+  int max_depth = 500;                           ///< nested blocks, expressions and macro calls
   std::size_t max_range = std::size_t{1} << 20;  ///< elements `range()` may produce
 };
 
@@ -236,10 +237,19 @@ inline std::vector<std::size_t> slice_indices(std::int64_t n, const value& start
   std::int64_t b = clamp(start, step < 0 ? n - 1 : 0);
   std::int64_t e = clamp(stop, step < 0 ? -1 : n);
   std::vector<std::size_t> idx;
-  if (step > 0)
-    for (std::int64_t i = b; i < e; i += step) idx.push_back(static_cast<std::size_t>(i));
-  else
-    for (std::int64_t i = b; i > e; i += step) idx.push_back(static_cast<std::size_t>(i));
+  // b and e lie in [-1, n], so the distances below cannot overflow; the step can be huge.
+  if (step > 0) {
+    for (std::int64_t i = b; i < e; i += step) {
+      idx.push_back(static_cast<std::size_t>(i));
+      if (e - i <= step) break;
+    }
+  } else {
+    const std::int64_t back = step == INT64_MIN ? INT64_MAX : -step;
+    for (std::int64_t i = b; i > e; i -= back) {
+      idx.push_back(static_cast<std::size_t>(i));
+      if (i - e <= back) break;
+    }
+  }
   return idx;
 }
 
@@ -865,7 +875,10 @@ class renderer {
       std::string part = path.substr(p, q == std::string::npos ? std::string::npos : q - p);
       bool digits = !part.empty() && std::all_of(part.begin(), part.end(),
                                                  [](char c) { return c >= '0' && c <= '9'; });
-      cur = get_item(cur, digits ? value::integer(std::stoll(part)) : value::string(part));
+      std::int64_t index = 0;
+      bool numeric = digits && std::from_chars(part.data(), part.data() + part.size(), index).ec ==
+                                   std::errc();
+      cur = get_item(cur, numeric ? value::integer(index) : value::string(part));
       if (q == std::string::npos) return cur;
       p = q + 1;
     }
@@ -1146,6 +1159,7 @@ class renderer {
         if (n < 0) n = 0;
         std::size_t unit =
             seq->is_string() ? seq->as_string().size() : seq->as_list().size() * sizeof(value);
+        if (unit == 0) n = 0;  // repeating nothing gives nothing, however often
         if (unit > 0 && static_cast<std::size_t>(n) > lim_.max_output_bytes / unit)
           throw eval_failure{"value exceeds the output size limit"};
         if (seq->is_string()) {
@@ -1297,7 +1311,7 @@ class renderer {
                      : name == "ge"                          ? ">="
                                                              : name;
     if (op == "<" || op == "<=" || op == ">" || op == ">=") return compare(op, v, other());
-    throw eval_failure{"unknown test '" + name + "'"};
+    throw eval_failure{"no test named '" + name + "'"};
   }
 
   bool apply_test(const expr& e, const value& v) {
