@@ -102,8 +102,8 @@ struct chat_options {
   /// Cut the text right after the last message's content, so generation continues it
   /// (a prefilled assistant reply); excludes add_generation_prompt, as in transformers.
   bool continue_final_message = false;
-  std::optional<std::string> bos_token;        ///< `bos_token` variable, when the tokenizer has one
-  std::optional<std::string> eos_token;        ///< `eos_token` variable, when the tokenizer has one
+  std::optional<std::string> bos_token{};      ///< `bos_token` variable, when the tokenizer has one
+  std::optional<std::string> eos_token{};      ///< `eos_token` variable, when the tokenizer has one
   nlohmann::ordered_json tools = nullptr;      ///< list of tool JSON schemas, or null
   nlohmann::ordered_json documents = nullptr;  ///< list of documents for RAG templates, or null
   /// More variables (other special tokens, template-specific switches); they override the
