@@ -85,7 +85,8 @@ TEST_CASE("int4 packing puts even columns in the low nibble") {
   w[1] = 8.0f;
   auto t = quantize_rtn<int4_g128>(w, 1, 128);
   const float s = t.scales[0];
-  CHECK((t.codes[0] & 0x0f) == static_cast<int>(std::clamp(std::nearbyint(-8.0f / s) + 8, 0.f, 15.f)));
+  CHECK((t.codes[0] & 0x0f) ==
+        static_cast<int>(std::clamp(std::nearbyint(-8.0f / s) + 8, 0.f, 15.f)));
   CHECK((t.codes[0] >> 4) == 15);  // +8 / s = 7.5 -> 8 -> clipped to 7 + 8
   CHECK(t.codes[1] == 0x88);       // zeros sit on the zero point
 }
@@ -152,10 +153,11 @@ TEST_CASE("nf4 double quantization: 4.127 bits per weight and absmax within one 
   for (int i = 0; i + 1 < 256; ++i) max_gap = std::max(max_gap, c[i + 1] - c[i]);
   double mean = 0;
   for (float a : single.scales) mean += a;
-  CHECK(t.offset == static_cast<float>(mean / 4096));
+  CHECK(t.offset == static_cast<float>(mean / 4096));  // correctly rounded mean
   for (std::size_t b = 0; b < 4096; ++b) {
     const float b2 = t.scales2[b / 256];
-    CHECK(std::fabs(nf4::block_absmax(t, b) - single.scales[b]) <= 0.5f * max_gap * b2 * 1.0001f + 1e-9f);
+    CHECK(std::fabs(nf4::block_absmax(t, b) - single.scales[b]) <=
+          0.5f * max_gap * b2 * 1.0001f + 1e-9f);
   }
 }
 

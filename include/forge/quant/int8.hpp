@@ -52,8 +52,7 @@ struct int8_channel {
   }
 
   /// Row r of the dequantized matrix into out[0, cols).
-  static void dequantize_row(const qtensor<int8_channel>& t, std::int64_t r,
-                             std::span<float> out) {
+  static void dequantize_row(const qtensor<int8_channel>& t, std::int64_t r, std::span<float> out) {
     detail::check_row(t, r, out.size());
     const float s = t.scales[static_cast<std::size_t>(r)];
     const auto* q = t.codes.data() + r * t.cols;

@@ -12,7 +12,8 @@
 // quantize_4bit(compress_statistics=True)): the f32 absmax constants lose their mean
 // (offset = mean(a)) and are quantized blockwise (256 per block) to 8 bits with the signed
 // "dynamic" code of create_dynamic_map(): b = max |a - offset| over the block,
-// code index = nearest dynamic code value to (a - offset) * (1/b) (ties to the lower index).
+// code index = nearest dynamic code value to (a - offset) * (1/b), found by bucketizing over
+// the code's f32 midpoints (a value on a midpoint takes the lower index).
 // Dequantized a' = d[code] * b + offset. Memory: 4 + 8/64 + 32/(64*256) = 4.127 bits per weight.
 //
 // qtensor<nf4_format<Double>>: codes rows*cols/2 bytes; without double quant scales = absmax
@@ -27,69 +28,101 @@
 namespace forge::quant {
 
 /// The 16 NF4 code values (bitsandbytes csrc, the QLoRA paper's appendix E), as f32.
-inline constexpr std::array<float, 16> nf4_code = {
-    -1.0f,
-    -0.6961928009986877f,
-    -0.5250730514526367f,
-    -0.39491748809814453f,
-    -0.28444138169288635f,
-    -0.18477343022823334f,
-    -0.09105003625154495f,
-    0.0f,
-    0.07958029955625534f,
-    0.16093020141124725f,
-    0.24611230194568634f,
-    0.33791524171829224f,
-    0.44070982933044434f,
-    0.5626170039176941f,
-    0.7229568362236023f,
-    1.0f};
+inline constexpr std::array<float, 16> nf4_code = {-1.0f,
+                                                   -0.6961928009986877f,
+                                                   -0.5250730514526367f,
+                                                   -0.39491748809814453f,
+                                                   -0.28444138169288635f,
+                                                   -0.18477343022823334f,
+                                                   -0.09105003625154495f,
+                                                   0.0f,
+                                                   0.07958029955625534f,
+                                                   0.16093020141124725f,
+                                                   0.24611230194568634f,
+                                                   0.33791524171829224f,
+                                                   0.44070982933044434f,
+                                                   0.5626170039176941f,
+                                                   0.7229568362236023f,
+                                                   1.0f};
 
 namespace detail {
 
-/// torch.linspace(start, end, steps, dtype=float32) on the CPU: the first half counts up from
-/// start, the second half down from end, in f32 arithmetic.
-inline std::vector<float> linspace_f32(float start, float end, int steps) {
-  std::vector<float> v(static_cast<std::size_t>(steps));
-  if (steps == 1) {
-    v[0] = start;
-    return v;
-  }
-  const float step = (end - start) / static_cast<float>(steps - 1);
-  const int half = steps / 2;
-  for (int i = 0; i < steps; ++i) {
-    volatile float prod = step * static_cast<float>(i < half ? i : steps - i - 1);
-    v[static_cast<std::size_t>(i)] = i < half ? start + prod : end - prod;
-  }
-  return v;
-}
+/// bitsandbytes' create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8): for
+/// exponent i = 0..6 the midpoints of linspace(0.1, 1, 2^i + 1) times 10^(i-6), both signs,
+/// plus 0 and 1, sorted. The f32 values are those torch computes (its vectorised f32 linspace
+/// rounds some midpoints differently from a plain formula), as produced by
+/// tests/quant/data/make_bnb_nf4.py; the test suite checks them against that output.
+inline constexpr std::array<float, 256> dynamic_code = {
+    -9.9296874e-01f, -9.789063e-01f,  -9.6484375e-01f, -9.507812e-01f,
+    -9.3671876e-01f, -9.2265624e-01f, -9.085938e-01f,  -8.9453125e-01f,
+    -8.804687e-01f,  -8.6640626e-01f, -8.5234374e-01f, -8.382813e-01f,
+    -8.2421875e-01f, -8.101562e-01f,  -7.9609376e-01f, -7.8203124e-01f,
+    -7.679688e-01f,  -7.5390625e-01f, -7.398437e-01f,  -7.2578126e-01f,
+    -7.117188e-01f,  -6.976563e-01f,  -6.8359375e-01f, -6.695312e-01f,
+    -6.5546876e-01f, -6.414063e-01f,  -6.273438e-01f,  -6.1328125e-01f,
+    -5.992187e-01f,  -5.8515626e-01f, -5.710938e-01f,  -5.570313e-01f,
+    -5.4296875e-01f, -5.289062e-01f,  -5.148437e-01f,  -5.0078124e-01f,
+    -4.867187e-01f,  -4.7265625e-01f, -4.5859373e-01f, -4.4453126e-01f,
+    -4.3046874e-01f, -4.1640624e-01f, -4.0234375e-01f, -3.8828123e-01f,
+    -3.7421876e-01f, -3.6015624e-01f, -3.4609374e-01f, -3.3203125e-01f,
+    -3.1796873e-01f, -3.0390626e-01f, -2.8984374e-01f, -2.7578127e-01f,
+    -2.6171875e-01f, -2.4765624e-01f, -2.3359375e-01f, -2.1953125e-01f,
+    -2.0546874e-01f, -1.9140625e-01f, -1.7734376e-01f, -1.6328125e-01f,
+    -1.4921875e-01f, -1.3515624e-01f, -1.2109375e-01f, -1.07031256e-01f,
+    -9.859375e-02f,  -9.578126e-02f,  -9.2968754e-02f, -9.015625e-02f,
+    -8.734375e-02f,  -8.453125e-02f,  -8.171876e-02f,  -7.890625e-02f,
+    -7.609375e-02f,  -7.328125e-02f,  -7.0468746e-02f, -6.7656256e-02f,
+    -6.484375e-02f,  -6.203125e-02f,  -5.9218753e-02f, -5.640625e-02f,
+    -5.359375e-02f,  -5.078125e-02f,  -4.796875e-02f,  -4.515625e-02f,
+    -4.2343747e-02f, -3.953125e-02f,  -3.6718752e-02f, -3.390625e-02f,
+    -3.109375e-02f,  -2.8281251e-02f, -2.546875e-02f,  -2.265625e-02f,
+    -1.9843752e-02f, -1.703125e-02f,  -1.421875e-02f,  -1.140625e-02f,
+    -9.71875e-03f,   -9.156249e-03f,  -8.59375e-03f,   -8.03125e-03f,
+    -7.46875e-03f,   -6.90625e-03f,   -6.34375e-03f,   -5.78125e-03f,
+    -5.2187503e-03f, -4.6562497e-03f, -4.09375e-03f,   -3.5312497e-03f,
+    -2.96875e-03f,   -2.40625e-03f,   -1.84375e-03f,   -1.2812499e-03f,
+    -9.437501e-04f,  -8.3125e-04f,    -7.1875006e-04f, -6.062501e-04f,
+    -4.9375003e-04f, -3.8125002e-04f, -2.6875004e-04f, -1.5625001e-04f,
+    -8.875e-05f,     -6.625e-05f,     -4.375e-05f,     -2.1249998e-05f,
+    -7.75e-06f,      -3.2500002e-06f, -5.5000004e-07f, 0.0f,
+    5.5000004e-07f,  3.2500002e-06f,  7.75e-06f,       2.1249998e-05f,
+    4.375e-05f,      6.625e-05f,      8.875e-05f,      1.5625001e-04f,
+    2.6875004e-04f,  3.8125002e-04f,  4.9375003e-04f,  6.062501e-04f,
+    7.1875006e-04f,  8.3125e-04f,     9.437501e-04f,   1.2812499e-03f,
+    1.84375e-03f,    2.40625e-03f,    2.96875e-03f,    3.5312497e-03f,
+    4.09375e-03f,    4.6562497e-03f,  5.2187503e-03f,  5.78125e-03f,
+    6.34375e-03f,    6.90625e-03f,    7.46875e-03f,    8.03125e-03f,
+    8.59375e-03f,    9.156249e-03f,   9.71875e-03f,    1.140625e-02f,
+    1.421875e-02f,   1.703125e-02f,   1.9843752e-02f,  2.265625e-02f,
+    2.546875e-02f,   2.8281251e-02f,  3.109375e-02f,   3.390625e-02f,
+    3.6718752e-02f,  3.953125e-02f,   4.2343747e-02f,  4.515625e-02f,
+    4.796875e-02f,   5.078125e-02f,   5.359375e-02f,   5.640625e-02f,
+    5.9218753e-02f,  6.203125e-02f,   6.484375e-02f,   6.7656256e-02f,
+    7.0468746e-02f,  7.328125e-02f,   7.609375e-02f,   7.890625e-02f,
+    8.171876e-02f,   8.453125e-02f,   8.734375e-02f,   9.015625e-02f,
+    9.2968754e-02f,  9.578126e-02f,   9.859375e-02f,   1.07031256e-01f,
+    1.2109375e-01f,  1.3515624e-01f,  1.4921875e-01f,  1.6328125e-01f,
+    1.7734376e-01f,  1.9140625e-01f,  2.0546874e-01f,  2.1953125e-01f,
+    2.3359375e-01f,  2.4765624e-01f,  2.6171875e-01f,  2.7578127e-01f,
+    2.8984374e-01f,  3.0390626e-01f,  3.1796873e-01f,  3.3203125e-01f,
+    3.4609374e-01f,  3.6015624e-01f,  3.7421876e-01f,  3.8828123e-01f,
+    4.0234375e-01f,  4.1640624e-01f,  4.3046874e-01f,  4.4453126e-01f,
+    4.5859373e-01f,  4.7265625e-01f,  4.867187e-01f,   5.0078124e-01f,
+    5.148437e-01f,   5.289062e-01f,   5.4296875e-01f,  5.570313e-01f,
+    5.710938e-01f,   5.8515626e-01f,  5.992187e-01f,   6.1328125e-01f,
+    6.273438e-01f,   6.414063e-01f,   6.5546876e-01f,  6.695312e-01f,
+    6.8359375e-01f,  6.976563e-01f,   7.117188e-01f,   7.2578126e-01f,
+    7.398437e-01f,   7.5390625e-01f,  7.679688e-01f,   7.8203124e-01f,
+    7.9609376e-01f,  8.101562e-01f,   8.2421875e-01f,  8.382813e-01f,
+    8.5234374e-01f,  8.6640626e-01f,  8.804687e-01f,   8.9453125e-01f,
+    9.085938e-01f,   9.2265624e-01f,  9.3671876e-01f,  9.507812e-01f,
+    9.6484375e-01f,  9.789063e-01f,   9.9296874e-01f,  1.e+00f};
 
-/// bitsandbytes' create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8):
-/// 256 sorted f32 values in [-1, 1] — for exponent i = 0..6 the midpoints of
-/// linspace(0.1, 1, 2^i + 1) scaled by 10^(i-6), both signs, plus 0 and 1.
-inline std::array<float, 256> make_dynamic_map() {
-  std::vector<float> data;
-  for (int i = 0; i < 7; ++i) {
-    const auto b = linspace_f32(0.1f, 1.0f, (1 << i) + 1);
-    const float scale = static_cast<float>(std::pow(10.0, i - 6));
-    std::vector<float> means;
-    for (std::size_t k = 0; k + 1 < b.size(); ++k) means.push_back((b[k] + b[k + 1]) / 2.0f);
-    for (float m : means) data.push_back(scale * m);
-    for (float m : means) data.push_back(-scale * m);
-  }
-  data.push_back(0.0f);
-  data.push_back(1.0f);
-  std::sort(data.begin(), data.end());
-  std::array<float, 256> out{};
-  std::copy(data.begin(), data.end(), out.begin());
-  return out;
-}
-
-/// NF4 code of a value already scaled into [-1, 1].
+/// NF4 code of a value already scaled into [-1, 1]: the number of NF4 midpoints below it.
 inline std::uint8_t nf4_index(float v) {
-  static const auto mid = [] {
+  static constexpr auto mid = [] {
     std::array<float, 15> m{};
-    for (int i = 0; i < 15; ++i) m[static_cast<std::size_t>(i)] = (nf4_code[i] + nf4_code[i + 1]) / 2.0f;
+    for (std::size_t i = 0; i < 15; ++i) m[i] = (nf4_code[i] + nf4_code[i + 1]) / 2.0f;
     return m;
   }();
   std::uint8_t q = 0;
@@ -97,24 +130,29 @@ inline std::uint8_t nf4_index(float v) {
   return q;
 }
 
-/// Nearest entry of a sorted 256-value code (ties to the lower index), as bitsandbytes'
-/// lookup_code_index.
+/// Index of the code value nearest to v in a sorted 256-value code: the number of the code's
+/// f32 midpoints below clamp(v, -1, 1) (torch.bucketize, as bitsandbytes' quantize_blockwise
+/// in its torch-op backend; a value on a midpoint takes the lower index).
 inline std::uint8_t nearest_code(const std::array<float, 256>& code, float v) {
   v = std::clamp(v, -1.0f, 1.0f);
-  const auto right = std::lower_bound(code.begin(), code.end(), v);
-  if (right == code.begin()) return 0;
-  if (right == code.end()) return 255;
-  const auto left = right - 1;
-  const auto idx = static_cast<std::uint8_t>(right - code.begin());
-  return std::fabs(*right - v) < std::fabs(v - *left) ? idx : static_cast<std::uint8_t>(idx - 1);
+  int lo = 0, hi = 255;  // answer in [lo, hi]: first i with midpoint(i) >= v, or 255
+  while (lo < hi) {
+    const int m = (lo + hi) / 2;
+    const float mid =
+        (code[static_cast<std::size_t>(m)] + code[static_cast<std::size_t>(m + 1)]) / 2;
+    if (mid < v)
+      lo = m + 1;
+    else
+      hi = m;
+  }
+  return static_cast<std::uint8_t>(lo);
 }
 
 }  // namespace detail
 
 /// The signed 8-bit dynamic code bitsandbytes uses for double quantization (256 sorted values).
 inline const std::array<float, 256>& dynamic_map() {
-  static const auto m = detail::make_dynamic_map();
-  return m;
+  return detail::dynamic_code;
 }
 
 /// NF4 blocks of 64; Double selects double quantization of the absmax constants.
@@ -162,29 +200,36 @@ struct nf4_format {
     if constexpr (!Double) {
       t.scales = std::move(absmax);
     } else {
-      // torch's f32 mean; summed here in double and rounded once (see docs/compress.md).
+      // torch takes the f32 mean with its own vectorised reduction, whose last bit depends on
+      // the CPU's vector width; we use the correctly rounded mean (see docs/compress.md).
       double sum = 0.0;
       for (float a : absmax) sum += a;
-      t.offset = blocks ? static_cast<float>(sum / static_cast<double>(blocks)) : 0.0f;
-      const auto& code = dynamic_map();
-      t.zeros.resize(blocks);
-      t.scales2.resize((blocks + absmax_block - 1) / absmax_block);
-      for (std::size_t b2 = 0; b2 < t.scales2.size(); ++b2) {
-        const std::size_t lo = b2 * absmax_block, hi = std::min(blocks, lo + absmax_block);
-        float m = 0.0f;
-        for (std::size_t i = lo; i < hi; ++i) m = std::max(m, std::fabs(absmax[i] - t.offset));
-        t.scales2[b2] = m;
-        if (m == 0.0f) {
-          // bitsandbytes writes code 0 for an all-zero block.
-          for (std::size_t i = lo; i < hi; ++i) t.zeros[i] = 0;
-          continue;
-        }
-        const float inv = 1.0f / m;
-        for (std::size_t i = lo; i < hi; ++i)
-          t.zeros[i] = detail::nearest_code(code, (absmax[i] - t.offset) * inv);
-      }
+      double_quantize(absmax, blocks ? static_cast<float>(sum / static_cast<double>(blocks)) : 0.0f,
+                      t);
     }
     return t;
+  }
+
+  /// Double quantization of the absmax constants with a given offset: fills t.zeros (8-bit
+  /// codes), t.scales2 (one per 256 constants) and t.offset.
+  static void double_quantize(std::span<const float> absmax, float offset,
+                              qtensor<nf4_format>& t) requires Double {
+    const auto& code = dynamic_map();
+    const std::size_t blocks = absmax.size();
+    t.offset = offset;
+    t.zeros.resize(blocks);
+    t.scales2.resize((blocks + absmax_block - 1) / absmax_block);
+    for (std::size_t b2 = 0; b2 < t.scales2.size(); ++b2) {
+      const std::size_t lo = b2 * absmax_block, hi = std::min(blocks, lo + absmax_block);
+      float m = 0.0f;
+      for (std::size_t i = lo; i < hi; ++i) m = std::max(m, std::fabs(absmax[i] - offset));
+      t.scales2[b2] = m;
+      const float inv = 1.0f / std::max(m, 1e-38f);
+      for (std::size_t i = lo; i < hi; ++i) {
+        volatile float centred = absmax[i] - offset;  // rounded before scaling, as in torch
+        t.zeros[i] = detail::nearest_code(code, centred * inv);
+      }
+    }
   }
 
   /// absmax of flat block b (dequantized through the double quantization when Double).
