@@ -72,7 +72,10 @@ struct int4_group {
   static constexpr int bits = 4;
   static constexpr int group_size = G;
   static constexpr bool symmetric = Sym;
-  static constexpr const char* name = Sym ? "int4_group_sym" : "int4_group_asym";
+  /// "int4_g<G>_sym" or "int4_g<G>_asym".
+  static constexpr const char* name = G == 32   ? (Sym ? "int4_g32_sym" : "int4_g32_asym")
+                                      : G == 64 ? (Sym ? "int4_g64_sym" : "int4_g64_asym")
+                                                : (Sym ? "int4_g128_sym" : "int4_g128_asym");
 
   /// Bytes taken: half a byte per weight, an f32 scale per group, a zero byte per group if
   /// asymmetric.
