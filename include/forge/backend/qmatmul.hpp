@@ -59,9 +59,9 @@ std::span<const float> gather_columns(std::span<const float> x, std::int64_t m,
 }
 
 /// Prefill path: W decoded into f32 tiles multiplied by the register-blocked micro-kernel.
-template <class Arch, class F>
+template <class Arch, class F, class Done = no_epilogue>
 void qgemm_tiled(std::span<const float> xs, std::int64_t m, const quant::qtensor<F>& w,
-                 std::span<float> y) {
+                 std::span<float> y, Done&& done = {}) {
   std::vector<float> xbuf;
   const auto x = gather_columns(xs, m, w, xbuf);
   tiled_gemm<Arch>(
@@ -70,13 +70,13 @@ void qgemm_tiled(std::span<const float> xs, std::int64_t m, const quant::qtensor
           std::int64_t ld) {
         for (std::int64_t r = 0; r < rows; ++r) decode(w, r0 + r, k0, k1, out + r * ld);
       },
-      y.data(), w.rows);
+      y.data(), w.rows, done);
 }
 
 /// Decode path for architectures without a register decoder: 512-weight L1 tiles + xsimd.
-template <class Arch, class F>
+template <class Arch, class F, class Done = no_epilogue>
 void qgemv_generic(std::span<const float> xs, std::int64_t m, const quant::qtensor<F>& w,
-                   std::span<float> y) {
+                   std::span<float> y, Done&& done = {}) {
   using batch = xsimd::batch<float, Arch>;
   constexpr std::int64_t lanes = batch::size;
   const std::int64_t step = decode_step<F>();
@@ -106,14 +106,15 @@ void qgemv_generic(std::span<const float> xs, std::int64_t m, const quant::qtens
       for (std::int64_t i = 0; i < m; ++i)
         y[static_cast<std::size_t>(i * n + r)] = acc[static_cast<std::size_t>(i)];
     }
+    done(lo, hi);
   });
 }
 
 #if defined(__AVX512F__)
 /// Decode path with AVX-512 register decoding (see qmatmul_avx512.hpp), up to 4 x rows at once.
-template <class F>
+template <class F, class Done = no_epilogue>
 void qgemv_avx512(std::span<const float> x, std::int64_t m, const quant::qtensor<F>& w,
-                  std::span<float> y) {
+                  std::span<float> y, Done&& done = {}) {
   const std::int64_t n = w.rows, k = w.cols;
   std::vector<float> xd;
   const float* xp = x.data();
@@ -170,6 +171,7 @@ void qgemv_avx512(std::span<const float> x, std::int64_t m, const quant::qtensor
           break;
       }
     }
+    done(lo, hi);
   });
 }
 #endif
@@ -195,24 +197,33 @@ void qmatmul(scalar, std::span<const float> x, std::int64_t m, const quant::qten
   }
 }
 
-/// SIMD: y (m x n) = x (m x k) · Wᵀ (see the header comment for the two paths).
-template <class Arch, quant::QuantFormat F>
-void qmatmul(simd<Arch>, std::span<const float> x, std::int64_t m, const quant::qtensor<F>& w,
-             std::span<float> y) {
-  detail::check_qmatmul(x.size(), m, w, y.size());
-  if (m >= 16) return detail::qgemm_tiled<Arch>(x, m, w, y);
-  if constexpr (detail::is_avx512_v<Arch>) {
+namespace detail {
+/// The SIMD product with an epilogue done(n0, n1), called on the worker thread once output
+/// columns [n0, n1) are final (used to fuse LoRA's B·u into the same pass).
+template <class Arch, class F, class Done>
+void qmatmul_fused(std::span<const float> x, std::int64_t m, const quant::qtensor<F>& w,
+                   std::span<float> y, Done&& done) {
+  if (m >= 16) return qgemm_tiled<Arch>(x, m, w, y, done);
+  if constexpr (is_avx512_v<Arch>) {
 #if defined(__AVX512F__)
-    if constexpr (std::is_same_v<F, quant::int8_channel> || detail::is_int4_v<F> ||
-                  detail::is_nf4_v<F>)
-      return detail::qgemv_avx512(x, m, w, y);
+    if constexpr (std::is_same_v<F, quant::int8_channel> || is_int4_v<F> || is_nf4_v<F>)
+      return qgemv_avx512(x, m, w, y, done);
 #else
     static_assert(!detail::is_avx512_v<Arch>,
                   "simd<avx512...> needs a compiler targeting AVX-512 (-mavx512f or "
                   "-march=native on an AVX-512 machine); use simd<xsimd::avx2> otherwise");
 #endif
   }
-  detail::qgemv_generic<Arch>(x, m, w, y);
+  qgemv_generic<Arch>(x, m, w, y, done);
+}
+}  // namespace detail
+
+/// SIMD: y (m x n) = x (m x k) · Wᵀ (see the header comment for the two paths).
+template <class Arch, quant::QuantFormat F>
+void qmatmul(simd<Arch>, std::span<const float> x, std::int64_t m, const quant::qtensor<F>& w,
+             std::span<float> y) {
+  detail::check_qmatmul(x.size(), m, w, y.size());
+  detail::qmatmul_fused<Arch>(x, m, w, y, detail::no_epilogue{});
 }
 
 /// y (n) = W · x (k): the matrix-vector product of decoding (m = 1).

@@ -59,9 +59,15 @@ inline void micro_kernel(const float* a, std::int64_t lda, const float* panel, s
 /// decode_rows(r0, rows, k0, k1, out): rows r0..r0+rows of B, columns [k0, k1), written
 /// row-major into out with row stride (k1 - k0) rounded up to `kc`. `step` is the decoder's K
 /// granularity. Tasks over 64-column blocks of C run on OpenMP threads.
-template <class Arch, class Decode>
+/// `done(n0, n1)` is called once columns [n0, n1) of C are final (a fused epilogue).
+struct no_epilogue {
+  void operator()(std::int64_t, std::int64_t) const {}
+};
+
+template <class Arch, class Decode, class Done = no_epilogue>
 void tiled_gemm(const float* a, std::int64_t m, std::int64_t lda, std::int64_t n, std::int64_t k,
-                std::int64_t step, Decode&& decode_rows, float* c, std::int64_t ldc) {
+                std::int64_t step, Decode&& decode_rows, float* c, std::int64_t ldc,
+                Done&& done = {}) {
   using batch = xsimd::batch<float, Arch>;
   constexpr std::int64_t L = batch::size, NR = 2 * L, MR = 6, NT = 64;
   static_assert(NT % NR == 0, "the column tile must hold whole panels");
@@ -116,6 +122,7 @@ void tiled_gemm(const float* a, std::int64_t m, std::int64_t lda, std::int64_t n
         }
       }
     }
+    done(n0, n0 + nt);
   });
 }
 
