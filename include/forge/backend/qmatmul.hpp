@@ -84,7 +84,7 @@ void qgemv_generic(std::span<const float> xs, std::int64_t m, const quant::qtens
   std::vector<float> xbuf;
   const auto x = gather_columns(xs, m, w, xbuf);
   const std::int64_t n = w.rows, k = w.cols;
-  parallel_chunks(n, num_threads(), [&](int, std::ptrdiff_t lo, std::ptrdiff_t hi) {
+  parallel_blocks(n, 64, [&](std::int64_t lo, std::int64_t hi) {
     alignas(64) float t[512 + 128];
     std::vector<float> acc(static_cast<std::size_t>(m));
     for (std::int64_t r = lo; r < hi; ++r) {
@@ -153,7 +153,7 @@ void qgemv_avx512(std::span<const float> x, std::int64_t m, const quant::qtensor
           yi, n);
     }
   };
-  parallel_chunks(n, num_threads(), [&](int, std::ptrdiff_t lo, std::ptrdiff_t hi) {
+  parallel_blocks(n, 64, [&](std::int64_t lo, std::int64_t hi) {
     for (std::int64_t r = lo; r < hi; ++r) {
       std::int64_t i = 0;
       for (; i + 4 <= m; i += 4) rows.template operator()<4>(r, i);

@@ -15,9 +15,26 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include <omp.h>
+
 #include "forge/core/parallel.hpp"
 
 namespace forge::backend::detail {
+
+/// Calls fn(lo, hi) over [0, n) in blocks of `block`, handed to OpenMP threads dynamically:
+/// on a shared machine a thread that is descheduled does not hold the others up. Each index is
+/// computed by exactly one call with the same arithmetic, so results do not depend on which
+/// thread runs it.
+template <class Fn>
+void parallel_blocks(std::int64_t n, std::int64_t block, Fn&& fn) {
+  const std::int64_t blocks = (n + block - 1) / block;
+  if (blocks < 2 || omp_in_parallel() || num_threads() < 2) {
+    if (n > 0) fn(std::int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::int64_t b = 0; b < blocks; ++b) fn(b * block, std::min(n, (b + 1) * block));
+}
 
 /// C[mr x nr_valid] (+)= A[mr x kc] (row stride lda) · panel (kc x NR, k-major), MR <= 6.
 template <class Arch, int MR>
@@ -73,7 +90,7 @@ void tiled_gemm(const float* a, std::int64_t m, std::int64_t lda, std::int64_t n
   static_assert(NT % NR == 0, "the column tile must hold whole panels");
   const std::int64_t kc = std::max<std::int64_t>(step, 256 / step * step);
   const std::int64_t tiles = (n + NT - 1) / NT;
-  parallel_for(0, tiles, [&](std::ptrdiff_t tile) {
+  auto one_tile = [&](std::int64_t tile) {
     std::vector<float> rows_buf(static_cast<std::size_t>(NT * kc));
     std::vector<float, xsimd::aligned_allocator<float, 64>> panel(
         static_cast<std::size_t>(NT * kc));
@@ -123,6 +140,9 @@ void tiled_gemm(const float* a, std::int64_t m, std::int64_t lda, std::int64_t n
       }
     }
     done(n0, n0 + nt);
+  };
+  parallel_blocks(tiles, 1, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t t = lo; t < hi; ++t) one_tile(t);
   });
 }
 
