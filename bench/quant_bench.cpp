@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "forge/backend/qmatmul.hpp"
+#include "forge/backend/qmatmul_q8.hpp"
 #include "forge/core/parallel.hpp"
 #include "forge/core/rng.hpp"
 #include "forge/quant/awq.hpp"
@@ -32,10 +33,12 @@ constexpr std::size_t dram_bytes = std::size_t(1100) << 20;  // > 1 GiB of weigh
 
 std::vector<float> randn(std::size_t n, std::uint64_t seed, float scale = 1.0f) {
   std::vector<float> v(n);
-  parallel_chunks(static_cast<std::ptrdiff_t>(n), num_threads(), [&](int p, std::ptrdiff_t lo, std::ptrdiff_t hi) {
-    philox g(seed, static_cast<std::uint64_t>(p));
-    for (auto i = lo; i < hi; ++i) v[static_cast<std::size_t>(i)] = scale * g.normal();
-  });
+  parallel_chunks(static_cast<std::ptrdiff_t>(n), num_threads(),
+                  [&](int p, std::ptrdiff_t lo, std::ptrdiff_t hi) {
+                    philox g(seed, static_cast<std::uint64_t>(p));
+                    for (auto i = lo; i < hi; ++i)
+                      v[static_cast<std::size_t>(i)] = scale * g.normal();
+                  });
   return v;
 }
 
@@ -51,7 +54,9 @@ void BM_stream_triad(benchmark::State& st) {
     benchmark::DoNotOptimize(a.data());
   }
   // STREAM counts 3 arrays (2 read, 1 written).
-  st.counters["GBps"] = benchmark::Counter(static_cast<double>(3 * n * sizeof(float)) * static_cast<double>(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  st.counters["GBps"] = benchmark::Counter(
+      static_cast<double>(3 * n * sizeof(float)) * static_cast<double>(st.iterations()) / 1e9,
+      benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_stream_triad)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -60,18 +65,21 @@ void BM_read_sweep(benchmark::State& st) {
   std::vector<float> a(n, 1.0f);
   for (auto _ : st) {
     std::vector<float> part(static_cast<std::size_t>(num_threads()) * 16, 0.0f);
-    parallel_chunks(static_cast<std::ptrdiff_t>(n / 16), num_threads(), [&](int p, std::ptrdiff_t lo, std::ptrdiff_t hi) {
-      using batch = xsimd::batch<float>;
-      batch s(0.0f), t(0.0f);
-      for (auto i = lo; i < hi; i += 2) {
-        s += batch::load_unaligned(a.data() + i * 16);
-        if (i + 1 < hi) t += batch::load_unaligned(a.data() + (i + 1) * 16);
-      }
-      part[static_cast<std::size_t>(p) * 16] = xsimd::hadd(s + t);
-    });
+    parallel_chunks(static_cast<std::ptrdiff_t>(n / 16), num_threads(),
+                    [&](int p, std::ptrdiff_t lo, std::ptrdiff_t hi) {
+                      using batch = xsimd::batch<float>;
+                      batch s(0.0f), t(0.0f);
+                      for (auto i = lo; i < hi; i += 2) {
+                        s += batch::load_unaligned(a.data() + i * 16);
+                        if (i + 1 < hi) t += batch::load_unaligned(a.data() + (i + 1) * 16);
+                      }
+                      part[static_cast<std::size_t>(p) * 16] = xsimd::hadd(s + t);
+                    });
     benchmark::DoNotOptimize(part.data());
   }
-  st.counters["GBps"] = benchmark::Counter(static_cast<double>(n * sizeof(float)) * static_cast<double>(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  st.counters["GBps"] = benchmark::Counter(
+      static_cast<double>(n * sizeof(float)) * static_cast<double>(st.iterations()) / 1e9,
+      benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_read_sweep)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -97,9 +105,31 @@ void BM_qmatvec(benchmark::State& st) {
     benchmark::DoNotOptimize(y.data());
     i = (i + 1) % ws.size();
   }
-  st.counters["GBps"] = benchmark::Counter(static_cast<double>(ws[0].bytes()) * static_cast<double>(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
-  st.counters["bits_per_w"] = 8.0 * static_cast<double>(ws[0].bytes()) / static_cast<double>(rows * cols);
+  st.counters["GBps"] = benchmark::Counter(
+      static_cast<double>(ws[0].bytes()) * static_cast<double>(st.iterations()) / 1e9,
+      benchmark::Counter::kIsRate);
+  st.counters["bits_per_w"] =
+      8.0 * static_cast<double>(ws[0].bytes()) / static_cast<double>(rows * cols);
   st.SetLabel(std::string(F::name) + (dram ? " dram" : " cache"));
+}
+
+// int4 weights with activations quantized to int8 per block of 32 (VNNI dot products).
+void BM_qmatvec_q8_int4(benchmark::State& st) {
+  const std::int64_t rows = st.range(0), cols = st.range(1);
+  const bool dram = st.range(2) != 0;
+  auto ws = copies<int4_g128>(rows, cols, dram);
+  auto x = randn(static_cast<std::size_t>(cols), 2);
+  std::vector<float> y(static_cast<std::size_t>(rows));
+  std::size_t i = 0;
+  for (auto _ : st) {
+    backend::qmatmul_q8(backend::simd<xsimd::avx512bw>{}, x, 1, ws[i], y);
+    benchmark::DoNotOptimize(y.data());
+    i = (i + 1) % ws.size();
+  }
+  st.counters["GBps"] = benchmark::Counter(
+      static_cast<double>(ws[0].bytes()) * static_cast<double>(st.iterations()) / 1e9,
+      benchmark::Counter::kIsRate);
+  st.SetLabel(dram ? "int4_g128 x q8 dram" : "int4_g128 x q8 cache");
 }
 
 void BM_eigen_matvec_f32(benchmark::State& st) {
@@ -114,22 +144,35 @@ void BM_eigen_matvec_f32(benchmark::State& st) {
   Eigen::Map<const Eigen::VectorXf> xv(x.data(), cols);
   std::size_t i = 0;
   for (auto _ : st) {
-    Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> W(ws[i].data(), rows, cols);
+    Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> W(
+        ws[i].data(), rows, cols);
     y.noalias() = W * xv;
     benchmark::DoNotOptimize(y.data());
     i = (i + 1) % ws.size();
   }
-  st.counters["GBps"] = benchmark::Counter(static_cast<double>(bytes) * static_cast<double>(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  st.counters["GBps"] =
+      benchmark::Counter(static_cast<double>(bytes) * static_cast<double>(st.iterations()) / 1e9,
+                         benchmark::Counter::kIsRate);
   st.SetLabel(dram ? "f32 eigen dram" : "f32 eigen cache");
 }
 
-#define SHAPES(B)                                                                               \
-  BENCHMARK(B)->Args({4096, 4096, 1})->Args({11008, 4096, 1})->Args({4096, 14336, 1})->Args( \
-      {4096, 4096, 0})->Unit(benchmark::kMicrosecond)->UseRealTime()
+#define SHAPES(B)                     \
+  BENCHMARK(B)                        \
+      ->Args({4096, 4096, 1})         \
+      ->Args({11008, 4096, 1})        \
+      ->Args({4096, 14336, 1})        \
+      ->Args({4096, 4096, 0})         \
+      ->Unit(benchmark::kMicrosecond) \
+      ->UseRealTime()
 SHAPES(BM_qmatvec<int4_g128>);
 SHAPES(BM_qmatvec<int8_channel>);
 SHAPES(BM_qmatvec<nf4>);
-BENCHMARK(BM_eigen_matvec_f32)->Args({4096, 4096, 1})->Args({4096, 4096, 0})->Unit(benchmark::kMicrosecond)->UseRealTime();
+SHAPES(BM_qmatvec_q8_int4);
+BENCHMARK(BM_eigen_matvec_f32)
+    ->Args({4096, 4096, 1})
+    ->Args({4096, 4096, 0})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 // ---- prefill: quantized matmul --------------------------------------------------------------
 template <class F>
@@ -142,7 +185,9 @@ void BM_qmatmul(benchmark::State& st) {
     backend::qmatmul(backend::simd<xsimd::avx512bw>{}, x, m, w, y);
     benchmark::DoNotOptimize(y.data());
   }
-  st.counters["GFLOPs"] = benchmark::Counter(2.0 * static_cast<double>(m * rows * cols) * static_cast<double>(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  st.counters["GFLOPs"] = benchmark::Counter(
+      2.0 * static_cast<double>(m * rows * cols) * static_cast<double>(st.iterations()) / 1e9,
+      benchmark::Counter::kIsRate);
   st.SetLabel(F::name);
 }
 void BM_eigen_sgemm(benchmark::State& st) {
@@ -155,13 +200,26 @@ void BM_eigen_sgemm(benchmark::State& st) {
     Y.noalias() = X * W.transpose();
     benchmark::DoNotOptimize(Y.data());
   }
-  st.counters["GFLOPs"] = benchmark::Counter(2.0 * static_cast<double>(m * rows * cols) * static_cast<double>(st.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  st.counters["GFLOPs"] = benchmark::Counter(
+      2.0 * static_cast<double>(m * rows * cols) * static_cast<double>(st.iterations()) / 1e9,
+      benchmark::Counter::kIsRate);
   st.SetLabel("f32 eigen");
 }
-BENCHMARK(BM_qmatmul<int4_g128>)->Args({512, 4096, 14336})->Args({64, 4096, 14336})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_qmatmul<int4_g128>)
+    ->Args({512, 4096, 14336})
+    ->Args({64, 4096, 14336})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_qmatmul<nf4>)->Args({512, 4096, 14336})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_qmatmul<int8_channel>)->Args({512, 4096, 14336})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_eigen_sgemm)->Args({512, 4096, 14336})->Args({64, 4096, 14336})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_qmatmul<int8_channel>)
+    ->Args({512, 4096, 14336})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_eigen_sgemm)
+    ->Args({512, 4096, 14336})
+    ->Args({64, 4096, 14336})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // ---- quality: layer output error of each method on a synthetic layer -------------------------
 // A 512 x 1024 layer, calibration X (2048 x 1024) with correlated features of unequal scale and
@@ -211,7 +269,8 @@ const quality_setup& setup() {
 template <class F>
 void report(benchmark::State& st, const qtensor<F>& q, const char* method) {
   st.counters["rel_out_err"] = setup().rel_error(dequantize(q));
-  st.counters["bits_per_w"] = 8.0 * static_cast<double>(q.bytes()) / static_cast<double>(q.rows * q.cols);
+  st.counters["bits_per_w"] =
+      8.0 * static_cast<double>(q.bytes()) / static_cast<double>(q.rows * q.cols);
   st.SetLabel(std::string(method) + " " + F::name);
 }
 template <class F>
@@ -245,9 +304,11 @@ void BM_quality_awq(benchmark::State& st) {
   // The layer sees x / s: Q applied to x / s equals dequantized Q diag(1/s) applied to x.
   auto d = dequantize(q);
   for (std::int64_t row = 0; row < s.rows; ++row)
-    for (std::int64_t c = 0; c < s.cols; ++c) d[static_cast<std::size_t>(row * s.cols + c)] /= r.scales[static_cast<std::size_t>(c)];
+    for (std::int64_t c = 0; c < s.cols; ++c)
+      d[static_cast<std::size_t>(row * s.cols + c)] /= r.scales[static_cast<std::size_t>(c)];
   st.counters["rel_out_err"] = s.rel_error(d);
-  st.counters["bits_per_w"] = 8.0 * static_cast<double>(q.bytes()) / static_cast<double>(q.rows * q.cols);
+  st.counters["bits_per_w"] =
+      8.0 * static_cast<double>(q.bytes()) / static_cast<double>(q.rows * q.cols);
   st.SetLabel("awq int4_g128_sym");
 }
 BENCHMARK(BM_quality_rtn<int8_channel>)->Iterations(1)->Unit(benchmark::kMillisecond);
