@@ -23,6 +23,7 @@
 #include <numeric>
 #include <type_traits>
 
+#include "forge/core/parallel.hpp"
 #include "forge/quant/hessian.hpp"
 #include "forge/quant/int4.hpp"
 
@@ -184,51 +185,45 @@ qtensor<F> quantize_gptq(std::span<const float> w, std::int64_t rows, std::int64
   // contiguous in it); otherwise columns are stored in input order.
   const bool store_permuted = p.act_order && !p.static_groups;
   if (store_permuted) t.perm = perm;
-  std::vector<detail::int4_params> cur(static_cast<std::size_t>(rows));
-  std::vector<float> gbuf(static_cast<std::size_t>(G));
+  // Rows are independent given U (each row's errors only move its own later columns), so
+  // they are quantized in parallel; the order of operations within a row is fixed.
   const std::int64_t B = p.block_size;
-  std::vector<double> err(static_cast<std::size_t>(rows * B));
-  for (std::int64_t i1 = 0; i1 < n; i1 += B) {
-    const std::int64_t i2 = std::min(n, i1 + B);
-    for (std::int64_t i = i1; i < i2; ++i) {
-      const std::int64_t orig = perm[static_cast<std::size_t>(i)];
-      const std::int64_t stored = store_permuted ? i : orig;
-      if (!p.static_groups && i % G == 0) {
-        for (std::int64_t r = 0; r < rows; ++r) {
+  parallel_for(0, rows, [&](std::ptrdiff_t r) {
+    detail::int4_params cur;
+    std::vector<float> gbuf(static_cast<std::size_t>(G));
+    std::vector<double> err(static_cast<std::size_t>(B));
+    double* wr = Wp.data() + r * n;
+    for (std::int64_t i1 = 0; i1 < n; i1 += B) {
+      const std::int64_t i2 = std::min(n, i1 + B);
+      for (std::int64_t i = i1; i < i2; ++i) {
+        const std::int64_t orig = perm[static_cast<std::size_t>(i)];
+        const std::int64_t stored = store_permuted ? i : orig;
+        if (!p.static_groups && i % G == 0) {
           for (std::int64_t k = 0; k < G; ++k)
-            gbuf[static_cast<std::size_t>(k)] =
-                static_cast<float>(Wp[static_cast<std::size_t>(r * n + i + k)]);
-          cur[static_cast<std::size_t>(r)] =
-              detail::int4_find_params(gbuf.data(), G, 1, F::symmetric);
-          F::set_group(t, r, i / G, cur[static_cast<std::size_t>(r)]);
+            gbuf[static_cast<std::size_t>(k)] = static_cast<float>(wr[i + k]);
+          cur = detail::int4_find_params(gbuf.data(), G, 1, F::symmetric);
+          F::set_group(t, r, i / G, cur);
         }
-      }
-      const double d = U[static_cast<std::size_t>(i * n + i)];
-      for (std::int64_t r = 0; r < rows; ++r) {
-        const auto& prm = p.static_groups ? fixed[static_cast<std::size_t>(r * (n / G) + orig / G)]
-                                          : cur[static_cast<std::size_t>(r)];
+        const auto& prm =
+            p.static_groups ? fixed[static_cast<std::size_t>(r * (n / G) + orig / G)] : cur;
         if (p.static_groups && stored % G == 0) F::set_group(t, r, stored / G, prm);
-        const double wv = Wp[static_cast<std::size_t>(r * n + i)];
+        const double wv = wr[i];
         const auto code = detail::int4_code(static_cast<float>(wv), prm);
         F::set_code(t, r, stored, code);
         const double q = static_cast<double>(prm.scale) * (static_cast<double>(code) - prm.zero);
-        const double e = (wv - q) / d;
-        err[static_cast<std::size_t>(r * B + (i - i1))] = e;
-        double* wr = Wp.data() + r * n;
+        const double e = (wv - q) / U[static_cast<std::size_t>(i * n + i)];
+        err[static_cast<std::size_t>(i - i1)] = e;
         const double* ui = U.data() + i * n;
         for (std::int64_t j = i + 1; j < i2; ++j) wr[j] -= e * ui[j];
       }
-    }
-    // Lazy batch update of the remaining columns: W[:, i2:] -= E · U[i1:i2, i2:].
-    for (std::int64_t r = 0; r < rows; ++r) {
-      double* wr = Wp.data() + r * n;
+      // Lazy batch update of the remaining columns: W[r, i2:] -= E[r, :] · U[i1:i2, i2:].
       for (std::int64_t i = i1; i < i2; ++i) {
-        const double e = err[static_cast<std::size_t>(r * B + (i - i1))];
+        const double e = err[static_cast<std::size_t>(i - i1)];
         const double* ui = U.data() + i * n;
         for (std::int64_t j = i2; j < n; ++j) wr[j] -= e * ui[j];
       }
     }
-  }
+  });
   return t;
 }
 
