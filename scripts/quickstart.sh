@@ -5,7 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="$root/build"
-out=${1:-$root/out/quickstart}
+out=${1:-$root/out/quickstart/$(date -u +%Y%m%dT%H%M%SZ)}
 "$root/scripts/setup.sh"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j"$(nproc)" --target example_custom_method

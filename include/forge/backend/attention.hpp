@@ -1,0 +1,210 @@
+#pragma once
+// Scaled dot-product attention with grouped key/value heads (GQA, Ainslie et al. 2023),
+// causal order, a key padding mask and an optional sliding window (Mistral), as in
+// transformers' eager_attention_forward:
+//   s_ij = scale · q_i·k_j  for allowed j,   p_i = softmax_j(s_i),   o_i = Σ_j p_ij v_j
+// Query head h reads key/value head h / (heads / kv_heads). Query i sits at cache slot
+// q_offset + i; key slot j is allowed when j ≤ q_offset + i, key_mask[j] ≠ 0 and, with a
+// window w > 0, q_offset + i − j < w. A query with no allowed key gets o_i = 0.
+// backward (probabilities saved by forward):
+//   dv_j += Σ_i p_ij do_i,   dp_ij = do_i·v_j,   ds_ij = p_ij (dp_ij − Σ_l p_il dp_il)
+//   dq_i = scale Σ_j ds_ij k_j,   dk_j += scale Σ_i ds_ij q_i
+// Layouts (row-major): q, o, dq [batch, q_len, heads, D]; k, v, dk, dv
+// [batch, kv_stride, kv_heads, D] of which slots [0, kv_len) are used; key_mask
+// [batch, kv_stride] or null; probs [batch, heads, q_len, kv_len].
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "forge/backend/backend.hpp"
+#include "forge/backend/detail/vec.hpp"
+
+namespace forge::backend {
+
+/// The extents and options of one attention call.
+struct attention_shape {
+  std::int64_t batch = 1, q_len = 1, kv_len = 1, kv_stride = 1;
+  std::int64_t heads = 1, kv_heads = 1, head_dim = 1;
+  std::int64_t q_offset = 0;  ///< cache slot of query 0
+  std::int64_t window = 0;    ///< sliding window in slots, 0 = none
+  double scale = 1.0;         ///< usually 1/sqrt(head_dim)
+  bool allowed(const unsigned char* key_mask, std::int64_t b, std::int64_t i,
+               std::int64_t j) const {
+    const std::int64_t qi = q_offset + i;
+    return j <= qi && (!key_mask || key_mask[b * kv_stride + j]) && (window <= 0 || qi - j < window);
+  }
+};
+
+namespace detail {
+// Softmax over allowed entries of one row of scores; returns false if none is allowed.
+template <class T>
+bool masked_softmax(const attention_shape& a, const unsigned char* mask, std::int64_t b,
+                    std::int64_t i, T* s) {
+  T mx = -std::numeric_limits<T>::infinity();
+  for (std::int64_t j = 0; j < a.kv_len; ++j)
+    if (a.allowed(mask, b, i, j) && s[j] > mx) mx = s[j];
+  if (mx == -std::numeric_limits<T>::infinity()) {
+    for (std::int64_t j = 0; j < a.kv_len; ++j) s[j] = 0;
+    return false;
+  }
+  T sum = 0;
+  for (std::int64_t j = 0; j < a.kv_len; ++j) {
+    s[j] = a.allowed(mask, b, i, j) ? std::exp(s[j] - mx) : T(0);
+    sum += s[j];
+  }
+  for (std::int64_t j = 0; j < a.kv_len; ++j) s[j] /= sum;
+  return true;
+}
+}  // namespace detail
+
+/// Attention forward, scalar reference. `probs` may be null (inference).
+template <class T>
+void attention_forward(scalar, const attention_shape& a, const T* q, const T* k, const T* v,
+                       const unsigned char* key_mask, T* out, T* probs) {
+  const std::int64_t D = a.head_dim, G = a.heads / a.kv_heads;
+  std::vector<T> s(static_cast<std::size_t>(a.kv_len));
+  for (std::int64_t b = 0; b < a.batch; ++b)
+    for (std::int64_t h = 0; h < a.heads; ++h)
+      for (std::int64_t i = 0; i < a.q_len; ++i) {
+        const T* qi = q + ((b * a.q_len + i) * a.heads + h) * D;
+        for (std::int64_t j = 0; j < a.kv_len; ++j) {
+          const T* kj = k + ((b * a.kv_stride + j) * a.kv_heads + h / G) * D;
+          T d = 0;
+          for (std::int64_t e = 0; e < D; ++e) d += qi[e] * kj[e];
+          s[j] = d * T(a.scale);
+        }
+        detail::masked_softmax(a, key_mask, b, i, s.data());
+        T* oi = out + ((b * a.q_len + i) * a.heads + h) * D;
+        for (std::int64_t e = 0; e < D; ++e) oi[e] = 0;
+        for (std::int64_t j = 0; j < a.kv_len; ++j) {
+          const T* vj = v + ((b * a.kv_stride + j) * a.kv_heads + h / G) * D;
+          for (std::int64_t e = 0; e < D; ++e) oi[e] += s[j] * vj[e];
+        }
+        if (probs)
+          for (std::int64_t j = 0; j < a.kv_len; ++j)
+            probs[((b * a.heads + h) * a.q_len + i) * a.kv_len + j] = s[j];
+      }
+}
+
+/// Attention backward, scalar reference: dq overwritten, dk and dv overwritten
+/// (slots [0, kv_len)).
+template <class T>
+void attention_backward(scalar, const attention_shape& a, const T* q, const T* k, const T* v,
+                        const T* probs, const T* dout, T* dq, T* dk, T* dv) {
+  const std::int64_t D = a.head_dim, G = a.heads / a.kv_heads;
+  for (std::int64_t b = 0; b < a.batch; ++b)
+    for (std::int64_t j = 0; j < a.kv_len; ++j)
+      for (std::int64_t e = 0; e < a.kv_heads * D; ++e) {
+        dk[(b * a.kv_stride + j) * a.kv_heads * D + e] = 0;
+        dv[(b * a.kv_stride + j) * a.kv_heads * D + e] = 0;
+      }
+  std::vector<T> dp(static_cast<std::size_t>(a.kv_len));
+  for (std::int64_t b = 0; b < a.batch; ++b)
+    for (std::int64_t h = 0; h < a.heads; ++h)
+      for (std::int64_t i = 0; i < a.q_len; ++i) {
+        const T* p = probs + ((b * a.heads + h) * a.q_len + i) * a.kv_len;
+        const T* qi = q + ((b * a.q_len + i) * a.heads + h) * D;
+        const T* doi = dout + ((b * a.q_len + i) * a.heads + h) * D;
+        T* dqi = dq + ((b * a.q_len + i) * a.heads + h) * D;
+        T sum = 0;
+        for (std::int64_t j = 0; j < a.kv_len; ++j) {
+          const T* vj = v + ((b * a.kv_stride + j) * a.kv_heads + h / G) * D;
+          T d = 0;
+          for (std::int64_t e = 0; e < D; ++e) d += doi[e] * vj[e];
+          dp[j] = d;
+          sum += p[j] * d;
+        }
+        for (std::int64_t e = 0; e < D; ++e) dqi[e] = 0;
+        for (std::int64_t j = 0; j < a.kv_len; ++j) {
+          const std::int64_t kv = ((b * a.kv_stride + j) * a.kv_heads + h / G) * D;
+          const T ds = p[j] * (dp[j] - sum) * T(a.scale);
+          for (std::int64_t e = 0; e < D; ++e) {
+            dqi[e] += ds * k[kv + e];
+            dk[kv + e] += ds * qi[e];
+            dv[kv + e] += p[j] * doi[e];
+          }
+        }
+      }
+}
+
+/// Attention forward with xsimd dot products; OpenMP across (batch, head).
+template <class T, class Arch>
+void attention_forward(simd<Arch>, const attention_shape& a, const T* q, const T* k, const T* v,
+                       const unsigned char* key_mask, T* out, T* probs) {
+  const std::int64_t D = a.head_dim, G = a.heads / a.kv_heads;
+  const std::int64_t BH = a.batch * a.heads;
+#pragma omp parallel
+  {
+    std::vector<T> s(static_cast<std::size_t>(a.kv_len));
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t bh = 0; bh < BH; ++bh) {
+      const std::int64_t b = bh / a.heads, h = bh % a.heads;
+      for (std::int64_t i = 0; i < a.q_len; ++i) {
+        const T* qi = q + ((b * a.q_len + i) * a.heads + h) * D;
+        // Keys past the causal limit are never allowed: skip their dot products.
+        const std::int64_t jmax = std::min(a.kv_len, a.q_offset + i + 1);
+        const std::int64_t jmin = a.window > 0 ? std::max<std::int64_t>(0, a.q_offset + i - a.window + 1) : 0;
+        for (std::int64_t j = 0; j < a.kv_len; ++j)
+          s[j] = j >= jmin && j < jmax
+                     ? detail::dot<Arch>(qi, k + ((b * a.kv_stride + j) * a.kv_heads + h / G) * D, D) *
+                           T(a.scale)
+                     : T(0);
+        detail::masked_softmax(a, key_mask, b, i, s.data());
+        T* oi = out + ((b * a.q_len + i) * a.heads + h) * D;
+        for (std::int64_t e = 0; e < D; ++e) oi[e] = 0;
+        for (std::int64_t j = jmin; j < jmax; ++j)
+          if (s[j] != T(0))
+            detail::axpy<Arch>(s[j], v + ((b * a.kv_stride + j) * a.kv_heads + h / G) * D, oi, D);
+        if (probs) std::copy(s.begin(), s.end(), probs + ((b * a.heads + h) * a.q_len + i) * a.kv_len);
+      }
+    }
+  }
+}
+
+/// Attention backward with xsimd; OpenMP across (batch, kv head) so dk/dv have one writer.
+template <class T, class Arch>
+void attention_backward(simd<Arch>, const attention_shape& a, const T* q, const T* k, const T* v,
+                        const T* probs, const T* dout, T* dq, T* dk, T* dv) {
+  const std::int64_t D = a.head_dim, G = a.heads / a.kv_heads;
+  const std::int64_t BK = a.batch * a.kv_heads;
+#pragma omp parallel
+  {
+    std::vector<T> dp(static_cast<std::size_t>(a.kv_len));
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t bk = 0; bk < BK; ++bk) {
+      const std::int64_t b = bk / a.kv_heads, kh = bk % a.kv_heads;
+      for (std::int64_t j = 0; j < a.kv_len; ++j) {
+        const std::int64_t kv = ((b * a.kv_stride + j) * a.kv_heads + kh) * D;
+        for (std::int64_t e = 0; e < D; ++e) dk[kv + e] = dv[kv + e] = 0;
+      }
+      for (std::int64_t h = kh * G; h < (kh + 1) * G; ++h)
+        for (std::int64_t i = 0; i < a.q_len; ++i) {
+          const T* p = probs + ((b * a.heads + h) * a.q_len + i) * a.kv_len;
+          const T* qi = q + ((b * a.q_len + i) * a.heads + h) * D;
+          const T* doi = dout + ((b * a.q_len + i) * a.heads + h) * D;
+          T* dqi = dq + ((b * a.q_len + i) * a.heads + h) * D;
+          const std::int64_t jmax = std::min(a.kv_len, a.q_offset + i + 1);
+          T sum = 0;
+          for (std::int64_t j = 0; j < jmax; ++j) {
+            dp[j] = p[j] != T(0)
+                        ? detail::dot<Arch>(doi, v + ((b * a.kv_stride + j) * a.kv_heads + kh) * D, D)
+                        : T(0);
+            sum += p[j] * dp[j];
+          }
+          for (std::int64_t e = 0; e < D; ++e) dqi[e] = 0;
+          for (std::int64_t j = 0; j < jmax; ++j) {
+            if (p[j] == T(0)) continue;
+            const std::int64_t kv = ((b * a.kv_stride + j) * a.kv_heads + kh) * D;
+            const T ds = p[j] * (dp[j] - sum) * T(a.scale);
+            detail::axpy<Arch>(ds, k + kv, dqi, D);
+            detail::axpy<Arch>(ds, qi, dk + kv, D);
+            detail::axpy<Arch>(p[j], doi, dv + kv, D);
+          }
+        }
+    }
+  }
+}
+
+}  // namespace forge::backend
