@@ -92,3 +92,17 @@ TEST_CASE("quantize_awq quantizes W diag(s)") {
   for (auto& v : w2) v *= 2.0f;
   CHECK(q == int4_g128::quantize(w2, rows, n));
 }
+
+TEST_CASE("awq_search on the scalar backend agrees with the simd backend") {
+  const std::int64_t n = 128, m = 64;
+  auto w = test::randn(32 * n, 13, 0.05f);
+  auto x = salient(m, n, 14);
+  std::vector<awq_linear> ls = {{w, 32}};
+  auto a = awq_search<int4_g128>(ls, n, x, m, 20, backend::scalar{});
+  auto b = awq_search<int4_g128>(ls, n, x, m, 20, backend::simd<>{});
+  // Same scales for every alpha; losses differ by f32 summation order only (1e-4 relative).
+  REQUIRE(a.losses.size() == b.losses.size());
+  for (std::size_t i = 0; i < a.losses.size(); ++i)
+    CHECK(a.losses[i] == Approx(b.losses[i]).epsilon(1e-4));
+  CHECK(a.ratio == b.ratio);
+}

@@ -66,19 +66,31 @@ awq_result awq_search(std::span<const awq_linear> linears, std::int64_t cols,
     for (std::int64_t c = 0; c < cols; ++c)
       act[static_cast<std::size_t>(c)] += std::fabs(x[static_cast<std::size_t>(i * cols + c)]);
   for (auto& a : act) a /= static_cast<double>(m);
-  // Reference outputs X Wᵀ (f32 weights through the same tiled kernel, a copying decoder).
+  // Reference outputs X Wᵀ: f32 weights through the tiled kernel (a copying decoder) on simd
+  // backends, plain double loops on the scalar one.
   std::vector<std::vector<float>> ref;
   for (const auto& l : linears) {
     ref.emplace_back(static_cast<std::size_t>(m * l.rows));
-    backend::detail::tiled_gemm<typename B::arch>(
-        x.data(), m, cols, l.rows, cols, 1,
-        [&](std::int64_t r0, std::int64_t rows, std::int64_t k0, std::int64_t k1, float* out,
-            std::int64_t ld) {
-          for (std::int64_t r = 0; r < rows; ++r)
-            std::copy(l.weight.begin() + (r0 + r) * cols + k0,
-                      l.weight.begin() + (r0 + r) * cols + k1, out + r * ld);
-        },
-        ref.back().data(), l.rows);
+    if constexpr (backend::is_simd_v<B>) {
+      backend::detail::tiled_gemm<typename B::arch>(
+          x.data(), m, cols, l.rows, cols, 1,
+          [&](std::int64_t r0, std::int64_t rows, std::int64_t k0, std::int64_t k1, float* out,
+              std::int64_t ld) {
+            for (std::int64_t r = 0; r < rows; ++r)
+              std::copy(l.weight.begin() + (r0 + r) * cols + k0,
+                        l.weight.begin() + (r0 + r) * cols + k1, out + r * ld);
+          },
+          ref.back().data(), l.rows);
+    } else {
+      for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t r = 0; r < l.rows; ++r) {
+          double t = 0.0;
+          for (std::int64_t c = 0; c < cols; ++c)
+            t += static_cast<double>(x[static_cast<std::size_t>(i * cols + c)]) *
+                 l.weight[static_cast<std::size_t>(r * cols + c)];
+          ref.back()[static_cast<std::size_t>(i * l.rows + r)] = static_cast<float>(t);
+        }
+    }
   }
   awq_result best;
   best.loss = std::numeric_limits<double>::infinity();

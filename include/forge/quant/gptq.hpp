@@ -70,16 +70,23 @@ inline std::vector<double> inverse_cholesky_upper(std::vector<double> h, std::in
                  .expected = "a positive definite H (increase percdamp or add calibration data)"});
   };
   if (!cholesky_lower(h, n)) fail();
-  // Linv = L⁻¹ by forward substitution, column by column (lower triangular).
+  // Linv = L⁻¹ row by row: Linv[i][:i] = -(Σ_{k<i} L[i][k] Linv[k][:]) / L[i][i], with
+  // contiguous row updates (Linv[k] is zero beyond column k).
   std::vector<double> li(static_cast<std::size_t>(n * n), 0.0);
-  for (std::int64_t j = 0; j < n; ++j) {
-    li[static_cast<std::size_t>(j * n + j)] = 1.0 / h[static_cast<std::size_t>(j * n + j)];
-    for (std::int64_t i = j + 1; i < n; ++i) {
-      double s = 0.0;
-      for (std::int64_t k = j; k < i; ++k)
-        s += h[static_cast<std::size_t>(i * n + k)] * li[static_cast<std::size_t>(k * n + j)];
-      li[static_cast<std::size_t>(i * n + j)] = -s / h[static_cast<std::size_t>(i * n + i)];
+  std::vector<double> acc(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::fill(acc.begin(), acc.begin() + i, 0.0);
+    const double* hi = h.data() + i * n;
+    for (std::int64_t k = 0; k < i; ++k) {
+      const double c = hi[k];
+      if (c == 0.0) continue;
+      const double* lk = li.data() + k * n;
+      for (std::int64_t j = 0; j <= k; ++j) acc[static_cast<std::size_t>(j)] += c * lk[j];
     }
+    const double d = hi[i];
+    double* row = li.data() + i * n;
+    for (std::int64_t j = 0; j < i; ++j) row[j] = -acc[static_cast<std::size_t>(j)] / d;
+    row[i] = 1.0 / d;
   }
   // H⁻¹ = Linvᵀ Linv: (i, j) = Σ_{k >= max(i,j)} Linv[k][i] Linv[k][j].
   std::vector<double> inv(static_cast<std::size_t>(n * n), 0.0);
