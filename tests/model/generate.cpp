@@ -108,10 +108,10 @@ TEST_CASE("cached, left-padded, windowed decoding equals the plain forward (f64)
           mask.push_back(real);
           pos.push_back(b == 0 ? s : (real ? s - pad : 1));
         }
-      auto z = forward(backend::simd<>{}, m, ws,
-                       {.batch = 2, .seq = n, .input_ids = ids, .attention_mask = mask,
-                        .position_ids = pos},
-                       {}, &cache);
+      auto z = forward(
+          backend::simd<>{}, m, ws,
+          {.batch = 2, .seq = n, .input_ids = ids, .attention_mask = mask, .position_ids = pos}, {},
+          &cache);
       for (std::int64_t s = s0; s < s0 + n; ++s)
         for (std::int64_t v = 0; v < V; ++v) {
           err = std::max(err, std::abs(z[(s - s0) * V + v] - ref0[s * V + v]));
@@ -186,8 +186,8 @@ TEST_CASE("top-p keeps the nucleus and samples it in proportion") {
 TEST_CASE("seeded sampling is reproducible and the seed matters") {
   auto m = io::load_hf_checkpoint<float>(test::llama_a() / "model");
   const auto g = read_generate_json();
-  generation_options o{.max_new_tokens = 12, .do_sample = true, .temperature = 1.5,
-                       .top_k = 0, .seed = 42};
+  generation_options o{
+      .max_new_tokens = 12, .do_sample = true, .temperature = 1.5, .top_k = 0, .seed = 42};
   const auto a = generate(backend::simd<>{}, m, {g.prompt}, o).tokens[0];
   const auto b = generate(backend::simd<>{}, m, {g.prompt}, o).tokens[0];
   o.seed = 43;

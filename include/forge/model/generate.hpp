@@ -102,20 +102,23 @@ inline std::int64_t pick_token(std::vector<double>& z, const std::vector<std::in
 
 /// Generates continuations of each prompt (token ids) with a KV cache.
 template <class T, class Bk>
-generation_result generate(Bk be, causal_lm<T>& m, const std::vector<std::vector<std::int64_t>>& prompts,
+generation_result generate(Bk be, causal_lm<T>& m,
+                           const std::vector<std::vector<std::int64_t>>& prompts,
                            const generation_options& o) {
   require(!prompts.empty(), {.what = "no prompts", .place = "generate"});
-  require(o.max_new_tokens >= 0, {.what = "max_new_tokens must be >= 0", .place = "generate",
+  require(o.max_new_tokens >= 0, {.what = "max_new_tokens must be >= 0",
+                                  .place = "generate",
                                   .found = std::to_string(o.max_new_tokens)});
-  require(!o.do_sample || (o.temperature > 0 && std::isfinite(o.temperature)),
-          {.what = "temperature must be positive", .place = "generate",
-           .found = str(o.temperature)});
-  require(o.top_p > 0 && o.top_p <= 1, {.what = "top_p must be in (0, 1]", .place = "generate",
-                                        .found = str(o.top_p)});
-  require(o.top_k >= 0, {.what = "top_k must be >= 0", .place = "generate",
-                         .found = std::to_string(o.top_k)});
+  require(
+      !o.do_sample || (o.temperature > 0 && std::isfinite(o.temperature)),
+      {.what = "temperature must be positive", .place = "generate", .found = str(o.temperature)});
+  require(o.top_p > 0 && o.top_p <= 1,
+          {.what = "top_p must be in (0, 1]", .place = "generate", .found = str(o.top_p)});
+  require(o.top_k >= 0,
+          {.what = "top_k must be >= 0", .place = "generate", .found = std::to_string(o.top_k)});
   require(o.repetition_penalty > 0, {.what = "repetition_penalty must be positive",
-                                     .place = "generate", .found = str(o.repetition_penalty)});
+                                     .place = "generate",
+                                     .found = str(o.repetition_penalty)});
   require(o.stop_strings.empty() || bool(o.decode),
           {.what = "stop strings need a decode function", .place = "generate"});
   const std::int64_t B = std::int64_t(prompts.size()), V = m.config.vocab_size;
@@ -125,7 +128,9 @@ generation_result generate(Bk be, causal_lm<T>& m, const std::vector<std::vector
     P = std::max<std::int64_t>(P, std::int64_t(prompts[b].size()));
   }
   const auto& eos = o.eos_token_ids.empty() ? m.generation.eos_token_ids : o.eos_token_ids;
-  const std::int64_t pad = m.generation.pad_token_id.value_or(eos.empty() ? 0 : eos[0]);
+  // Padding is masked out, so its id only has to be a valid token.
+  std::int64_t pad = m.generation.pad_token_id.value_or(eos.empty() ? 0 : eos[0]);
+  if (pad < 0 || pad >= V) pad = 0;
 
   // Left-padded prefill batch.
   std::vector<std::int64_t> ids(std::size_t(B * P), pad), mask(std::size_t(B * P), 0),
@@ -149,8 +154,8 @@ generation_result generate(Bk be, causal_lm<T>& m, const std::vector<std::vector
   for (std::int64_t b = 0; b < B; ++b) rngs.emplace_back(o.seed, std::uint64_t(b));
   std::vector<double> z(static_cast<std::size_t>(V));
 
-  forward(be, m, ws, {.batch = B, .seq = P, .input_ids = ids, .attention_mask = mask,
-                      .position_ids = pos},
+  forward(be, m, ws,
+          {.batch = B, .seq = P, .input_ids = ids, .attention_mask = mask, .position_ids = pos},
           {.logits = logits_for::last}, &cache);
   for (std::int64_t step = 0; step < o.max_new_tokens; ++step) {
     auto logits = ws.logits();

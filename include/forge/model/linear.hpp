@@ -64,8 +64,8 @@ class linear_adapter {
 template <class T>
 struct linear {
   std::int64_t in = 0, out = 0;
-  parameter<T> weight;                  ///< [out, in]; empty if `base` is set or tied
-  std::optional<parameter<T>> bias;     ///< [out]
+  parameter<T> weight;                         ///< [out, in]; empty if `base` is set or tied
+  std::optional<parameter<T>> bias;            ///< [out]
   std::shared_ptr<const linear_base<T>> base;  ///< replaces `weight` when set
   std::vector<std::shared_ptr<linear_adapter<T>>> adapters;
 };
