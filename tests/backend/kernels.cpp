@@ -47,8 +47,11 @@ using scalar = backend::scalar;
 
 TEMPLATE_TEST_CASE("gemm: Eigen agrees with the triple loop", "", float, double) {
   using T = TestType;
-  for (auto [M, N, K] :
-       {std::array<std::int64_t, 3>{1, 33, 17}, {7, 5, 64}, {65, 31, 40}, {2, 1100, 24}, {130, 97, 100}}) {
+  for (auto [M, N, K] : {std::array<std::int64_t, 3>{1, 33, 17},
+                         {7, 5, 64},
+                         {65, 31, 40},
+                         {2, 1100, 24},
+                         {130, 97, 100}}) {
     auto A = randv<T>(M * K, 1), B = randv<T>(N * K, 2), dY = randv<T>(M * N, 3);
     for (bool acc : {false, true}) {
       auto c1 = randv<T>(M * N, 4), c2 = c1;
