@@ -90,10 +90,24 @@ BENCHMARK(eigen_sgemm)
 void memory_bandwidth(benchmark::State& st) {
   const std::size_t n = std::size_t(256) << 20 >> 2;  // 256 MiB of floats
   std::vector<float> v(n, 1.0f);
+  using batch = xsimd::batch<float>;
+  constexpr std::size_t W = batch::size;
   for (auto _ : st) {
     float s = 0;
+    // Four independent vector accumulators per thread, so the loop waits on memory and not
+    // on the latency of a chain of additions.
 #pragma omp parallel for reduction(+ : s) schedule(static)
-    for (std::size_t i = 0; i < n; ++i) s += v[i];
+    for (std::size_t c = 0; c < n; c += 1 << 16) {
+      batch a0(0.f), a1(0.f), a2(0.f), a3(0.f);
+      const float* p = v.data() + c;
+      for (std::size_t i = 0; i < (std::size_t(1) << 16); i += 4 * W) {
+        a0 += batch::load_unaligned(p + i);
+        a1 += batch::load_unaligned(p + i + W);
+        a2 += batch::load_unaligned(p + i + 2 * W);
+        a3 += batch::load_unaligned(p + i + 3 * W);
+      }
+      s += xsimd::hadd((a0 + a1) + (a2 + a3));
+    }
     benchmark::DoNotOptimize(s);
   }
   st.counters["bytes/s"] =
