@@ -201,11 +201,11 @@ void save_hf_checkpoint(const model::causal_lm<T>& m, const std::filesystem::pat
   std::filesystem::create_directories(dir);
   std::vector<std::vector<std::byte>> buffers;
   std::vector<tensor_view> views;
-  dtype widest = dtype::f32;
+  dtype declared = dtype::f32;  // config.json names the embeddings' dtype
   bool first = true;
   m.for_each_parameter([&](const model::parameter<T>& p) {
     const dtype t = as.value_or(p.stored);
-    if (first) widest = t, first = false;
+    if (first) declared = t, first = false;
     std::vector<float> f(p.value.begin(), p.value.end());
     std::vector<std::byte> b(f.size() * size_of(t));
     convert_from_f32(f.data(), f.size(), t, b.data());
@@ -216,7 +216,7 @@ void save_hf_checkpoint(const model::causal_lm<T>& m, const std::filesystem::pat
   for (std::size_t i = 0; i < views.size(); ++i) views[i].data = buffers[i];
   write_safetensors(dir / "model.safetensors", views, {{"format", "pt"}});
   auto cfg = m.config;
-  cfg.torch_dtype = widest;
+  cfg.torch_dtype = declared;
   write_atomic(dir / "config.json", model::to_json(cfg).dump(2) + "\n");
   nlohmann::json g;
   if (m.generation.bos_token_id) g["bos_token_id"] = *m.generation.bos_token_id;

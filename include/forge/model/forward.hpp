@@ -172,11 +172,10 @@ void add_inplace(T* y, const T* x, std::int64_t n) {
 /// One decoder layer: x_out = layer(x_in), filling `a`. x_out may alias a.x_in.
 template <class T, class Bk>
 void layer_forward(Bk be, const model_config& c, decoder_layer<T>& L, std::size_t li,
-                   const workspace<T>& ws, typename workspace<T>::layer_acts& a,
-                   const call_context<T>& cx, T* x_out) {
+                   typename workspace<T>::layer_acts& a, const call_context<T>& cx, T* x_out) {
   const std::int64_t N = cx.N, H = c.hidden_size, D = c.head_dim;
   const std::int64_t Hq = c.num_attention_heads, Hk = c.num_key_value_heads;
-  const std::int64_t Q = Hq * D, K = Hk * D, I = c.intermediate_size;
+  const std::int64_t K = Hk * D, I = c.intermediate_size;
   backend::rmsnorm_forward(be, N, H, a.x_in, L.input_layernorm.value.data(), T(c.rms_norm_eps),
                            a.xn1, a.rstd1);
   linear_forward(be, L.q_proj, a.xn1, N, a.q);
@@ -216,7 +215,6 @@ void layer_forward(Bk be, const model_config& c, decoder_layer<T>& L, std::size_
   backend::swiglu_forward(be, N * I, a.g, a.u, a.h);
   linear_forward(be, L.down_proj, a.h, N, x_out);
   add_inplace(x_out, a.x_mid, N * H);
-  (void)ws, (void)Q;
 }
 
 /// Backward of one layer: ws.dx_ holds d(x_out) on entry and d(x_in) on exit.
@@ -370,7 +368,7 @@ std::span<const T> forward(Bk be, causal_lm<T>& m, workspace<T>& ws, const model
   for (std::size_t li = 0; li < L; ++li) {
     auto& a = ws.acts_[o.for_backward ? li : 0];
     T* x_out = li + 1 < L ? (o.for_backward ? ws.acts_[li + 1].x_in : a.x_in) : ws.x_final_;
-    detail::layer_forward(be, c, m.layers[li], li, ws, a, cx, x_out);
+    detail::layer_forward(be, c, m.layers[li], li, a, cx, x_out);
   }
   backend::rmsnorm_forward(be, N, H, ws.x_final_, m.norm.value.data(), T(c.rms_norm_eps), ws.xn_f_,
                            ws.rstd_f_);
@@ -427,7 +425,7 @@ void backward(Bk be, causal_lm<T>& m, workspace<T>& ws, std::span<T> d_inputs_em
     auto& a = ws.acts_[li];
     if (ws.opts_.recompute) {
       // The layer output is not needed: write it into dxn's buffer, which is free here.
-      detail::layer_forward(be, c, m.layers[li], li, ws, a, cx, ws.dxn_);
+      detail::layer_forward(be, c, m.layers[li], li, a, cx, ws.dxn_);
     }
     detail::layer_backward(be, c, m.layers[li], li, ws, a);
   }
