@@ -28,11 +28,13 @@ struct parameter {
   std::vector<T> grad;              ///< empty, or numel() elements when gradients are on
   bool trainable = true;            ///< false: no gradient is allocated or computed
   dtype stored = dtype::f32;        ///< dtype it was loaded as / will be saved as
+  /// Number of elements (product of the shape).
   std::int64_t numel() const {
     std::int64_t n = 1;
     for (auto s : shape) n *= s;
     return n;
   }
+  /// True when backward accumulates a gradient into `grad`.
   bool has_grad() const { return trainable && !grad.empty(); }
 };
 
