@@ -61,8 +61,8 @@ TEST_CASE("the fixture checkpoint's header is read with names, dtypes, shapes an
   std::memcpy(&raw0, f.bytes(f.at("model.norm.weight")).data(), 4);
   CHECK(w[0] == raw0);
   CHECK(f.find("model.layers.2.mlp.up_proj.weight") == nullptr);
-  CHECK_THROWS_WITH(f.at("missing.weight"),
-                    Catch::Contains("tensor missing.weight") && Catch::Contains("model.safetensors"));
+  CHECK_THROWS_WITH(f.at("missing.weight"), Catch::Contains("tensor missing.weight") &&
+                                                Catch::Contains("model.safetensors"));
 }
 
 TEST_CASE("integer tensors are read exactly and dtype mismatches are refused") {
@@ -126,7 +126,8 @@ TEST_CASE("the writer refuses inconsistent tensors and leaves no file behind") {
   CHECK_THROWS_WITH(io::write_safetensors(dir / "x.safetensors", bad),
                     Catch::Contains("tensor w") && Catch::Contains("expected 24 bytes"));
   std::vector<io::tensor_view> dup = {io::f32_view("w", {5}, v), io::f32_view("w", {5}, v)};
-  CHECK_THROWS_WITH(io::write_safetensors(dir / "x.safetensors", dup), Catch::Contains("duplicate"));
+  CHECK_THROWS_WITH(io::write_safetensors(dir / "x.safetensors", dup),
+                    Catch::Contains("duplicate"));
   CHECK(fs::is_empty(dir));
 }
 
@@ -134,7 +135,8 @@ TEST_CASE("malformed headers are errors that name the place") {
   const std::string ok = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
   CHECK(error_of(make_file(ok, 8)).empty());
 
-  CHECK_THAT(error_of(std::vector<std::byte>(5)), Catch::Contains("byte 0") && Catch::Contains("8 bytes"));
+  CHECK_THAT(error_of(std::vector<std::byte>(5)),
+             Catch::Contains("byte 0") && Catch::Contains("8 bytes"));
   CHECK_THAT(error_of(make_file(ok, 8, 1000)), Catch::Contains("past the end"));
   CHECK_THAT(error_of(make_file(ok, 8, 200'000'000)), Catch::Contains("too large"));
   CHECK_THAT(error_of(make_file(" " + ok, 8)), Catch::Contains("start with '{'"));
@@ -150,21 +152,27 @@ TEST_CASE("malformed headers are errors that name the place") {
   CHECK_THAT(error_of(make_file(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 8)),
              Catch::Contains("past the end"));
   CHECK_THAT(error_of(make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                                R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8)),
+                                R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                                8)),
              Catch::Contains("overlaps"));
   CHECK_THAT(error_of(make_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
-                                R"("a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8)),
+                                R"("a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                                8)),
              Catch::Contains("duplicate tensor name"));
   CHECK_THAT(error_of(make_file(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8)),
              Catch::Contains("non-negative"));
   CHECK_THAT(error_of(make_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8)),
              Catch::Contains("end before begin"));
-  CHECK_THAT(error_of(make_file(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8)),
-             Catch::Contains("overflows"));
-  CHECK_THAT(error_of(make_file(R"({"__metadata__":{"k":1}})", 0)), Catch::Contains("__metadata__.k"));
+  CHECK_THAT(
+      error_of(make_file(
+          R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8)),
+      Catch::Contains("overflows"));
+  CHECK_THAT(error_of(make_file(R"({"__metadata__":{"k":1}})", 0)),
+             Catch::Contains("__metadata__.k"));
   CHECK_THAT(error_of(make_file("{\"w\xff\":{}}", 0)), Catch::Contains("not valid JSON"));
-  CHECK_THAT(error_of(make_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", 8)),
-             Catch::Contains("unknown field"));
+  CHECK_THAT(
+      error_of(make_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", 8)),
+      Catch::Contains("unknown field"));
 }
 
 TEST_CASE("a truncated checkpoint on disk is refused with the file's name") {

@@ -42,7 +42,8 @@ std::vector<std::byte> mutate(const std::vector<std::byte>& seed, std::mt19937_6
         break;
       case 2: {  // insert a character into the header (keeping the length prefix)
         auto at = pick(8, hdr_end);
-        b.insert(b.begin() + static_cast<std::ptrdiff_t>(at), std::byte(kTokens[rng() % (sizeof kTokens - 1)]));
+        b.insert(b.begin() + static_cast<std::ptrdiff_t>(at),
+                 std::byte(kTokens[rng() % (sizeof kTokens - 1)]));
         break;
       }
       case 3: {  // delete a header byte

@@ -32,14 +32,21 @@ import sys, numpy as np
 from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
 d = sys.argv[1]
-t = load_file(d + "/ours.safetensors")
+import json, struct
+with safe_open(d + "/ours.safetensors", "np") as f:
+    t = {k: f.get_tensor(k) for k in f.keys() if k != "w.bf16"}  # numpy has no bfloat16
+    assert f.metadata() == {"format": "pt", "who": "forge"}
+    assert sorted(f.keys()) == ["ids", "w.bf16", "w.f16", "w.f32"]
 assert t["w.f32"].dtype == np.float32 and t["w.f32"].shape == (2, 3)
 assert t["w.f32"].view(np.uint32).tolist() == np.array([0.0, -0.0, 1.5, -3.25e-38, 65504.0, 1e-45], dtype=np.float32).reshape(2, 3).view(np.uint32).tolist()
 assert t["ids"].tolist() == [-1, 0, 1, 1 << 62]
 assert t["w.f16"].view(np.uint16).ravel().tolist() == [0x3f80, 0x8001, 0x7fc0, 0xff80]
-with safe_open(d + "/ours.safetensors", "np") as f:
-    assert f.metadata() == {"format": "pt", "who": "forge"}
-    assert sorted(f.keys()) == ["ids", "w.bf16", "w.f16", "w.f32"]
+raw = open(d + "/ours.safetensors", "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+e = json.loads(raw[8:8 + n])["w.bf16"]
+assert e["dtype"] == "BF16" and e["shape"] == [4]
+b, _ = e["data_offsets"]
+assert list(struct.unpack("<4H", raw[8 + n + b:8 + n + b + 8])) == [0x3f80, 0x8001, 0x7fc0, 0xff80]
 rng = np.random.default_rng(7)
 save_file({"a": rng.standard_normal((3, 5)).astype(np.float32),
            "b": np.arange(-4, 4, dtype=np.int32),
@@ -53,7 +60,8 @@ print("ok")
 
   auto f = io::safetensors_file::open(dir / "theirs.safetensors");
   CHECK(f.metadata().at("k") == "v");
-  CHECK(f.copy_as<std::int32_t>("b", dtype::i32) == std::vector<std::int32_t>{-4, -3, -2, -1, 0, 1, 2, 3});
+  CHECK(f.copy_as<std::int32_t>("b", dtype::i32) ==
+        std::vector<std::int32_t>{-4, -3, -2, -1, 0, 1, 2, 3});
   CHECK(f.at("c").type == dtype::f16);
   CHECK(f.at("z").numel() == 0);
   // The f32 values equal numpy's .npy copy (its data follows a header; compare the tail).

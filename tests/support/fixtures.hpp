@@ -19,7 +19,9 @@ inline std::filesystem::path fixtures() {
 }
 
 /// The tiny Llama checkpoint made by transformers (model/, adapter/, expect.safetensors ...).
-inline std::filesystem::path llama_a() { return fixtures() / "hf" / "llama_a"; }
+inline std::filesystem::path llama_a() {
+  return fixtures() / "hf" / "llama_a";
+}
 
 /// A fresh, empty scratch directory under the build tree, unique to `name`.
 inline std::filesystem::path scratch(const std::string& name) {

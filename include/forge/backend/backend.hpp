@@ -45,12 +45,11 @@ namespace forge {
 template <class B>
 concept Backend = requires {
   { B::name } -> std::convertible_to<std::string_view>;
-} && (std::same_as<B, backend::scalar> || std::same_as<B, backend::cuda> ||
-      backend::is_simd_v<B>);
+}
+&&(std::same_as<B, backend::scalar> || std::same_as<B, backend::cuda> || backend::is_simd_v<B>);
 
 /// True when B runs on the host CPU (scalar or simd).
 template <class B>
-inline constexpr bool is_cpu_backend_v =
-    std::same_as<B, backend::scalar> || backend::is_simd_v<B>;
+inline constexpr bool is_cpu_backend_v = std::same_as<B, backend::scalar> || backend::is_simd_v<B>;
 
 }  // namespace forge

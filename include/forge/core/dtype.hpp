@@ -19,15 +19,42 @@
 namespace forge {
 
 /// Storage type of a tensor as it lies in a file or buffer.
-enum class dtype : std::uint8_t { f32, f16, bf16, f64, i8, u8, i16, i32, i64, u16, u32, u64, boolean };
+enum class dtype : std::uint8_t {
+  f32,
+  f16,
+  bf16,
+  f64,
+  i8,
+  u8,
+  i16,
+  i32,
+  i64,
+  u16,
+  u32,
+  u64,
+  boolean
+};
 
 /// Bytes per element.
 constexpr std::size_t size_of(dtype t) {
   switch (t) {
-    case dtype::f64: case dtype::i64: case dtype::u64: return 8;
-    case dtype::f32: case dtype::i32: case dtype::u32: return 4;
-    case dtype::f16: case dtype::bf16: case dtype::i16: case dtype::u16: return 2;
-    case dtype::i8: case dtype::u8: case dtype::boolean: return 1;
+    case dtype::f64:
+    case dtype::i64:
+    case dtype::u64:
+      return 8;
+    case dtype::f32:
+    case dtype::i32:
+    case dtype::u32:
+      return 4;
+    case dtype::f16:
+    case dtype::bf16:
+    case dtype::i16:
+    case dtype::u16:
+      return 2;
+    case dtype::i8:
+    case dtype::u8:
+    case dtype::boolean:
+      return 1;
   }
   return 0;
 }
@@ -35,19 +62,32 @@ constexpr std::size_t size_of(dtype t) {
 /// The safetensors spelling of a dtype ("F32", "BF16", "I64", "BOOL", ...).
 constexpr std::string_view name(dtype t) {
   switch (t) {
-    case dtype::f32: return "F32";
-    case dtype::f16: return "F16";
-    case dtype::bf16: return "BF16";
-    case dtype::f64: return "F64";
-    case dtype::i8: return "I8";
-    case dtype::u8: return "U8";
-    case dtype::i16: return "I16";
-    case dtype::i32: return "I32";
-    case dtype::i64: return "I64";
-    case dtype::u16: return "U16";
-    case dtype::u32: return "U32";
-    case dtype::u64: return "U64";
-    case dtype::boolean: return "BOOL";
+    case dtype::f32:
+      return "F32";
+    case dtype::f16:
+      return "F16";
+    case dtype::bf16:
+      return "BF16";
+    case dtype::f64:
+      return "F64";
+    case dtype::i8:
+      return "I8";
+    case dtype::u8:
+      return "U8";
+    case dtype::i16:
+      return "I16";
+    case dtype::i32:
+      return "I32";
+    case dtype::i64:
+      return "I64";
+    case dtype::u16:
+      return "U16";
+    case dtype::u32:
+      return "U32";
+    case dtype::u64:
+      return "U64";
+    case dtype::boolean:
+      return "BOOL";
   }
   return "?";
 }
@@ -63,7 +103,9 @@ inline dtype parse_dtype(std::string_view s) {
                .found = std::string(s)});
 }
 
-inline std::ostream& operator<<(std::ostream& os, dtype t) { return os << name(t); }
+inline std::ostream& operator<<(std::ostream& os, dtype t) {
+  return os << name(t);
+}
 
 /// A bfloat16 value held as its bit pattern.
 struct bf16 {
@@ -78,7 +120,9 @@ struct f16 {
 };
 
 /// bf16 -> f32, exact.
-constexpr float to_f32(bf16 h) { return std::bit_cast<float>(std::uint32_t(h.bits) << 16); }
+constexpr float to_f32(bf16 h) {
+  return std::bit_cast<float>(std::uint32_t(h.bits) << 16);
+}
 
 /// f32 -> bf16, round to nearest even; NaN stays NaN (quieted), infinities and zeros kept.
 constexpr bf16 to_bf16(float f) {
@@ -90,12 +134,15 @@ constexpr bf16 to_bf16(float f) {
   return bf16{std::uint16_t(u >> 16)};
 }
 
-/// f16 -> f32, exact (subnormals, infinities and NaN payloads included).
+/// f16 -> f32, exact (subnormals and infinities included; NaNs keep their payload, quieted).
 constexpr float to_f32(f16 h) {
   const std::uint32_t sign = std::uint32_t(h.bits & 0x8000u) << 16;
   std::uint32_t exp = (h.bits >> 10) & 0x1fu;
   std::uint32_t man = h.bits & 0x3ffu;
-  if (exp == 0x1f) return std::bit_cast<float>(sign | 0x7f800000u | (man << 13));
+  if (exp == 0x1f) {
+    // Infinity, or NaN with its payload kept and quieted, as IEEE conversion (and F16C) do.
+    return std::bit_cast<float>(sign | 0x7f800000u | (man ? 0x00400000u : 0u) | (man << 13));
+  }
   if (exp == 0) {
     if (man == 0) return std::bit_cast<float>(sign);
     // Subnormal: normalise the mantissa into an f32 normal number.
@@ -120,7 +167,7 @@ constexpr f16 to_f16(float f) {
   if (a < 0x38800000u) {
     // Result is subnormal (or zero) in f16: value = a_real / 2^-24 rounded to an integer.
     if (a < 0x33000000u) return f16{sign};  // below half the smallest subnormal: +-0
-    const std::uint32_t e = a >> 23;         // biased f32 exponent, 102..112
+    const std::uint32_t e = a >> 23;        // biased f32 exponent, 102..112
     const std::uint32_t m = (a & 0x7fffffu) | 0x800000u;
     const std::uint32_t shift = 126 - e;  // bits to drop so the unit is 2^-24
     std::uint32_t r = m >> shift;
@@ -160,7 +207,8 @@ inline float load_f32(const void* base, dtype t, std::size_t i) {
       return static_cast<float>(v);
     }
     default:
-      throw error({.what = "not a floating-point dtype", .expected = "F32, F16, BF16 or F64",
+      throw error({.what = "not a floating-point dtype",
+                   .expected = "F32, F16, BF16 or F64",
                    .found = std::string(name(t))});
   }
 }
@@ -178,7 +226,9 @@ inline void convert_to_f32(const void* src, dtype t, std::size_t n, float* dst) 
 inline void convert_from_f32(const float* src, std::size_t n, dtype t, void* dst) {
   auto* p = static_cast<unsigned char*>(dst);
   switch (t) {
-    case dtype::f32: std::memcpy(dst, src, 4 * n); return;
+    case dtype::f32:
+      std::memcpy(dst, src, 4 * n);
+      return;
     case dtype::bf16:
       for (std::size_t i = 0; i < n; ++i) {
         auto h = to_bf16(src[i]);
@@ -192,7 +242,8 @@ inline void convert_from_f32(const float* src, std::size_t n, dtype t, void* dst
       }
       return;
     default:
-      throw error({.what = "cannot store floats as this dtype", .expected = "F32, F16 or BF16",
+      throw error({.what = "cannot store floats as this dtype",
+                   .expected = "F32, F16 or BF16",
                    .found = std::string(name(t))});
   }
 }

@@ -70,8 +70,12 @@ inline void require(bool cond, error_info info) {
 }
 
 /// "byte N" — the place string used by binary parsers.
-inline std::string at_byte(std::uint64_t offset) { return "byte " + std::to_string(offset); }
+inline std::string at_byte(std::uint64_t offset) {
+  return "byte " + std::to_string(offset);
+}
 /// "line N" — the place string used by line-oriented parsers (1-based).
-inline std::string at_line(std::uint64_t line) { return "line " + std::to_string(line); }
+inline std::string at_line(std::uint64_t line) {
+  return "line " + std::to_string(line);
+}
 
 }  // namespace forge

@@ -65,7 +65,9 @@ inline std::string sha256_hex(std::span<const std::byte> bytes) {
 }
 
 /// SHA-256 of a string, hex.
-inline std::string sha256_hex(std::string_view s) { return sha256().update(s).hex_digest(); }
+inline std::string sha256_hex(std::string_view s) {
+  return sha256().update(s).hex_digest();
+}
 
 /// SHA-256 of a file's content, hex, streamed in 1 MiB chunks.
 inline std::string sha256_file(const std::filesystem::path& path) {

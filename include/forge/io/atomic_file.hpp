@@ -21,7 +21,9 @@
 namespace forge::io {
 
 namespace detail {
-inline std::string errno_text() { return std::strerror(errno); }
+inline std::string errno_text() {
+  return std::strerror(errno);
+}
 
 inline void write_all(int fd, const void* data, std::size_t n, const std::string& path) {
   const char* p = static_cast<const char*>(data);
@@ -74,11 +76,14 @@ inline void write_atomic(const std::filesystem::path& path,
     fs::create_directories(dir, ec);
     if (ec) throw error({.what = "cannot create directory: " + ec.message(), .file = dir.string()});
   }
-  std::string tmpl = (dir / ("." + path.filename().string() + ".tmp.XXXXXX")).string();
+  std::string name = ".";
+  name += path.filename().string();
+  name += ".tmp.XXXXXX";
+  std::string tmpl = (dir / name).string();
   int fd = ::mkstemp(tmpl.data());
   if (fd < 0)
-    throw error({.what = "cannot create temporary file: " + detail::errno_text(),
-                 .file = path.string()});
+    throw error(
+        {.what = "cannot create temporary file: " + detail::errno_text(), .file = path.string()});
   try {
     ::fchmod(fd, mode);
     atomic_sink sink(fd, path.string());
@@ -103,13 +108,15 @@ inline void write_atomic(const std::filesystem::path& path,
 /// Writes a whole buffer atomically.
 inline void write_atomic(const std::filesystem::path& path, std::span<const std::byte> bytes,
                          mode_t mode = 0644) {
-  write_atomic(path, [&](atomic_sink& s) { s.write(bytes.data(), bytes.size()); }, mode);
+  write_atomic(
+      path, [&](atomic_sink& s) { s.write(bytes.data(), bytes.size()); }, mode);
 }
 
 /// Writes a string atomically.
 inline void write_atomic(const std::filesystem::path& path, std::string_view text,
                          mode_t mode = 0644) {
-  write_atomic(path, [&](atomic_sink& s) { s.write(text); }, mode);
+  write_atomic(
+      path, [&](atomic_sink& s) { s.write(text); }, mode);
 }
 
 /// Reads a whole file into a string; forge::error if it cannot be read.

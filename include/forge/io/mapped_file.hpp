@@ -27,8 +27,8 @@ class mapped_file {
   explicit mapped_file(const std::filesystem::path& path) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-      throw error({.what = std::string("cannot open: ") + std::strerror(errno),
-                   .file = path.string()});
+      throw error(
+          {.what = std::string("cannot open: ") + std::strerror(errno), .file = path.string()});
     struct stat st {};
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       ::close(fd);
@@ -41,7 +41,8 @@ class mapped_file {
       if (p == MAP_FAILED) {
         const int e = errno;
         ::close(fd);
-        throw error({.what = std::string("cannot map: ") + std::strerror(e), .file = path.string()});
+        throw error(
+            {.what = std::string("cannot map: ") + std::strerror(e), .file = path.string()});
       }
     }
     ::close(fd);

@@ -100,7 +100,8 @@ class safetensors_file {
   /// The tensor called `name`; forge::error naming the file and tensor if absent.
   const tensor_info& at(std::string_view name) const {
     if (auto* t = find(name)) return *t;
-    throw error({.what = "tensor not found", .file = source_,
+    throw error({.what = "tensor not found",
+                 .file = source_,
                  .place = "tensor " + std::string(name),
                  .expected = "a tensor of that name in the header"});
   }
@@ -115,8 +116,10 @@ class safetensors_file {
     const auto& t = at(name);
     if (t.type != dtype::f32 && t.type != dtype::f16 && t.type != dtype::bf16 &&
         t.type != dtype::f64)
-      throw error({.what = "tensor is not floating point", .file = source_,
-                   .place = "tensor " + t.name, .expected = "F32, F16, BF16 or F64",
+      throw error({.what = "tensor is not floating point",
+                   .file = source_,
+                   .place = "tensor " + t.name,
+                   .expected = "F32, F16, BF16 or F64",
                    .found = std::string(name_of(t.type))});
     std::vector<float> out(t.numel());
     convert_to_f32(bytes(t).data(), t.type, out.size(), out.data());
@@ -128,7 +131,9 @@ class safetensors_file {
   std::vector<T> copy_as(std::string_view name, dtype expected) const {
     const auto& t = at(name);
     if (t.type != expected)
-      throw error({.what = "unexpected dtype", .file = source_, .place = "tensor " + t.name,
+      throw error({.what = "unexpected dtype",
+                   .file = source_,
+                   .place = "tensor " + t.name,
                    .expected = std::string(name_of(expected)),
                    .found = std::string(name_of(t.type))});
     std::vector<T> out(t.numel());
@@ -141,14 +146,18 @@ class safetensors_file {
 
   [[noreturn]] void fail(std::string what, std::string place, std::string expected = {},
                          std::string found = {}) const {
-    throw error({.what = std::move(what), .file = source_, .place = std::move(place),
-                 .expected = std::move(expected), .found = std::move(found)});
+    throw error({.what = std::move(what),
+                 .file = source_,
+                 .place = std::move(place),
+                 .expected = std::move(expected),
+                 .found = std::move(found)});
   }
 
   void validate() {
     const std::uint64_t size = bytes_.size();
-    if (size < 8) fail("file too short for the header length", at_byte(0), "at least 8 bytes",
-                       std::to_string(size) + " bytes");
+    if (size < 8)
+      fail("file too short for the header length", at_byte(0), "at least 8 bytes",
+           std::to_string(size) + " bytes");
     std::uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<std::uint8_t>(bytes_[i]);
     if (n > max_header_bytes)
@@ -168,14 +177,14 @@ class safetensors_file {
     std::set<std::string> seen;
     std::string duplicate;
     try {
-      j = nlohmann::json::parse(header, [&](int depth, nlohmann::json::parse_event_t ev,
-                                            nlohmann::json& parsed) {
-        if (ev == nlohmann::json::parse_event_t::key && depth == 1 && duplicate.empty()) {
-          auto k = parsed.get<std::string>();
-          if (!seen.insert(k).second) duplicate = k;
-        }
-        return true;
-      });
+      j = nlohmann::json::parse(
+          header, [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
+            if (ev == nlohmann::json::parse_event_t::key && depth == 1 && duplicate.empty()) {
+              auto k = parsed.get<std::string>();
+              if (!seen.insert(k).second) duplicate = k;
+            }
+            return true;
+          });
     } catch (const nlohmann::json::parse_error& e) {
       fail(std::string("header is not valid JSON: ") + e.what(), at_byte(8 + e.byte),
            "a JSON object");
@@ -198,38 +207,43 @@ class safetensors_file {
         continue;
       }
       const std::string place = "tensor " + key;
-      if (!v.is_object()) fail("tensor entry is not an object", place, "{dtype, shape, data_offsets}");
+      if (!v.is_object())
+        fail("tensor entry is not an object", place, "{dtype, shape, data_offsets}");
       for (auto& [field, _] : v.items())
         if (field != "dtype" && field != "shape" && field != "data_offsets")
           fail("unknown field in tensor entry", place, "dtype, shape, data_offsets", field);
       tensor_info t;
       t.name = key;
       auto dt = v.find("dtype");
-      if (dt == v.end() || !dt->is_string()) fail("missing or non-string dtype", place, "a dtype name");
+      if (dt == v.end() || !dt->is_string())
+        fail("missing or non-string dtype", place, "a dtype name");
       try {
         t.type = parse_dtype(dt->get<std::string>());
       } catch (const error& e) {
         fail("unknown dtype", place, e.expected(), e.found());
       }
       auto sh = v.find("shape");
-      if (sh == v.end() || !sh->is_array()) fail("missing or non-array shape", place, "an array of sizes");
+      if (sh == v.end() || !sh->is_array())
+        fail("missing or non-array shape", place, "an array of sizes");
       std::uint64_t numel = 1;
       for (auto& d : *sh) {
         if (!d.is_number_unsigned())
           fail("shape entry is not a non-negative integer", place, "a size", d.dump());
         const auto dim = d.get<std::uint64_t>();
-        if (dim > static_cast<std::uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, dim, &numel))
+        if (dim > static_cast<std::uint64_t>(INT64_MAX) ||
+            __builtin_mul_overflow(numel, dim, &numel))
           fail("shape overflows", place, "a product of sizes below 2^63", sh->dump());
         t.shape.push_back(static_cast<std::int64_t>(dim));
       }
       auto off = v.find("data_offsets");
-      if (off == v.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
-          !(*off)[1].is_number_unsigned())
+      if (off == v.end() || !off->is_array() || off->size() != 2 ||
+          !(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned())
         fail("bad data_offsets", place, "[begin, end] as non-negative integers",
              off == v.end() ? "nothing" : off->dump());
       t.begin = (*off)[0].get<std::uint64_t>();
       t.end = (*off)[1].get<std::uint64_t>();
-      if (t.end < t.begin) fail("data_offsets end before begin", place, "begin <= end", off->dump());
+      if (t.end < t.begin)
+        fail("data_offsets end before begin", place, "begin <= end", off->dump());
       std::uint64_t nbytes = 0;
       if (__builtin_mul_overflow(numel, static_cast<std::uint64_t>(size_of(t.type)), &nbytes) ||
           nbytes != t.end - t.begin)
@@ -237,8 +251,8 @@ class safetensors_file {
              std::to_string(numel) + " elements x " + std::to_string(size_of(t.type)) + " bytes",
              std::to_string(t.end - t.begin) + " bytes");
       if (t.end > data_size)
-        fail("tensor runs past the end of the file", place,
-             "end <= " + std::to_string(data_size), std::to_string(t.end));
+        fail("tensor runs past the end of the file", place, "end <= " + std::to_string(data_size),
+             std::to_string(t.end));
       tensors_.push_back(std::move(t));
     }
     // The spans must tile the data section: sorted by offset, each begins where the last ended.
@@ -315,8 +329,10 @@ inline std::string safetensors_header(std::span<const tensor_view> tensors,
     h += "\"__metadata__\":{";
     bool f2 = true;
     for (auto& [k, v] : metadata) {
-      h += (f2 ? "" : ",") + detail::json_string(k, "metadata key") + ":" +
-           detail::json_string(v, "metadata value");
+      if (!f2) h += ',';
+      h += detail::json_string(k, "metadata key");
+      h += ':';
+      h += detail::json_string(v, "metadata value");
       f2 = false;
     }
     h += "}";
@@ -333,13 +349,19 @@ inline std::string safetensors_header(std::span<const tensor_view> tensors,
       numel *= static_cast<std::uint64_t>(d);
     }
     if (numel * size_of(t.type) != t.data.size())
-      throw error({.what = "data size disagrees with shape and dtype", .place = "tensor " + t.name,
+      throw error({.what = "data size disagrees with shape and dtype",
+                   .place = "tensor " + t.name,
                    .expected = std::to_string(numel * size_of(t.type)) + " bytes",
                    .found = std::to_string(t.data.size()) + " bytes"});
-    h += (first ? "" : ",") + detail::json_string(t.name, "tensor name") + ":{\"dtype\":\"" +
-         std::string(name(t.type)) + "\",\"shape\":[";
-    for (std::size_t d = 0; d < t.shape.size(); ++d)
-      h += (d ? "," : "") + std::to_string(t.shape[d]);
+    if (!first) h += ',';
+    h += detail::json_string(t.name, "tensor name");
+    h += ":{\"dtype\":\"";
+    h += name(t.type);
+    h += "\",\"shape\":[";
+    for (std::size_t d = 0; d < t.shape.size(); ++d) {
+      if (d) h += ',';
+      h += std::to_string(t.shape[d]);
+    }
     h += "],\"data_offsets\":[" + std::to_string(offset) + "," +
          std::to_string(offset + t.data.size()) + "]}";
     offset += t.data.size();

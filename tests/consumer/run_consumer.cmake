@@ -1,0 +1,41 @@
+# cmake -P script: install forge, then build and run a downstream project against it.
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK})
+
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "command failed (${rc}): ${ARGN}\n${out}\n${err}")
+  endif()
+  set(last_output "${out}" PARENT_SCOPE)
+endfunction()
+
+run(${CMAKE_COMMAND} --install ${FORGE_BINARY_DIR} --prefix ${WORK}/prefix)
+if(NOT EXISTS ${WORK}/prefix/include/forge/core/error.hpp)
+  message(FATAL_ERROR "headers were not installed")
+endif()
+file(GLOB_RECURSE config ${WORK}/prefix/*/forgeConfig.cmake)
+if(NOT config)
+  message(FATAL_ERROR "forgeConfig.cmake was not installed")
+endif()
+
+set(example_arg "")
+if(EXISTS ${EXAMPLE})
+  set(example_arg -DFORGE_EXAMPLE=${EXAMPLE})
+endif()
+run(${CMAKE_COMMAND} -S ${CONSUMER_SOURCE} -B ${WORK}/build -G ${GENERATOR}
+    -DCMAKE_CXX_COMPILER=${CXX} -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH=${WORK}/prefix
+    ${example_arg})
+run(${CMAKE_COMMAND} --build ${WORK}/build -j2)
+run(${WORK}/build/consumer)
+if(NOT last_output MATCHES "consumer: ok")
+  message(FATAL_ERROR "consumer printed: ${last_output}")
+endif()
+if(EXISTS ${EXAMPLE})
+  execute_process(COMMAND ${WORK}/build/custom_method ${WORK}/example_run
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "the installed-package build of the example failed (${rc}):\n${out}\n${err}")
+  endif()
+endif()
+message(STATUS "consumer project built and ran against the installed forge")
