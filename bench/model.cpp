@@ -56,7 +56,7 @@ void peak_rss(benchmark::State& st) {
 
 std::vector<std::int64_t> tokens(std::int64_t n, std::int64_t vocab) {
   std::vector<std::int64_t> t(static_cast<std::size_t>(n));
-  counter_rng r(3, 3);
+  philox r(3, 3);
   for (auto& x : t) x = std::int64_t(r.next_u64() % std::uint64_t(vocab));
   return t;
 }

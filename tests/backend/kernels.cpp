@@ -16,12 +16,12 @@
 #include "forge/model/init.hpp"
 
 using namespace forge;
-using forge::model::counter_rng;
+using forge::philox;
 
 namespace {
 template <class T>
 std::vector<T> randv(std::size_t n, std::uint64_t seed, double scale = 1.0) {
-  counter_rng r(seed, n);
+  philox r(seed, n);
   std::vector<T> v(n);
   for (auto& x : v) x = T(r.normal() * scale);
   return v;

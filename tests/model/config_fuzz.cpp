@@ -43,7 +43,7 @@ TEST_CASE("config parser survives 100k mutated inputs with forge::error only") {
                                            "18446744073709551615",
                                            "-0",
                                            "{\"type\":\"dynamic\"}"};
-  counter_rng r(2024, 0);
+  philox r(2024, 0);
   std::size_t accepted = 0, rejected = 0;
   for (int it = 0; it < 100000; ++it) {
     std::string s = seeds[r.next_u64() % seeds.size()];

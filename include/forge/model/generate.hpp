@@ -7,7 +7,7 @@
 // positive, multiplied if negative), then, when sampling, temperature, top-k, top-p
 // (nucleus, Holtzman et al. 2020: keep the smallest set of most likely tokens whose mass
 // exceeds top_p) and a draw from the softmax. Greedy picks the first maximal logit.
-// Sampling draws from a counter-based stream per (seed, row): same seed, same tokens.
+// Sampling draws from a Philox stream per (seed, row): same seed, same tokens.
 
 #include <algorithm>
 #include <cmath>
@@ -21,8 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "forge/core/rng.hpp"
 #include "forge/model/forward.hpp"
-#include "forge/model/init.hpp"
 
 namespace forge::model {
 
@@ -54,7 +54,7 @@ struct generation_result {
 
 /// Applies the logits processors to one row of logits (in place) and picks a token.
 inline std::int64_t pick_token(std::vector<double>& z, const std::vector<std::int64_t>& seen,
-                               const generation_options& o, counter_rng& rng) {
+                               const generation_options& o, philox& rng) {
   const std::int64_t V = std::int64_t(z.size());
   if (o.repetition_penalty != 1.0)
     for (auto t : std::set<std::int64_t>(seen.begin(), seen.end()))
@@ -89,7 +89,7 @@ inline std::int64_t pick_token(std::vector<double>& z, const std::vector<std::in
     sum = std::accumulate(p.begin(), p.end(), 0.0);
     for (auto& x : p) x /= sum;
   }
-  double u = rng.uniform(), c = 0;
+  double u = rng.uniform_double(), c = 0;
   std::int64_t last = 0;
   for (std::int64_t i = 0; i < V; ++i) {
     if (p[i] <= 0) continue;
@@ -150,7 +150,7 @@ generation_result generate(Bk be, causal_lm<T>& m,
   res.tokens.assign(std::size_t(B), {});
   res.reasons.assign(std::size_t(B), finish_reason::length);
   std::vector<bool> done(std::size_t(B), o.max_new_tokens == 0);
-  std::vector<counter_rng> rngs;
+  std::vector<philox> rngs;
   for (std::int64_t b = 0; b < B; ++b) rngs.emplace_back(o.seed, std::uint64_t(b));
   std::vector<double> z(static_cast<std::size_t>(V));
 
