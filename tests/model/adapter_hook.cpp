@@ -24,8 +24,14 @@ struct test_lora_double : linear_adapter<float> {
   std::vector<float> A, B, dA, dB;
   test_lora_double(std::vector<float> a, std::vector<float> b, std::int64_t r_, std::int64_t in_,
                    std::int64_t out_, float s)
-      : r(r_), in(in_), out(out_), scale(s), A(std::move(a)), B(std::move(b)),
-        dA(A.size()), dB(B.size()) {}
+      : r(r_),
+        in(in_),
+        out(out_),
+        scale(s),
+        A(std::move(a)),
+        B(std::move(b)),
+        dA(A.size()),
+        dB(B.size()) {}
   void forward(const float* x, std::int64_t rows, float* y) override {
     std::vector<float> xa(rows * r);
     backend::gemm_nt(backend::scalar{}, rows, r, in, x, A.data(), xa.data(), false);
@@ -54,9 +60,12 @@ TEST_CASE("an adapter through the linear hook reproduces PEFT's LoRA logits, los
   for (std::size_t li = 0; li < m.layers.size(); ++li) {
     auto& L = m.layers[li];
     const std::string p = "base_model.model.model.layers." + std::to_string(li) + ".";
-    for (auto [name, lin] : {std::pair{"self_attn.q_proj", &L.q_proj}, {"self_attn.k_proj", &L.k_proj},
-                             {"self_attn.v_proj", &L.v_proj}, {"self_attn.o_proj", &L.o_proj},
-                             {"mlp.gate_proj", &L.gate_proj}, {"mlp.up_proj", &L.up_proj},
+    for (auto [name, lin] : {std::pair{"self_attn.q_proj", &L.q_proj},
+                             {"self_attn.k_proj", &L.k_proj},
+                             {"self_attn.v_proj", &L.v_proj},
+                             {"self_attn.o_proj", &L.o_proj},
+                             {"mlp.gate_proj", &L.gate_proj},
+                             {"mlp.up_proj", &L.up_proj},
                              {"mlp.down_proj", &L.down_proj}}) {
       auto h = std::make_shared<test_lora_double>(ad.to_f32(p + name + ".lora_A.weight"),
                                                   ad.to_f32(p + name + ".lora_B.weight"), 4,
@@ -79,7 +88,7 @@ TEST_CASE("an adapter through the linear hook reproduces PEFT's LoRA logits, los
   const auto want = ex.to_f32("logits_lora");
   double err = 0;
   for (std::size_t i = 0; i < z.size(); ++i) err = std::max(err, double(std::abs(z[i] - want[i])));
-  CHECK(err < 1e-4);  // f32, as for the base logits
+  CHECK(err < 1e-4);                                               // f32, as for the base logits
   const double loss = causal_lm_loss(backend::simd<>{}, ws, ids);  // labels = input_ids
   CHECK(std::abs(loss - double(ex.to_f32("loss_lora")[0])) < 1e-5);
   backward(backend::simd<>{}, m, ws);

@@ -81,8 +81,12 @@ TEST_CASE("saved checkpoints of every architecture load back to the same model")
       auto c = tiny(a);
       c.tie_word_embeddings = tied;
       if (a == architecture::llama && tied)
-        c.rope = {.type = "llama3", .theta = 500000.0, .factor = 8.0, .low_freq_factor = 1.0,
-                  .high_freq_factor = 4.0, .original_max_position_embeddings = 64};
+        c.rope = {.type = "llama3",
+                  .theta = 500000.0,
+                  .factor = 8.0,
+                  .low_freq_factor = 1.0,
+                  .high_freq_factor = 4.0,
+                  .original_max_position_embeddings = 64};
       auto m = random_model<float>(c, {.seed = 9});
       const auto dir = test::scratch("model_ckpt_" + model_type_name(a) + (tied ? "_tied" : ""));
       io::save_hf_checkpoint(m, dir);
@@ -92,7 +96,8 @@ TEST_CASE("saved checkpoints of every architecture load back to the same model")
       CHECK(back.generation.eos_token_ids == std::vector<std::int64_t>{1});
       std::vector<float> v1, v2;
       m.for_each_parameter([&](auto& p) { v1.insert(v1.end(), p.value.begin(), p.value.end()); });
-      back.for_each_parameter([&](auto& p) { v2.insert(v2.end(), p.value.begin(), p.value.end()); });
+      back.for_each_parameter(
+          [&](auto& p) { v2.insert(v2.end(), p.value.begin(), p.value.end()); });
       CHECK(v1 == v2);  // f32 storage: exact
       CHECK(logits_of(back) == logits_of(m));
     }
@@ -147,7 +152,8 @@ TEST_CASE("sharded checkpoints load through model.safetensors.index.json") {
   CHECK(logits_of(back) == logits_of(m));
   // An index entry pointing outside the directory is refused.
   map["model.norm.weight"] = "../model.safetensors";
-  io::write_atomic(dir / "model.safetensors.index.json", nlohmann::json{{"weight_map", map}}.dump());
+  io::write_atomic(dir / "model.safetensors.index.json",
+                   nlohmann::json{{"weight_map", map}}.dump());
   CHECK_THAT(error_of([&] { io::load_hf_checkpoint<float>(dir); }),
              Catch::Contains("plain file name") && Catch::Contains("model.norm.weight"));
 }

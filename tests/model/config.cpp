@@ -44,12 +44,15 @@ TEST_CASE("defaults follow transformers: head_dim, kv heads, rope") {
 
 TEST_CASE("both rope layouts parse to the same rope config") {
   auto v5 = base(), v4 = base();
-  v5["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 500000.0}, {"factor", 8.0},
-                           {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
-                           {"original_max_position_embeddings", 8192}};
+  v5["rope_parameters"] = {{"rope_type", "llama3"},   {"rope_theta", 500000.0},
+                           {"factor", 8.0},           {"low_freq_factor", 1.0},
+                           {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
   v4["rope_theta"] = 500000.0;
-  v4["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                        {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  v4["rope_scaling"] = {{"rope_type", "llama3"},
+                        {"factor", 8.0},
+                        {"low_freq_factor", 1.0},
+                        {"high_freq_factor", 4.0},
+                        {"original_max_position_embeddings", 8192}};
   CHECK(parse_config(v5, "a") == parse_config(v4, "b"));
   auto old = base();  // transformers < 4.45 spelled the key "type"
   old["rope_scaling"] = {{"type", "linear"}, {"factor", 4.0}};
@@ -100,8 +103,8 @@ TEST_CASE("to_json round-trips through the parser") {
 TEST_CASE("invalid configs name the key and the expectation") {
   auto j = base();
   j["architectures"] = {"GPTNeoXForCausalLM"};
-  CHECK_THAT(error_of(j), Catch::Contains("unsupported architecture") &&
-                              Catch::Contains("GPTNeoXForCausalLM"));
+  CHECK_THAT(error_of(j),
+             Catch::Contains("unsupported architecture") && Catch::Contains("GPTNeoXForCausalLM"));
   j = base();
   j["rope_parameters"] = {{"rope_type", "longrope"}, {"rope_theta", 1e4}};
   CHECK_THAT(error_of(j), Catch::Contains("unsupported rope type") && Catch::Contains("longrope"));
@@ -120,14 +123,16 @@ TEST_CASE("invalid configs name the key and the expectation") {
   j = base();
   j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
   CHECK_THAT(error_of(j), Catch::Contains("incomplete llama3"));
-  CHECK_THAT([] {
-    try {
-      parse_config_text("{\"vocab_size\": 1,,}", "config.json");
-    } catch (const forge::error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  }(), Catch::Contains("config.json") && Catch::Contains("byte"));
+  CHECK_THAT(
+      [] {
+        try {
+          parse_config_text("{\"vocab_size\": 1,,}", "config.json");
+        } catch (const forge::error& e) {
+          return std::string(e.what());
+        }
+        return std::string();
+      }(),
+      Catch::Contains("config.json") && Catch::Contains("byte"));
 }
 
 TEST_CASE("rope frequencies follow transformers' init functions") {
@@ -143,13 +148,18 @@ TEST_CASE("rope frequencies follow transformers' init functions") {
   CHECK(rope_inv_freq(c, 1023)[1] == Approx(std::pow(base2, -0.25)).epsilon(1e-13));
   // llama3 with old context 64, low 1, high 4: wavelengths > 64 scaled by 1/8, < 16 kept,
   // in between blended with s = (64/λ − 1)/3.
-  c.rope = {.type = "llama3", .theta = 100.0, .factor = 8.0, .low_freq_factor = 1.0,
-            .high_freq_factor = 4.0, .original_max_position_embeddings = 64};
+  c.rope = {.type = "llama3",
+            .theta = 100.0,
+            .factor = 8.0,
+            .low_freq_factor = 1.0,
+            .high_freq_factor = 4.0,
+            .original_max_position_embeddings = 64};
   f = rope_inv_freq(c, 10);
   for (int i = 0; i < 4; ++i) {
     const double f0 = std::pow(100.0, -i / 4.0), wl = 2 * std::numbers::pi / f0;
     double want = f0;
-    if (wl > 64) want = f0 / 8;
+    if (wl > 64)
+      want = f0 / 8;
     else if (wl >= 16) {
       const double s = (64 / wl - 1) / 3;
       want = (1 - s) * f0 / 8 + s * f0;

@@ -29,10 +29,21 @@ TEST_CASE("config parser survives 100k mutated inputs with forge::error only") {
     "rope_scaling":{"type":"llama3","factor":8,"low_freq_factor":1,"high_freq_factor":4,
     "original_max_position_embeddings":16}})");
   // Values spliced in at random JSON value positions.
-  const std::vector<std::string> values = {"null", "-1", "0", "1e308", "true", "\"x\"", "[]",
-                                           "{}", "[1,\"a\"]", "1.5", "9223372036854775807",
-                                           "18446744073709551615", "-0", "{\"type\":\"dynamic\"}"};
-  counter_rng r(2024, 0);
+  const std::vector<std::string> values = {"null",
+                                           "-1",
+                                           "0",
+                                           "1e308",
+                                           "true",
+                                           "\"x\"",
+                                           "[]",
+                                           "{}",
+                                           "[1,\"a\"]",
+                                           "1.5",
+                                           "9223372036854775807",
+                                           "18446744073709551615",
+                                           "-0",
+                                           "{\"type\":\"dynamic\"}"};
+  philox r(2024, 0);
   std::size_t accepted = 0, rejected = 0;
   for (int it = 0; it < 100000; ++it) {
     std::string s = seeds[r.next_u64() % seeds.size()];
@@ -40,9 +51,15 @@ TEST_CASE("config parser survives 100k mutated inputs with forge::error only") {
     for (int e = 0; e < edits && !s.empty(); ++e) {
       const std::size_t pos = r.next_u64() % s.size();
       switch (r.next_u64() % 5) {
-        case 0: s[pos] = char(r.next_u64()); break;
-        case 1: s.insert(pos, 1, char(r.next_u64())); break;
-        case 2: s.erase(pos, 1 + r.next_u64() % 8); break;
+        case 0:
+          s[pos] = char(r.next_u64());
+          break;
+        case 1:
+          s.insert(pos, 1, char(r.next_u64()));
+          break;
+        case 2:
+          s.erase(pos, 1 + r.next_u64() % 8);
+          break;
         case 3: {  // replace the value after a ':' with another value
           const auto colon = s.find(':', pos);
           if (colon == std::string::npos) break;

@@ -9,9 +9,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../support/fixtures.hpp"
 #include "forge/io/hf_checkpoint.hpp"
 #include "forge/model/forward.hpp"
-#include "../support/fixtures.hpp"
 
 using namespace forge;
 
@@ -72,8 +72,7 @@ TEST_CASE("last-position logits equal the last row of all logits") {
   auto m = io::load_hf_checkpoint<float>(test::llama_a() / "model");
   const auto e = read_expect();
   model::workspace<float> ws;
-  model::forward(backend::simd<>{}, m, ws,
-                 {.batch = e.B, .seq = e.S, .input_ids = e.ids},
+  model::forward(backend::simd<>{}, m, ws, {.batch = e.B, .seq = e.S, .input_ids = e.ids},
                  {.logits = model::logits_for::last});
   auto last = ws.logits();
   REQUIRE(std::int64_t(last.size()) == e.B * e.V);

@@ -13,6 +13,7 @@
 #include "../support/fixtures.hpp"
 #include "forge/io/hf_checkpoint.hpp"
 #include "forge/model/generate.hpp"
+#include "forge/model/init.hpp"
 
 using namespace forge;
 using namespace forge::model;
@@ -108,10 +109,10 @@ TEST_CASE("cached, left-padded, windowed decoding equals the plain forward (f64)
           mask.push_back(real);
           pos.push_back(b == 0 ? s : (real ? s - pad : 1));
         }
-      auto z = forward(backend::simd<>{}, m, ws,
-                       {.batch = 2, .seq = n, .input_ids = ids, .attention_mask = mask,
-                        .position_ids = pos},
-                       {}, &cache);
+      auto z = forward(
+          backend::simd<>{}, m, ws,
+          {.batch = 2, .seq = n, .input_ids = ids, .attention_mask = mask, .position_ids = pos}, {},
+          &cache);
       for (std::int64_t s = s0; s < s0 + n; ++s)
         for (std::int64_t v = 0; v < V; ++v) {
           err = std::max(err, std::abs(z[(s - s0) * V + v] - ref0[s * V + v]));
@@ -144,7 +145,7 @@ TEST_CASE("batched prompts of different lengths decode as they do alone") {
 TEST_CASE("repetition penalty divides positive and multiplies negative seen logits") {
   // Hand-computed: z = [2, 2.5, -1, 0.5], seen {1, 2}, penalty 2 -> [2, 1.25, -2, 0.5].
   std::vector<double> z = {2.0, 2.5, -1.0, 0.5};
-  counter_rng rng(0, 0);
+  philox rng(0, 0);
   generation_options o{.repetition_penalty = 2.0};
   CHECK(pick_token(z, {1, 2, 1}, o, rng) == 0);
   CHECK(z == std::vector<double>{2.0, 1.25, -2.0, 0.5});
@@ -152,7 +153,7 @@ TEST_CASE("repetition penalty divides positive and multiplies negative seen logi
 
 TEST_CASE("top-k 1 and a tiny top-p reduce sampling to greedy") {
   std::vector<double> base = {0.1, 1.7, -0.3, 1.6, 0.0};
-  counter_rng rng(3, 0);
+  philox rng(3, 0);
   for (int i = 0; i < 50; ++i) {
     auto z = base;
     CHECK(pick_token(z, {}, {.do_sample = true, .top_k = 1}, rng) == 1);
@@ -165,7 +166,7 @@ TEST_CASE("top-p keeps the nucleus and samples it in proportion") {
   // p = [0.5, 0.3, 0.2], top_p = 0.6: 0.2 is dropped (0.2 <= 0.4), the rest renormalised
   // to [0.625, 0.375]. 4000 draws: the standard error of the frequency is 0.0077, so a
   // 0.04 band is 5 sigma.
-  counter_rng rng(5, 0);
+  philox rng(5, 0);
   int n0 = 0, n1 = 0, n2 = 0;
   for (int i = 0; i < 4000; ++i) {
     std::vector<double> z = {std::log(0.5), std::log(0.3), std::log(0.2)};
@@ -186,8 +187,8 @@ TEST_CASE("top-p keeps the nucleus and samples it in proportion") {
 TEST_CASE("seeded sampling is reproducible and the seed matters") {
   auto m = io::load_hf_checkpoint<float>(test::llama_a() / "model");
   const auto g = read_generate_json();
-  generation_options o{.max_new_tokens = 12, .do_sample = true, .temperature = 1.5,
-                       .top_k = 0, .seed = 42};
+  generation_options o{
+      .max_new_tokens = 12, .do_sample = true, .temperature = 1.5, .top_k = 0, .seed = 42};
   const auto a = generate(backend::simd<>{}, m, {g.prompt}, o).tokens[0];
   const auto b = generate(backend::simd<>{}, m, {g.prompt}, o).tokens[0];
   o.seed = 43;

@@ -46,8 +46,12 @@ std::vector<fd_case> cases() {
     auto c = base_config();
     c.num_attention_heads = 3, c.num_key_value_heads = 1, c.head_dim = 6;  // 3:1, 18 != 16
     c.tie_word_embeddings = true;
-    c.rope = {.type = "llama3", .theta = 100.0, .factor = 8.0, .low_freq_factor = 1.0,
-              .high_freq_factor = 4.0, .original_max_position_embeddings = 32};
+    c.rope = {.type = "llama3",
+              .theta = 100.0,
+              .factor = 8.0,
+              .low_freq_factor = 1.0,
+              .high_freq_factor = 4.0,
+              .original_max_position_embeddings = 32};
     out.push_back({"llama, GQA 3:1, head_dim 6, tied, llama3 rope", c, true, true});
   }
   {
@@ -87,7 +91,7 @@ constexpr std::int64_t B = 2, S = 5;
 // Random weights with non-trivial norms and biases, so every gradient term is exercised.
 causal_lm<double> make(const model_config& c, std::uint64_t seed) {
   auto m = random_model<double>(c, {.seed = seed, .initializer_range = 0.4});
-  counter_rng r(seed, 99);
+  philox r(seed, 99);
   m.for_each_parameter([&](parameter<double>& p) {
     if (p.name.ends_with("norm.weight"))
       for (auto& x : p.value) x = 1.0 + 0.3 * r.normal();
@@ -102,8 +106,9 @@ struct batch {
 };
 batch make_batch(const model_config& c, bool use_mask, bool use_positions) {
   batch b;
-  counter_rng r(7, 1);
-  for (std::int64_t i = 0; i < B * S; ++i) b.ids.push_back(std::int64_t(r.next_u64() % c.vocab_size));
+  philox r(7, 1);
+  for (std::int64_t i = 0; i < B * S; ++i)
+    b.ids.push_back(std::int64_t(r.next_u64() % c.vocab_size));
   b.labels = b.ids;
   b.labels[3] = -100;  // ignored label
   if (use_mask) {
@@ -116,8 +121,8 @@ batch make_batch(const model_config& c, bool use_mask, bool use_positions) {
 }
 
 model_input<double> input_of(const batch& b) {
-  return {.batch = B, .seq = S, .input_ids = b.ids, .attention_mask = b.mask,
-          .position_ids = b.pos};
+  return {
+      .batch = B, .seq = S, .input_ids = b.ids, .attention_mask = b.mask, .position_ids = b.pos};
 }
 
 template <class Bk>
@@ -151,7 +156,7 @@ TEST_CASE("parameter gradients match central finite differences (f64)") {
       auto m = make(fc.config, 3);
       const auto b = make_batch(fc.config, fc.use_mask, fc.use_positions);
       analytic(backend::scalar{}, m, b, false);
-      counter_rng pick(11, 2);
+      philox pick(11, 2);
       double worst = 0;
       std::string worst_at;
       m.for_each_parameter([&](parameter<double>& p) {
@@ -179,7 +184,7 @@ TEST_CASE("input embedding gradients and last-position logits match finite diffe
   auto c = cases()[1].config;
   auto m = make(c, 5);
   m.enable_grads();
-  counter_rng r(17, 3);
+  philox r(17, 3);
   std::vector<double> emb(std::size_t(B * S * c.hidden_size)), w(std::size_t(B * c.vocab_size));
   for (auto& x : emb) x = r.normal();
   for (auto& x : w) x = r.normal();
@@ -259,8 +264,10 @@ TEST_CASE("simd backend gradients agree with the scalar reference (f64)") {
     analytic(backend::scalar{}, m1, b, false);
     analytic(backend::simd<>{}, m2, b, false);
     std::vector<double> g1, g2;
-    m1.for_each_parameter([&](parameter<double>& p) { g1.insert(g1.end(), p.grad.begin(), p.grad.end()); });
-    m2.for_each_parameter([&](parameter<double>& p) { g2.insert(g2.end(), p.grad.begin(), p.grad.end()); });
+    m1.for_each_parameter(
+        [&](parameter<double>& p) { g1.insert(g1.end(), p.grad.begin(), p.grad.end()); });
+    m2.for_each_parameter(
+        [&](parameter<double>& p) { g2.insert(g2.end(), p.grad.begin(), p.grad.end()); });
     REQUIRE(g1.size() == g2.size());
     // Only summation order differs (blocked GEMM, FMA): 1e-12 relative in f64.
     double worst = 0;

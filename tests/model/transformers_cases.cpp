@@ -37,9 +37,9 @@ TEST_CASE("checkpoints made by transformers: logits and greedy tokens match") {
     const auto want = e["logits"].get<std::vector<float>>();
     const std::int64_t B = 2, S = 12, V = m.config.vocab_size;
     workspace<float> ws;
-    auto z = forward(backend::simd<>{}, m, ws,
-                     {.batch = B, .seq = S, .input_ids = ids, .attention_mask = mask,
-                      .position_ids = pos});
+    auto z = forward(
+        backend::simd<>{}, m, ws,
+        {.batch = B, .seq = S, .input_ids = ids, .attention_mask = mask, .position_ids = pos});
     REQUIRE(z.size() == want.size());
     // Padding queries are excluded: their outputs are undefined in both implementations.
     // 1e-4: f32 on both sides, eager attention, different summation order.

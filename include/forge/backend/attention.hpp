@@ -33,7 +33,8 @@ struct attention_shape {
   bool allowed(const unsigned char* key_mask, std::int64_t b, std::int64_t i,
                std::int64_t j) const {
     const std::int64_t qi = q_offset + i;
-    return j <= qi && (!key_mask || key_mask[b * kv_stride + j]) && (window <= 0 || qi - j < window);
+    return j <= qi && (!key_mask || key_mask[b * kv_stride + j]) &&
+           (window <= 0 || qi - j < window);
   }
 };
 
@@ -135,7 +136,7 @@ void attention_forward(simd<Arch>, const attention_shape& a, const T* q, const T
                        const unsigned char* key_mask, T* out, T* probs) {
   const std::int64_t D = a.head_dim, G = a.heads / a.kv_heads;
   const std::int64_t BH = a.batch * a.heads;
-#pragma omp parallel
+#pragma omp parallel if (BH * a.q_len * a.kv_len * D > (1 << 16))
   {
     std::vector<T> s(static_cast<std::size_t>(a.kv_len));
 #pragma omp for schedule(dynamic, 1)
@@ -145,19 +146,22 @@ void attention_forward(simd<Arch>, const attention_shape& a, const T* q, const T
         const T* qi = q + ((b * a.q_len + i) * a.heads + h) * D;
         // Keys past the causal limit are never allowed: skip their dot products.
         const std::int64_t jmax = std::min(a.kv_len, a.q_offset + i + 1);
-        const std::int64_t jmin = a.window > 0 ? std::max<std::int64_t>(0, a.q_offset + i - a.window + 1) : 0;
+        const std::int64_t jmin =
+            a.window > 0 ? std::max<std::int64_t>(0, a.q_offset + i - a.window + 1) : 0;
         for (std::int64_t j = 0; j < a.kv_len; ++j)
-          s[j] = j >= jmin && j < jmax
-                     ? detail::dot<Arch>(qi, k + ((b * a.kv_stride + j) * a.kv_heads + h / G) * D, D) *
-                           T(a.scale)
-                     : T(0);
+          s[j] =
+              j >= jmin && j < jmax
+                  ? detail::dot<Arch>(qi, k + ((b * a.kv_stride + j) * a.kv_heads + h / G) * D, D) *
+                        T(a.scale)
+                  : T(0);
         detail::masked_softmax(a, key_mask, b, i, s.data());
         T* oi = out + ((b * a.q_len + i) * a.heads + h) * D;
         for (std::int64_t e = 0; e < D; ++e) oi[e] = 0;
         for (std::int64_t j = jmin; j < jmax; ++j)
           if (s[j] != T(0))
             detail::axpy<Arch>(s[j], v + ((b * a.kv_stride + j) * a.kv_heads + h / G) * D, oi, D);
-        if (probs) std::copy(s.begin(), s.end(), probs + ((b * a.heads + h) * a.q_len + i) * a.kv_len);
+        if (probs)
+          std::copy(s.begin(), s.end(), probs + ((b * a.heads + h) * a.q_len + i) * a.kv_len);
       }
     }
   }
@@ -169,7 +173,7 @@ void attention_backward(simd<Arch>, const attention_shape& a, const T* q, const 
                         const T* probs, const T* dout, T* dq, T* dk, T* dv) {
   const std::int64_t D = a.head_dim, G = a.heads / a.kv_heads;
   const std::int64_t BK = a.batch * a.kv_heads;
-#pragma omp parallel
+#pragma omp parallel if (a.batch * a.heads * a.q_len * a.kv_len * D > (1 << 16))
   {
     std::vector<T> dp(static_cast<std::size_t>(a.kv_len));
 #pragma omp for schedule(dynamic, 1)
@@ -188,9 +192,9 @@ void attention_backward(simd<Arch>, const attention_shape& a, const T* q, const 
           const std::int64_t jmax = std::min(a.kv_len, a.q_offset + i + 1);
           T sum = 0;
           for (std::int64_t j = 0; j < jmax; ++j) {
-            dp[j] = p[j] != T(0)
-                        ? detail::dot<Arch>(doi, v + ((b * a.kv_stride + j) * a.kv_heads + kh) * D, D)
-                        : T(0);
+            dp[j] = p[j] != T(0) ? detail::dot<Arch>(
+                                       doi, v + ((b * a.kv_stride + j) * a.kv_heads + kh) * D, D)
+                                 : T(0);
             sum += p[j] * dp[j];
           }
           for (std::int64_t e = 0; e < D; ++e) dqi[e] = 0;

@@ -21,7 +21,8 @@ inline constexpr std::int64_t ignore_index = -100;
 namespace detail {
 inline void check_target(std::int64_t y, std::int64_t vocab, std::int64_t row) {
   if (y != ignore_index && (y < 0 || y >= vocab))
-    throw error({.what = "target token out of range", .place = "row " + std::to_string(row),
+    throw error({.what = "target token out of range",
+                 .place = "row " + std::to_string(row),
                  .expected = "in [0, " + std::to_string(vocab) + ") or -100",
                  .found = std::to_string(y)});
 }

@@ -8,6 +8,7 @@
 // reference); simd<Arch>: Eigen's blocked GEMM over mapped memory (OpenMP-threaded when the
 // program is compiled with OpenMP), which picks GEMV itself when M = 1 (decoding).
 
+#include <algorithm>
 #include <cstdint>
 
 // Eigen's AVX-512 GEBP kernel trips GCC 12's -Wmaybe-uninitialized inside the intrinsics
@@ -67,36 +68,64 @@ template <class T>
 using cmap = Eigen::Map<const rowmajor<T>>;
 template <class T>
 using mmap = Eigen::Map<rowmajor<T>>;
+
+// c (+)= a·b. Below ~1M multiply-adds the product runs on one thread without packing
+// (lazyProduct): forking threads, which Eigen does from 50k, costs more than it saves, and
+// badly so on a loaded machine.
+template <class Dst, class Lhs, class Rhs>
+void product(Dst&& c, const Lhs& a, const Rhs& b, bool accumulate, std::int64_t work) {
+  if (work < (std::int64_t(1) << 20)) {
+    if (accumulate)
+      c.noalias() += a.lazyProduct(b);
+    else
+      c.noalias() = a.lazyProduct(b);
+  } else {
+    if (accumulate)
+      c.noalias() += a * b;
+    else
+      c.noalias() = a * b;
+  }
+}
 }  // namespace detail
 
 /// C[M,N] (+)= A[M,K]·B[N,K]ᵀ through Eigen.
 template <class T, class Arch>
 void gemm_nt(simd<Arch>, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, const T* B,
              T* C, bool accumulate) {
-  detail::cmap<T> a(A, M, K), b(B, N, K);
-  detail::mmap<T> c(C, M, N);
-  if (accumulate) c.noalias() += a * b.transpose();
-  else c.noalias() = a * b.transpose();
+  if (M <= 4 && N >= 1024) {
+    // Decoding (a few rows): Eigen's GEMV runs on one thread and is bound by streaming W,
+    // so split W's rows across OpenMP threads instead.
+#pragma omp parallel for schedule(static)
+    for (std::int64_t n0 = 0; n0 < N; n0 += 256) {
+      const std::int64_t nb = std::min<std::int64_t>(256, N - n0);
+      detail::cmap<T> a(A, M, K), b(B + n0 * K, nb, K);
+      Eigen::Map<detail::rowmajor<T>, 0, Eigen::OuterStride<>> c(C + n0, M, nb,
+                                                                 Eigen::OuterStride<>(N));
+      if (accumulate)
+        c.noalias() += a * b.transpose();
+      else
+        c.noalias() = a * b.transpose();
+    }
+    return;
+  }
+  detail::product(detail::mmap<T>(C, M, N), detail::cmap<T>(A, M, K),
+                  detail::cmap<T>(B, N, K).transpose(), accumulate, M * N * K);
 }
 
 /// C[M,K] (+)= A[M,N]·B[N,K] through Eigen.
 template <class T, class Arch>
 void gemm_nn(simd<Arch>, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, const T* B,
              T* C, bool accumulate) {
-  detail::cmap<T> a(A, M, N), b(B, N, K);
-  detail::mmap<T> c(C, M, K);
-  if (accumulate) c.noalias() += a * b;
-  else c.noalias() = a * b;
+  detail::product(detail::mmap<T>(C, M, K), detail::cmap<T>(A, M, N), detail::cmap<T>(B, N, K),
+                  accumulate, M * N * K);
 }
 
 /// C[N,K] (+)= A[M,N]ᵀ·B[M,K] through Eigen.
 template <class T, class Arch>
 void gemm_tn(simd<Arch>, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, const T* B,
              T* C, bool accumulate) {
-  detail::cmap<T> a(A, M, N), b(B, M, K);
-  detail::mmap<T> c(C, N, K);
-  if (accumulate) c.noalias() += a.transpose() * b;
-  else c.noalias() = a.transpose() * b;
+  detail::product(detail::mmap<T>(C, N, K), detail::cmap<T>(A, M, N).transpose(),
+                  detail::cmap<T>(B, M, K), accumulate, M * N * K);
 }
 
 }  // namespace forge::backend

@@ -20,8 +20,8 @@ namespace forge::backend {
 
 /// RMSNorm forward, scalar reference; writes rstd (may be null).
 template <class T>
-void rmsnorm_forward(scalar, std::int64_t rows, std::int64_t n, const T* x, const T* w, T eps,
-                     T* y, T* rstd) {
+void rmsnorm_forward(scalar, std::int64_t rows, std::int64_t n, const T* x, const T* w, T eps, T* y,
+                     T* rstd) {
   for (std::int64_t t = 0; t < rows; ++t) {
     const T* xt = x + t * n;
     T ss = 0;

@@ -36,8 +36,8 @@ void rope_rotate(std::int64_t rows, std::int64_t heads, std::int64_t D, T* x, co
 
 /// Applies the rotation in place, scalar reference.
 template <class T>
-void rope_forward(scalar, std::int64_t rows, std::int64_t heads, std::int64_t D, T* x,
-                  const T* cos, const T* sin) {
+void rope_forward(scalar, std::int64_t rows, std::int64_t heads, std::int64_t D, T* x, const T* cos,
+                  const T* sin) {
   const std::int64_t h2 = D / 2;
   for (std::int64_t t = 0; t < rows; ++t)
     for (std::int64_t h = 0; h < heads; ++h)

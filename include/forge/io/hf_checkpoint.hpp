@@ -29,7 +29,7 @@ namespace forge::io {
 
 /// Options for load_hf_checkpoint.
 struct hf_load_options {
-  bool validate = false;          ///< reject NaN or infinite weights (naming tensor and index)
+  bool validate = false;            ///< reject NaN or infinite weights (naming tensor and index)
   std::optional<dtype> store_as{};  ///< dtype to save back as (default: as loaded)
 };
 
@@ -68,25 +68,32 @@ model::causal_lm<T> load_hf_checkpoint(const std::filesystem::path& dir,
     try {
       j = nlohmann::json::parse(read_file(index));
     } catch (const nlohmann::json::parse_error& e) {
-      throw error({.what = "invalid JSON: " + std::string(e.what()), .file = index.string(),
+      throw error({.what = "invalid JSON: " + std::string(e.what()),
+                   .file = index.string(),
                    .place = at_byte(e.byte)});
     } catch (const nlohmann::json::exception& e) {
       throw error({.what = "invalid JSON: " + std::string(e.what()), .file = index.string()});
     }
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-      throw error({.what = "index has no weight_map object", .file = index.string(),
-                   .place = "key weight_map", .expected = "an object of tensor -> file"});
+      throw error({.what = "index has no weight_map object",
+                   .file = index.string(),
+                   .place = "key weight_map",
+                   .expected = "an object of tensor -> file"});
     std::map<std::string, std::size_t> shard_of_file;
     for (const auto& [name, file] : j["weight_map"].items()) {
       if (!file.is_string())
-        throw error({.what = "wrong type", .file = index.string(),
-                     .place = "weight_map." + name, .expected = "a file name",
+        throw error({.what = "wrong type",
+                     .file = index.string(),
+                     .place = "weight_map." + name,
+                     .expected = "a file name",
                      .found = file.dump()});
       const std::string f = file.template get<std::string>();
       if (f.empty() || f.find('/') != std::string::npos || f.find('\\') != std::string::npos ||
           f == "." || f == "..")
         throw error({.what = "shard must be a plain file name in the directory",
-                     .file = index.string(), .place = "weight_map." + name, .found = f});
+                     .file = index.string(),
+                     .place = "weight_map." + name,
+                     .found = f});
       auto it = shard_of_file.find(f);
       if (it == shard_of_file.end()) {
         files.push_back(safetensors_file::open(dir / f));
@@ -94,7 +101,8 @@ model::causal_lm<T> load_hf_checkpoint(const std::filesystem::path& dir,
       }
       if (!files[it->second].find(name))
         throw error({.what = "tensor listed in the index is missing from its shard",
-                     .file = (dir / f).string(), .place = "tensor " + name});
+                     .file = (dir / f).string(),
+                     .place = "tensor " + name});
       where[name] = it->second;
     }
     // A shard may not hold tensors the index does not list.
@@ -102,9 +110,11 @@ model::causal_lm<T> load_hf_checkpoint(const std::filesystem::path& dir,
       for (const auto& t : files[i].tensors())
         if (where.count(t.name) == 0 || where[t.name] != i)
           throw error({.what = "tensor in a shard but not in the index (or in two shards)",
-                       .file = (dir / f).string(), .place = "tensor " + t.name});
+                       .file = (dir / f).string(),
+                       .place = "tensor " + t.name});
   } else {
-    throw error({.what = "no weights found", .file = dir.string(),
+    throw error({.what = "no weights found",
+                 .file = dir.string(),
                  .expected = "model.safetensors or model.safetensors.index.json"});
   }
 
@@ -118,7 +128,8 @@ model::causal_lm<T> load_hf_checkpoint(const std::filesystem::path& dir,
       tied_head_in_file = true;
       continue;
     }
-    throw error({.what = "unexpected tensor for this config", .file = files[fi].source(),
+    throw error({.what = "unexpected tensor for this config",
+                 .file = files[fi].source(),
                  .place = "tensor " + name,
                  .expected = "only the tensors of " + model::architecture_name(config.arch)});
   }
@@ -126,23 +137,31 @@ model::causal_lm<T> load_hf_checkpoint(const std::filesystem::path& dir,
   auto fill = [&](const model::parameter_spec& s, std::vector<T>& v) {
     auto it = where.find(s.name);
     if (it == where.end())
-      throw error({.what = "missing tensor", .file = dir.string(), .place = "tensor " + s.name,
+      throw error({.what = "missing tensor",
+                   .file = dir.string(),
+                   .place = "tensor " + s.name,
                    .expected = "shape " + shape_string(s.shape)});
     const auto& f = files[it->second];
     const auto& t = f.at(s.name);
     if (t.shape != s.shape)
-      throw error({.what = "tensor shape disagrees with config.json", .file = f.source(),
-                   .place = "tensor " + s.name, .expected = shape_string(s.shape),
+      throw error({.what = "tensor shape disagrees with config.json",
+                   .file = f.source(),
+                   .place = "tensor " + s.name,
+                   .expected = shape_string(s.shape),
                    .found = shape_string(t.shape)});
     if (t.type != dtype::f32 && t.type != dtype::bf16 && t.type != dtype::f16)
-      throw error({.what = "unsupported weight dtype", .file = f.source(),
-                   .place = "tensor " + s.name, .expected = "F32, BF16 or F16",
+      throw error({.what = "unsupported weight dtype",
+                   .file = f.source(),
+                   .place = "tensor " + s.name,
+                   .expected = "F32, BF16 or F16",
                    .found = std::string(name(t.type))});
     const auto bytes = f.bytes(t);
     for (std::size_t i = 0; i < v.size(); ++i) {
       v[i] = T(load_f32(bytes.data(), t.type, i));
       if (opt.validate && !std::isfinite(v[i]))
-        throw error({.what = "non-finite weight", .file = f.source(), .place = "tensor " + s.name,
+        throw error({.what = "non-finite weight",
+                     .file = f.source(),
+                     .place = "tensor " + s.name,
                      .expected = "finite values",
                      .found = str(double(v[i])) + " at flat index " + std::to_string(i)});
     }
@@ -160,9 +179,11 @@ model::causal_lm<T> load_hf_checkpoint(const std::filesystem::path& dir,
     for (std::size_t i = 0; same && i < m.embed_tokens.value.size(); ++i)
       same = T(load_f32(f.bytes(t).data(), t.type, i)) == m.embed_tokens.value[i];
     if (!same)
-      throw error({.what = "lm_head.weight differs from the tied embeddings", .file = f.source(),
-                   .place = "tensor lm_head.weight",
-                   .expected = "tie_word_embeddings = false, or a copy of model.embed_tokens.weight"});
+      throw error(
+          {.what = "lm_head.weight differs from the tied embeddings",
+           .file = f.source(),
+           .place = "tensor lm_head.weight",
+           .expected = "tie_word_embeddings = false, or a copy of model.embed_tokens.weight"});
   }
   if (have_gen) {
     if (!gen.eos_token_ids.empty()) m.generation.eos_token_ids = gen.eos_token_ids;
@@ -180,11 +201,11 @@ void save_hf_checkpoint(const model::causal_lm<T>& m, const std::filesystem::pat
   std::filesystem::create_directories(dir);
   std::vector<std::vector<std::byte>> buffers;
   std::vector<tensor_view> views;
-  dtype widest = dtype::f32;
+  dtype declared = dtype::f32;  // config.json names the embeddings' dtype
   bool first = true;
   m.for_each_parameter([&](const model::parameter<T>& p) {
     const dtype t = as.value_or(p.stored);
-    if (first) widest = t, first = false;
+    if (first) declared = t, first = false;
     std::vector<float> f(p.value.begin(), p.value.end());
     std::vector<std::byte> b(f.size() * size_of(t));
     convert_from_f32(f.data(), f.size(), t, b.data());
@@ -195,14 +216,16 @@ void save_hf_checkpoint(const model::causal_lm<T>& m, const std::filesystem::pat
   for (std::size_t i = 0; i < views.size(); ++i) views[i].data = buffers[i];
   write_safetensors(dir / "model.safetensors", views, {{"format", "pt"}});
   auto cfg = m.config;
-  cfg.torch_dtype = widest;
+  cfg.torch_dtype = declared;
   write_atomic(dir / "config.json", model::to_json(cfg).dump(2) + "\n");
   nlohmann::json g;
   if (m.generation.bos_token_id) g["bos_token_id"] = *m.generation.bos_token_id;
   if (m.generation.pad_token_id) g["pad_token_id"] = *m.generation.pad_token_id;
   const auto& eos = m.generation.eos_token_ids;
-  if (eos.size() == 1) g["eos_token_id"] = eos[0];
-  else if (!eos.empty()) g["eos_token_id"] = eos;
+  if (eos.size() == 1)
+    g["eos_token_id"] = eos[0];
+  else if (!eos.empty())
+    g["eos_token_id"] = eos;
   write_atomic(dir / "generation_config.json", g.dump(2) + "\n");
 }
 

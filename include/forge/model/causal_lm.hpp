@@ -4,12 +4,12 @@
 // them:
 //   model.embed_tokens.weight                       [vocab, hidden]
 //   model.layers.N.input_layernorm.weight           [hidden]
-//   model.layers.N.self_attn.{q,k,v,o}_proj.weight  [heads·D, hidden] / [kv·D, hidden] / [hidden, heads·D]
-//   model.layers.N.self_attn.{q,k,v,o}_proj.bias    (Qwen2: q/k/v; Llama attention_bias: all)
-//   model.layers.N.post_attention_layernorm.weight  [hidden]
-//   model.layers.N.mlp.{gate,up,down}_proj.weight   [inter, hidden] / [inter, hidden] / [hidden, inter]
-//   model.norm.weight                               [hidden]
-//   lm_head.weight                                  [vocab, hidden] (absent when tied)
+//   model.layers.N.self_attn.{q,k,v,o}_proj.weight  [heads·D, hidden] / [kv·D, hidden] / [hidden,
+//   heads·D] model.layers.N.self_attn.{q,k,v,o}_proj.bias    (Qwen2: q/k/v; Llama attention_bias:
+//   all) model.layers.N.post_attention_layernorm.weight  [hidden]
+//   model.layers.N.mlp.{gate,up,down}_proj.weight   [inter, hidden] / [inter, hidden] / [hidden,
+//   inter] model.norm.weight                               [hidden] lm_head.weight [vocab, hidden]
+//   (absent when tied)
 // Scalar type T is float for real use and double for gradient checks.
 
 #include <cstdint>
@@ -53,8 +53,8 @@ struct causal_lm {
     f(embed_tokens);
     for (auto& L : layers) {
       f(L.input_layernorm);
-      for (auto* l : {&L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.gate_proj, &L.up_proj,
-                      &L.down_proj}) {
+      for (auto* l :
+           {&L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.gate_proj, &L.up_proj, &L.down_proj}) {
         if (!l->weight.value.empty()) f(l->weight);
         if (l->bias) f(*l->bias);
       }
@@ -75,8 +75,10 @@ struct causal_lm {
   /// Allocates zeroed gradient buffers for trainable parameters and frees the others'.
   void enable_grads() {
     for_each_parameter([](parameter<T>& p) {
-      if (p.trainable) p.grad.assign(static_cast<std::size_t>(p.numel()), T(0));
-      else std::vector<T>().swap(p.grad);
+      if (p.trainable)
+        p.grad.assign(static_cast<std::size_t>(p.numel()), T(0));
+      else
+        std::vector<T>().swap(p.grad);
     });
   }
   /// Sets every gradient buffer to zero (keeps allocations).

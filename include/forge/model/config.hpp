@@ -28,9 +28,12 @@ enum class architecture { llama, mistral, qwen2 };
 /// The class name transformers uses ("LlamaForCausalLM", ...).
 inline std::string architecture_name(architecture a) {
   switch (a) {
-    case architecture::llama: return "LlamaForCausalLM";
-    case architecture::mistral: return "MistralForCausalLM";
-    case architecture::qwen2: return "Qwen2ForCausalLM";
+    case architecture::llama:
+      return "LlamaForCausalLM";
+    case architecture::mistral:
+      return "MistralForCausalLM";
+    case architecture::qwen2:
+      return "Qwen2ForCausalLM";
   }
   return "?";
 }
@@ -38,19 +41,22 @@ inline std::string architecture_name(architecture a) {
 /// The `model_type` string of config.json ("llama", "mistral", "qwen2").
 inline std::string model_type_name(architecture a) {
   switch (a) {
-    case architecture::llama: return "llama";
-    case architecture::mistral: return "mistral";
-    case architecture::qwen2: return "qwen2";
+    case architecture::llama:
+      return "llama";
+    case architecture::mistral:
+      return "mistral";
+    case architecture::qwen2:
+      return "qwen2";
   }
   return "?";
 }
 
 /// Rotary position embedding parameters (transformers' modeling_rope_utils.py).
 struct rope_config {
-  std::string type = "default";  ///< "default", "linear", "dynamic" or "llama3"
-  double theta = 10000.0;        ///< base of the geometric frequency sequence
-  double factor = 1.0;           ///< linear / dynamic / llama3 scaling factor
-  double low_freq_factor = 1.0;  ///< llama3 only
+  std::string type = "default";   ///< "default", "linear", "dynamic" or "llama3"
+  double theta = 10000.0;         ///< base of the geometric frequency sequence
+  double factor = 1.0;            ///< linear / dynamic / llama3 scaling factor
+  double low_freq_factor = 1.0;   ///< llama3 only
   double high_freq_factor = 4.0;  ///< llama3 only
   std::int64_t original_max_position_embeddings = 0;  ///< llama3 only (context it was trained at)
   friend bool operator==(const rope_config&, const rope_config&) = default;
@@ -108,8 +114,10 @@ class json_reader {
  public:
   json_reader(const nlohmann::json& j, std::string source) : j_(j), source_(std::move(source)) {
     if (!j_.is_object())
-      throw error({.what = "configuration is not a JSON object", .file = source_,
-                   .expected = "object", .found = type_of(j_)});
+      throw error({.what = "configuration is not a JSON object",
+                   .file = source_,
+                   .expected = "object",
+                   .found = type_of(j_)});
   }
   static std::string type_of(const nlohmann::json& v) { return v.type_name(); }
 
@@ -120,7 +128,9 @@ class json_reader {
                        std::int64_t min = 1, std::int64_t max = std::int64_t(1) << 40) const {
     if (!has(k)) {
       if (def) return *def;
-      throw error({.what = "missing required key", .file = source_, .place = "key " + k,
+      throw error({.what = "missing required key",
+                   .file = source_,
+                   .place = "key " + k,
                    .expected = "an integer"});
     }
     return integer_value(j_.at(k), "key " + k, min, max);
@@ -130,33 +140,44 @@ class json_reader {
     std::int64_t x = 0;
     if (v.is_number_integer()) {
       if (v.is_number_unsigned() && v.get<std::uint64_t>() > std::uint64_t(max))
-        throw error({.what = "integer out of range", .file = source_, .place = place,
-                     .expected = "at most " + std::to_string(max), .found = v.dump()});
+        throw error({.what = "integer out of range",
+                     .file = source_,
+                     .place = place,
+                     .expected = "at most " + std::to_string(max),
+                     .found = v.dump()});
       x = v.get<std::int64_t>();
     } else if (v.is_number_float() && std::isfinite(v.get<double>()) &&
-               v.get<double>() == std::floor(v.get<double>()) &&
-               std::abs(v.get<double>()) < 1e15) {
+               v.get<double>() == std::floor(v.get<double>()) && std::abs(v.get<double>()) < 1e15) {
       x = static_cast<std::int64_t>(v.get<double>());  // "hidden_size": 64.0 is still 64
     } else {
-      throw error({.what = "wrong type", .file = source_, .place = place,
-                   .expected = "an integer", .found = v.dump()});
+      throw error({.what = "wrong type",
+                   .file = source_,
+                   .place = place,
+                   .expected = "an integer",
+                   .found = v.dump()});
     }
     if (x < min || x > max)
-      throw error({.what = "integer out of range", .file = source_, .place = place,
+      throw error({.what = "integer out of range",
+                   .file = source_,
+                   .place = place,
                    .expected = "between " + std::to_string(min) + " and " + std::to_string(max),
                    .found = std::to_string(x)});
     return x;
   }
-  double number(const std::string& k, double def, double min = 0.0,
-                double max = 1e300) const {
+  double number(const std::string& k, double def, double min = 0.0, double max = 1e300) const {
     if (!has(k)) return def;
     const auto& v = j_.at(k);
     if (!v.is_number())
-      throw error({.what = "wrong type", .file = source_, .place = "key " + k,
-                   .expected = "a number", .found = v.dump()});
+      throw error({.what = "wrong type",
+                   .file = source_,
+                   .place = "key " + k,
+                   .expected = "a number",
+                   .found = v.dump()});
     const double x = v.get<double>();
     if (!std::isfinite(x) || x < min || x > max)
-      throw error({.what = "number out of range", .file = source_, .place = "key " + k,
+      throw error({.what = "number out of range",
+                   .file = source_,
+                   .place = "key " + k,
                    .expected = "a finite number in [" + str(min) + ", " + str(max) + "]",
                    .found = v.dump()});
     return x;
@@ -165,16 +186,22 @@ class json_reader {
     if (!has(k)) return def;
     const auto& v = j_.at(k);
     if (!v.is_boolean())
-      throw error({.what = "wrong type", .file = source_, .place = "key " + k,
-                   .expected = "true or false", .found = v.dump()});
+      throw error({.what = "wrong type",
+                   .file = source_,
+                   .place = "key " + k,
+                   .expected = "true or false",
+                   .found = v.dump()});
     return v.get<bool>();
   }
   std::optional<std::string> string(const std::string& k) const {
     if (!has(k)) return std::nullopt;
     const auto& v = j_.at(k);
     if (!v.is_string())
-      throw error({.what = "wrong type", .file = source_, .place = "key " + k,
-                   .expected = "a string", .found = v.dump()});
+      throw error({.what = "wrong type",
+                   .file = source_,
+                   .place = "key " + k,
+                   .expected = "a string",
+                   .found = v.dump()});
     return v.get<std::string>();
   }
   /// An integer or a list of integers (eos_token_id may be either); empty when absent.
@@ -203,15 +230,21 @@ inline dtype parse_torch_dtype(const std::string& s, const std::string& source) 
   if (t == "float32" || t == "float") return dtype::f32;
   if (t == "bfloat16") return dtype::bf16;
   if (t == "float16" || t == "half") return dtype::f16;
-  throw error({.what = "unsupported checkpoint dtype", .file = source, .place = "key dtype",
-               .expected = "float32, bfloat16 or float16", .found = s});
+  throw error({.what = "unsupported checkpoint dtype",
+               .file = source,
+               .place = "key dtype",
+               .expected = "float32, bfloat16 or float16",
+               .found = s});
 }
 
 inline std::string torch_dtype_name(dtype t) {
   switch (t) {
-    case dtype::bf16: return "bfloat16";
-    case dtype::f16: return "float16";
-    default: return "float32";
+    case dtype::bf16:
+      return "bfloat16";
+    case dtype::f16:
+      return "float16";
+    default:
+      return "float32";
   }
 }
 
@@ -227,8 +260,10 @@ inline rope_config parse_rope(const nlohmann::json& obj, double theta_default,
   } else if (rc.type == "linear" || rc.type == "dynamic") {
     rc.factor = r.number("factor", -1.0, -1.0);
     if (!(rc.factor >= 1.0))
-      throw error({.what = "rope scaling factor missing or below 1", .file = source,
-                   .place = "key " + key + ".factor", .expected = "a number >= 1",
+      throw error({.what = "rope scaling factor missing or below 1",
+                   .file = source,
+                   .place = "key " + key + ".factor",
+                   .expected = "a number >= 1",
                    .found = r.has("factor") ? r.at("factor").dump() : "nothing"});
   } else if (rc.type == "llama3") {
     rc.factor = r.number("factor", -1.0, -1.0);
@@ -238,17 +273,24 @@ inline rope_config parse_rope(const nlohmann::json& obj, double theta_default,
         r.integer("original_max_position_embeddings", std::int64_t(-1), -1);
     if (!(rc.factor >= 1.0) || !(rc.low_freq_factor > 0) ||
         !(rc.high_freq_factor > rc.low_freq_factor) || rc.original_max_position_embeddings <= 0)
-      throw error({.what = "incomplete llama3 rope scaling", .file = source, .place = "key " + key,
+      throw error({.what = "incomplete llama3 rope scaling",
+                   .file = source,
+                   .place = "key " + key,
                    .expected = "factor >= 1, 0 < low_freq_factor < high_freq_factor, "
                                "original_max_position_embeddings > 0",
                    .found = obj.dump()});
   } else {
-    throw error({.what = "unsupported rope type", .file = source, .place = "key " + key,
-                 .expected = "default, linear, dynamic or llama3", .found = rc.type});
+    throw error({.what = "unsupported rope type",
+                 .file = source,
+                 .place = "key " + key,
+                 .expected = "default, linear, dynamic or llama3",
+                 .found = rc.type});
   }
   if (r.has("partial_rotary_factor") && r.number("partial_rotary_factor", 1.0) != 1.0)
-    throw error({.what = "partial rotary embeddings are not supported", .file = source,
-                 .place = "key " + key + ".partial_rotary_factor", .expected = "1.0",
+    throw error({.what = "partial rotary embeddings are not supported",
+                 .file = source,
+                 .place = "key " + key + ".partial_rotary_factor",
+                 .expected = "1.0",
                  .found = r.at("partial_rotary_factor").dump()});
   return rc;
 }
@@ -264,8 +306,11 @@ inline model_config parse_config(const nlohmann::json& j, const std::string& sou
   if (r.has("architectures")) {
     const auto& a = r.at("architectures");
     if (!a.is_array() || a.empty() || !a[0].is_string())
-      throw error({.what = "wrong type", .file = source, .place = "key architectures",
-                   .expected = "a non-empty list of class names", .found = a.dump()});
+      throw error({.what = "wrong type",
+                   .file = source,
+                   .place = "key architectures",
+                   .expected = "a non-empty list of class names",
+                   .found = a.dump()});
     arch_name = a[0].get<std::string>();
   }
   const auto model_type = r.string("model_type");
@@ -276,7 +321,8 @@ inline model_config parse_config(const nlohmann::json& j, const std::string& sou
   else if (arch_name == "Qwen2ForCausalLM" || (!arch_name && model_type == "qwen2"))
     c.arch = architecture::qwen2;
   else
-    throw error({.what = "unsupported architecture", .file = source,
+    throw error({.what = "unsupported architecture",
+                 .file = source,
                  .place = arch_name ? "key architectures" : "key model_type",
                  .expected = "LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM",
                  .found = arch_name ? *arch_name : model_type.value_or("nothing")});
@@ -288,48 +334,61 @@ inline model_config parse_config(const nlohmann::json& j, const std::string& sou
   c.num_attention_heads = r.integer("num_attention_heads", {}, 1, 4096);
   c.num_key_value_heads = r.integer("num_key_value_heads", c.num_attention_heads, 1, 4096);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
-    throw error({.what = "attention heads not a multiple of key/value heads", .file = source,
-                 .place = "key num_key_value_heads",
-                 .expected = "a divisor of num_attention_heads = " +
-                             std::to_string(c.num_attention_heads),
-                 .found = std::to_string(c.num_key_value_heads)});
+    throw error(
+        {.what = "attention heads not a multiple of key/value heads",
+         .file = source,
+         .place = "key num_key_value_heads",
+         .expected = "a divisor of num_attention_heads = " + std::to_string(c.num_attention_heads),
+         .found = std::to_string(c.num_key_value_heads)});
   if (r.has("head_dim")) {
     c.head_dim = r.integer("head_dim", {}, 1, 1 << 16);
   } else {
     if (c.hidden_size % c.num_attention_heads != 0)
       throw error({.what = "hidden_size not divisible by num_attention_heads and no head_dim",
-                   .file = source, .place = "key hidden_size",
+                   .file = source,
+                   .place = "key hidden_size",
                    .expected = "a multiple of " + std::to_string(c.num_attention_heads),
                    .found = std::to_string(c.hidden_size)});
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
   if (c.head_dim % 2 != 0)
-    throw error({.what = "rotary embeddings need an even head dimension", .file = source,
-                 .place = "key head_dim", .expected = "an even number",
+    throw error({.what = "rotary embeddings need an even head dimension",
+                 .file = source,
+                 .place = "key head_dim",
+                 .expected = "an even number",
                  .found = std::to_string(c.head_dim)});
-  const std::int64_t default_max_pos = c.arch == architecture::llama    ? 2048
+  const std::int64_t default_max_pos = c.arch == architecture::llama   ? 2048
                                        : c.arch == architecture::qwen2 ? 32768
                                                                        : 4096 * 32;
   c.max_position_embeddings =
       r.integer("max_position_embeddings", default_max_pos, 1, std::int64_t(1) << 32);
   c.rms_norm_eps = r.number("rms_norm_eps", 1e-6, 0.0, 1.0);
   if (auto act = r.string("hidden_act"); act && *act != "silu")
-    throw error({.what = "unsupported activation", .file = source, .place = "key hidden_act",
-                 .expected = "silu", .found = *act});
+    throw error({.what = "unsupported activation",
+                 .file = source,
+                 .place = "key hidden_act",
+                 .expected = "silu",
+                 .found = *act});
 
   // Rotary embeddings: the transformers-5 object wins; otherwise the 4.x pair of keys.
   const double theta = r.number("rope_theta", 10000.0, 1e-300);
   if (r.has("rope_parameters")) {
     const auto& rp = r.at("rope_parameters");
     if (!rp.is_object())
-      throw error({.what = "wrong type", .file = source, .place = "key rope_parameters",
-                   .expected = "an object", .found = rp.dump()});
+      throw error({.what = "wrong type",
+                   .file = source,
+                   .place = "key rope_parameters",
+                   .expected = "an object",
+                   .found = rp.dump()});
     c.rope = detail::parse_rope(rp, theta, source, "rope_parameters");
   } else if (r.has("rope_scaling")) {
     const auto& rs = r.at("rope_scaling");
     if (!rs.is_object())
-      throw error({.what = "wrong type", .file = source, .place = "key rope_scaling",
-                   .expected = "an object or null", .found = rs.dump()});
+      throw error({.what = "wrong type",
+                   .file = source,
+                   .place = "key rope_scaling",
+                   .expected = "an object or null",
+                   .found = rs.dump()});
     c.rope = detail::parse_rope(rs, theta, source, "rope_scaling");
   } else {
     c.rope.theta = theta;
@@ -348,28 +407,31 @@ inline model_config parse_config(const nlohmann::json& j, const std::string& sou
   c.sliding_window.assign(static_cast<std::size_t>(c.num_hidden_layers), 0);
   if (c.arch == architecture::mistral) {
     const bool present = j.contains("sliding_window");
-    const std::int64_t w = present ? (r.has("sliding_window")
-                                          ? r.integer("sliding_window", {}, 1, std::int64_t(1) << 32)
-                                          : 0)
-                                   : 4096;  // MistralConfig's default
+    const std::int64_t w =
+        present
+            ? (r.has("sliding_window") ? r.integer("sliding_window", {}, 1, std::int64_t(1) << 32)
+                                       : 0)
+            : 4096;  // MistralConfig's default
     for (auto& s : c.sliding_window) s = w;
   } else if (c.arch == architecture::qwen2) {
     const bool use = r.boolean("use_sliding_window", false);
-    const std::int64_t w = r.has("sliding_window")
-                               ? r.integer("sliding_window", {}, 1, std::int64_t(1) << 32)
-                               : 4096;
+    const std::int64_t w =
+        r.has("sliding_window") ? r.integer("sliding_window", {}, 1, std::int64_t(1) << 32) : 4096;
     if (r.has("layer_types")) {
       const auto& lt = r.at("layer_types");
       if (!lt.is_array() || lt.size() != c.sliding_window.size())
-        throw error({.what = "layer_types does not list every layer", .file = source,
+        throw error({.what = "layer_types does not list every layer",
+                     .file = source,
                      .place = "key layer_types",
                      .expected = std::to_string(c.num_hidden_layers) + " entries",
                      .found = lt.dump()});
       for (std::size_t i = 0; i < lt.size(); ++i) {
         if (!lt[i].is_string() || (lt[i] != "sliding_attention" && lt[i] != "full_attention"))
-          throw error({.what = "unknown layer type", .file = source,
+          throw error({.what = "unknown layer type",
+                       .file = source,
                        .place = "key layer_types[" + std::to_string(i) + "]",
-                       .expected = "sliding_attention or full_attention", .found = lt[i].dump()});
+                       .expected = "sliding_attention or full_attention",
+                       .found = lt[i].dump()});
         c.sliding_window[i] = lt[i] == "sliding_attention" && use ? w : 0;
       }
     } else if (use) {
@@ -382,8 +444,10 @@ inline model_config parse_config(const nlohmann::json& j, const std::string& sou
   if (r.has("bos_token_id")) c.bos_token_id = r.integer("bos_token_id", {}, 0);
   if (r.has("pad_token_id")) c.pad_token_id = r.integer("pad_token_id", {}, 0);
   c.eos_token_ids = r.integer_list("eos_token_id");
-  if (auto d = r.string("dtype")) c.torch_dtype = detail::parse_torch_dtype(*d, source);
-  else if (auto t = r.string("torch_dtype")) c.torch_dtype = detail::parse_torch_dtype(*t, source);
+  if (auto d = r.string("dtype"))
+    c.torch_dtype = detail::parse_torch_dtype(*d, source);
+  else if (auto t = r.string("torch_dtype"))
+    c.torch_dtype = detail::parse_torch_dtype(*t, source);
   return c;
 }
 
@@ -393,7 +457,8 @@ inline model_config parse_config_text(std::string_view text, const std::string& 
   try {
     j = nlohmann::json::parse(text.begin(), text.end());
   } catch (const nlohmann::json::parse_error& e) {
-    throw error({.what = "invalid JSON: " + std::string(e.what()), .file = source,
+    throw error({.what = "invalid JSON: " + std::string(e.what()),
+                 .file = source,
                  .place = at_byte(e.byte)});
   } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for any type
     throw error({.what = "invalid JSON: " + std::string(e.what()), .file = source});
@@ -423,7 +488,8 @@ inline generation_config parse_generation_config_text(std::string_view text,
   try {
     j = nlohmann::json::parse(text.begin(), text.end());
   } catch (const nlohmann::json::parse_error& e) {
-    throw error({.what = "invalid JSON: " + std::string(e.what()), .file = source,
+    throw error({.what = "invalid JSON: " + std::string(e.what()),
+                 .file = source,
                  .place = at_byte(e.byte)});
   } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for any type
     throw error({.what = "invalid JSON: " + std::string(e.what()), .file = source});
@@ -474,8 +540,10 @@ inline nlohmann::json to_json(const model_config& c) {
   }
   if (c.arch == architecture::llama) {
     if (c.qkv_bias != c.o_bias)
-      throw error({.what = "Llama configs bias q/k/v/o together", .place = "attention_bias",
-                   .expected = "qkv_bias == o_bias", .found = "different"});
+      throw error({.what = "Llama configs bias q/k/v/o together",
+                   .place = "attention_bias",
+                   .expected = "qkv_bias == o_bias",
+                   .found = "different"});
     j["attention_bias"] = c.qkv_bias;
     j["mlp_bias"] = c.mlp_bias;
   } else if (c.qkv_bias != (c.arch == architecture::qwen2) || c.o_bias || c.mlp_bias) {
@@ -488,7 +556,8 @@ inline nlohmann::json to_json(const model_config& c) {
     for (auto s : c.sliding_window)
       if (s != w)
         throw error({.what = "Mistral uses one sliding window for all layers",
-                     .place = "sliding_window", .expected = std::to_string(w),
+                     .place = "sliding_window",
+                     .expected = std::to_string(w),
                      .found = std::to_string(s)});
     j["sliding_window"] = w > 0 ? nlohmann::json(w) : nlohmann::json(nullptr);
   } else if (c.arch == architecture::qwen2) {
@@ -500,8 +569,10 @@ inline nlohmann::json to_json(const model_config& c) {
     std::int64_t first_sliding = c.num_hidden_layers;
     for (std::size_t i = 0; i < c.sliding_window.size(); ++i) {
       if (c.sliding_window[i] != 0 && c.sliding_window[i] != win)
-        throw error({.what = "Qwen2 uses one sliding window size", .place = "sliding_window",
-                     .expected = std::to_string(win), .found = str(c.sliding_window[i])});
+        throw error({.what = "Qwen2 uses one sliding window size",
+                     .place = "sliding_window",
+                     .expected = std::to_string(win),
+                     .found = str(c.sliding_window[i])});
       if (c.sliding_window[i] && first_sliding == c.num_hidden_layers) first_sliding = i;
       lt.push_back(c.sliding_window[i] ? "sliding_attention" : "full_attention");
     }
@@ -510,13 +581,17 @@ inline nlohmann::json to_json(const model_config& c) {
   } else {
     for (auto s : c.sliding_window)
       if (s != 0)
-        throw error({.what = "Llama has no sliding window attention", .place = "sliding_window",
-                     .expected = "0", .found = str(s)});
+        throw error({.what = "Llama has no sliding window attention",
+                     .place = "sliding_window",
+                     .expected = "0",
+                     .found = str(s)});
   }
   if (c.bos_token_id) j["bos_token_id"] = *c.bos_token_id;
   if (c.pad_token_id) j["pad_token_id"] = *c.pad_token_id;
-  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
-  else if (!c.eos_token_ids.empty()) j["eos_token_id"] = c.eos_token_ids;
+  if (c.eos_token_ids.size() == 1)
+    j["eos_token_id"] = c.eos_token_ids[0];
+  else if (!c.eos_token_ids.empty())
+    j["eos_token_id"] = c.eos_token_ids;
   return j;
 }
 

@@ -47,10 +47,11 @@ struct forward_options {
 template <class T>
 struct model_input {
   std::int64_t batch = 1, seq = 0;
-  std::span<const std::int64_t> input_ids{};       ///< [batch, seq]
-  std::span<const T> inputs_embeds{};              ///< [batch, seq, hidden]
-  std::span<const std::int64_t> attention_mask{};  ///< [batch, seq], 1 token / 0 padding; empty = all 1
-  std::span<const std::int64_t> position_ids{};    ///< [batch, seq]; empty = cache length + 0..seq-1
+  std::span<const std::int64_t> input_ids{};  ///< [batch, seq]
+  std::span<const T> inputs_embeds{};         ///< [batch, seq, hidden]
+  std::span<const std::int64_t>
+      attention_mask{};  ///< [batch, seq], 1 token / 0 padding; empty = all 1
+  std::span<const std::int64_t> position_ids{};  ///< [batch, seq]; empty = cache length + 0..seq-1
 };
 
 /// The activation arena of one model and batch shape, reused across calls.
@@ -59,9 +60,9 @@ class workspace {
  public:
   /// Activations of one decoder layer (pointers into the arena; null where not kept).
   struct layer_acts {
-    T *x_in = nullptr, *rstd1 = nullptr, *xn1 = nullptr, *q = nullptr, *k = nullptr,
-      *v = nullptr, *probs = nullptr, *att = nullptr, *x_mid = nullptr, *rstd2 = nullptr,
-      *xn2 = nullptr, *g = nullptr, *u = nullptr, *h = nullptr;
+    T *x_in = nullptr, *rstd1 = nullptr, *xn1 = nullptr, *q = nullptr, *k = nullptr, *v = nullptr,
+      *probs = nullptr, *att = nullptr, *x_mid = nullptr, *rstd2 = nullptr, *xn2 = nullptr,
+      *g = nullptr, *u = nullptr, *h = nullptr;
   };
 
   /// Logits of the last forward: [batch·seq, vocab] or [batch, vocab] (logits_for::last).
@@ -82,8 +83,8 @@ class workspace {
   bool from_embeds_ = false;
   std::vector<unsigned char> mask_;  ///< [B, S] key mask (training), empty = none
   std::vector<T> cos_, sin_;
-  std::vector<layer_acts> acts_;     ///< per layer (training) or one shared set
-  layer_acts scratch_;               ///< recompute target with checkpointing
+  std::vector<layer_acts> acts_;  ///< per layer (training) or one shared set
+  layer_acts scratch_;            ///< recompute target with checkpointing
   T *x_final_ = nullptr, *rstd_f_ = nullptr, *xn_f_ = nullptr, *head_in_ = nullptr;
   T *logits_ = nullptr, *dlogits_ = nullptr;
   T *dx_ = nullptr, *dxn_ = nullptr, *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr,
@@ -101,7 +102,10 @@ class workspace {
     logit_rows_ = o.logits == logits_for::all ? N : B;
     std::size_t total = 0;
     std::vector<std::pair<T**, std::int64_t>> slots;
-    auto take = [&](T** p, std::int64_t n) { slots.push_back({p, n}); total += std::size_t(n); };
+    auto take = [&](T** p, std::int64_t n) {
+      slots.push_back({p, n});
+      total += std::size_t(n);
+    };
     auto full_set = [&](layer_acts& a, bool with_x, bool with_probs) {
       if (with_x) take(&a.x_in, N * H);
       take(&a.rstd1, N), take(&a.xn1, N * H), take(&a.q, N * Q), take(&a.k, N * K);
@@ -155,7 +159,7 @@ template <class T>
 struct call_context {
   std::int64_t B, S, N;
   kv_cache<T>* cache;
-  std::int64_t past;  ///< cache length before this call
+  std::int64_t past;              ///< cache length before this call
   const unsigned char* key_mask;  ///< [B, S] (no cache) or the cache's [B, capacity]
   const T *cos, *sin;
 };
@@ -168,11 +172,10 @@ void add_inplace(T* y, const T* x, std::int64_t n) {
 /// One decoder layer: x_out = layer(x_in), filling `a`. x_out may alias a.x_in.
 template <class T, class Bk>
 void layer_forward(Bk be, const model_config& c, decoder_layer<T>& L, std::size_t li,
-                   const workspace<T>& ws, typename workspace<T>::layer_acts& a,
-                   const call_context<T>& cx, T* x_out) {
+                   typename workspace<T>::layer_acts& a, const call_context<T>& cx, T* x_out) {
   const std::int64_t N = cx.N, H = c.hidden_size, D = c.head_dim;
   const std::int64_t Hq = c.num_attention_heads, Hk = c.num_key_value_heads;
-  const std::int64_t Q = Hq * D, K = Hk * D, I = c.intermediate_size;
+  const std::int64_t K = Hk * D, I = c.intermediate_size;
   backend::rmsnorm_forward(be, N, H, a.x_in, L.input_layernorm.value.data(), T(c.rms_norm_eps),
                            a.xn1, a.rstd1);
   linear_forward(be, L.q_proj, a.xn1, N, a.q);
@@ -180,8 +183,14 @@ void layer_forward(Bk be, const model_config& c, decoder_layer<T>& L, std::size_
   linear_forward(be, L.v_proj, a.xn1, N, a.v);
   backend::rope_forward(be, N, Hq, D, a.q, cx.cos, cx.sin);
   backend::rope_forward(be, N, Hk, D, a.k, cx.cos, cx.sin);
-  backend::attention_shape as{.batch = cx.B, .q_len = cx.S, .kv_len = cx.S, .kv_stride = cx.S,
-                              .heads = Hq, .kv_heads = Hk, .head_dim = D, .q_offset = 0,
+  backend::attention_shape as{.batch = cx.B,
+                              .q_len = cx.S,
+                              .kv_len = cx.S,
+                              .kv_stride = cx.S,
+                              .heads = Hq,
+                              .kv_heads = Hk,
+                              .head_dim = D,
+                              .q_offset = 0,
                               .window = c.sliding_window[li],
                               .scale = 1.0 / std::sqrt(double(D))};
   const T *kk = a.k, *vv = a.v;
@@ -206,7 +215,6 @@ void layer_forward(Bk be, const model_config& c, decoder_layer<T>& L, std::size_
   backend::swiglu_forward(be, N * I, a.g, a.u, a.h);
   linear_forward(be, L.down_proj, a.h, N, x_out);
   add_inplace(x_out, a.x_mid, N * H);
-  (void)ws, (void)Q;
 }
 
 /// Backward of one layer: ws.dx_ holds d(x_out) on entry and d(x_in) on exit.
@@ -227,9 +235,15 @@ void layer_backward(Bk be, const model_config& c, decoder_layer<T>& L, std::size
                             w2->has_grad() ? w2->grad.data() : nullptr, true);
   // Attention: x_mid = x_in + o(attn(...))
   linear_backward(be, L.o_proj, a.att, ws.dx_, N, ws.datt_, false);
-  backend::attention_shape as{.batch = ws.B_, .q_len = ws.S_, .kv_len = ws.S_,
-                              .kv_stride = ws.S_, .heads = Hq, .kv_heads = Hk, .head_dim = D,
-                              .q_offset = 0, .window = c.sliding_window[li],
+  backend::attention_shape as{.batch = ws.B_,
+                              .q_len = ws.S_,
+                              .kv_len = ws.S_,
+                              .kv_stride = ws.S_,
+                              .heads = Hq,
+                              .kv_heads = Hk,
+                              .head_dim = D,
+                              .q_offset = 0,
+                              .window = c.sliding_window[li],
                               .scale = 1.0 / std::sqrt(double(D))};
   backend::attention_backward(be, as, a.q, a.k, a.v, a.probs, ws.datt_, ws.dq_, ws.dk_, ws.dv_);
   backend::rope_backward(be, N, Hq, D, ws.dq_, ws.cos_.data(), ws.sin_.data());
@@ -257,37 +271,47 @@ std::span<const T> forward(Bk be, causal_lm<T>& m, workspace<T>& ws, const model
                            const forward_options& o = {}, kv_cache<T>* cache = nullptr) {
   const auto& c = m.config;
   const std::int64_t B = in.batch, S = in.seq, N = B * S, H = c.hidden_size;
-  require(B > 0 && S > 0, {.what = "empty batch", .place = "forward",
+  require(B > 0 && S > 0, {.what = "empty batch",
+                           .place = "forward",
                            .expected = "batch > 0 and seq > 0",
                            .found = detail::shape_text(B, S)});
-  require(!(o.for_backward && cache), {.what = "training forward cannot use a kv cache",
-                                       .place = "forward"});
+  require(!(o.for_backward && cache),
+          {.what = "training forward cannot use a kv cache", .place = "forward"});
   const bool embeds = !in.inputs_embeds.empty();
   require(embeds != !in.input_ids.empty(),
           {.what = "give exactly one of input_ids and inputs_embeds", .place = "forward"});
   if (embeds)
     require(std::int64_t(in.inputs_embeds.size()) == N * H,
-            {.what = "inputs_embeds size", .place = "forward",
-             .expected = std::to_string(N * H), .found = std::to_string(in.inputs_embeds.size())});
+            {.what = "inputs_embeds size",
+             .place = "forward",
+             .expected = std::to_string(N * H),
+             .found = std::to_string(in.inputs_embeds.size())});
   else
-    require(std::int64_t(in.input_ids.size()) == N,
-            {.what = "input_ids size", .place = "forward", .expected = std::to_string(N),
-             .found = std::to_string(in.input_ids.size())});
+    require(std::int64_t(in.input_ids.size()) == N, {.what = "input_ids size",
+                                                     .place = "forward",
+                                                     .expected = std::to_string(N),
+                                                     .found = std::to_string(in.input_ids.size())});
   if (!in.attention_mask.empty())
     require(std::int64_t(in.attention_mask.size()) == N,
-            {.what = "attention_mask size", .place = "forward", .expected = std::to_string(N),
+            {.what = "attention_mask size",
+             .place = "forward",
+             .expected = std::to_string(N),
              .found = std::to_string(in.attention_mask.size())});
   if (!in.position_ids.empty())
     require(std::int64_t(in.position_ids.size()) == N,
-            {.what = "position_ids size", .place = "forward", .expected = std::to_string(N),
+            {.what = "position_ids size",
+             .place = "forward",
+             .expected = std::to_string(N),
              .found = std::to_string(in.position_ids.size())});
   const std::int64_t past = cache ? cache->length : 0;
   if (cache) {
-    require(cache->batch == B, {.what = "kv cache batch size", .place = "forward",
+    require(cache->batch == B, {.what = "kv cache batch size",
+                                .place = "forward",
                                 .expected = std::to_string(B),
                                 .found = std::to_string(cache->batch)});
     require(past + S <= cache->capacity,
-            {.what = "kv cache full", .place = "forward",
+            {.what = "kv cache full",
+             .place = "forward",
              .expected = "at most " + std::to_string(cache->capacity - past) + " new tokens",
              .found = std::to_string(S)});
   }
@@ -301,8 +325,10 @@ std::span<const T> forward(Bk be, causal_lm<T>& m, workspace<T>& ws, const model
   std::vector<std::int64_t> pos(static_cast<std::size_t>(N));
   for (std::int64_t t = 0; t < N; ++t) {
     pos[t] = in.position_ids.empty() ? past + t % S : in.position_ids[t];
-    require(pos[t] >= 0, {.what = "negative position id", .place = "position " + std::to_string(t),
-                          .expected = ">= 0", .found = std::to_string(pos[t])});
+    require(pos[t] >= 0, {.what = "negative position id",
+                          .place = "position " + std::to_string(t),
+                          .expected = ">= 0",
+                          .found = std::to_string(pos[t])});
   }
   rope_tables<T>(c, pos.data(), N, ws.cos_, ws.sin_);
 
@@ -329,7 +355,8 @@ std::span<const T> forward(Bk be, causal_lm<T>& m, workspace<T>& ws, const model
     for (std::int64_t t = 0; t < N; ++t) {
       const std::int64_t id = in.input_ids[t];
       require(id >= 0 && id < c.vocab_size,
-              {.what = "token id out of range", .place = "input_ids[" + std::to_string(t) + "]",
+              {.what = "token id out of range",
+               .place = "input_ids[" + std::to_string(t) + "]",
                .expected = "in [0, " + std::to_string(c.vocab_size) + ")",
                .found = std::to_string(id)});
       std::copy_n(m.embed_tokens.value.data() + id * H, H, x0 + t * H);
@@ -341,10 +368,10 @@ std::span<const T> forward(Bk be, causal_lm<T>& m, workspace<T>& ws, const model
   for (std::size_t li = 0; li < L; ++li) {
     auto& a = ws.acts_[o.for_backward ? li : 0];
     T* x_out = li + 1 < L ? (o.for_backward ? ws.acts_[li + 1].x_in : a.x_in) : ws.x_final_;
-    detail::layer_forward(be, c, m.layers[li], li, ws, a, cx, x_out);
+    detail::layer_forward(be, c, m.layers[li], li, a, cx, x_out);
   }
-  backend::rmsnorm_forward(be, N, H, ws.x_final_, m.norm.value.data(), T(c.rms_norm_eps),
-                           ws.xn_f_, ws.rstd_f_);
+  backend::rmsnorm_forward(be, N, H, ws.x_final_, m.norm.value.data(), T(c.rms_norm_eps), ws.xn_f_,
+                           ws.rstd_f_);
   const T* head_in = ws.xn_f_;
   if (o.logits == logits_for::last) {
     for (std::int64_t b = 0; b < B; ++b)
@@ -369,13 +396,14 @@ void backward(Bk be, causal_lm<T>& m, workspace<T>& ws, std::span<T> d_inputs_em
   const std::int64_t N = ws.N_, H = c.hidden_size, B = ws.B_, S = ws.S_;
   if (!d_inputs_embeds.empty())
     require(std::int64_t(d_inputs_embeds.size()) == N * H,
-            {.what = "d_inputs_embeds size", .place = "backward",
-             .expected = std::to_string(N * H), .found = std::to_string(d_inputs_embeds.size())});
+            {.what = "d_inputs_embeds size",
+             .place = "backward",
+             .expected = std::to_string(N * H),
+             .found = std::to_string(d_inputs_embeds.size())});
   // Head and final norm.
   T* dxn = ws.dxn_;
   if (ws.opts_.logits == logits_for::last) {
-    linear_backward(be, m.lm_head, ws.head_in_, ws.dlogits_, B, ws.dhead_, false,
-                    &m.head_weight());
+    linear_backward(be, m.lm_head, ws.head_in_, ws.dlogits_, B, ws.dhead_, false, &m.head_weight());
     std::fill_n(dxn, N * H, T(0));
     for (std::int64_t b = 0; b < B; ++b)
       std::copy_n(ws.dhead_ + b * H, H, dxn + (b * S + S - 1) * H);
@@ -385,21 +413,26 @@ void backward(Bk be, causal_lm<T>& m, workspace<T>& ws, std::span<T> d_inputs_em
   backend::rmsnorm_backward(be, N, H, ws.x_final_, m.norm.value.data(), ws.rstd_f_, dxn, ws.dx_,
                             m.norm.has_grad() ? m.norm.grad.data() : nullptr, false);
   // Layers in reverse; with checkpointing each layer is first re-run from its saved input.
-  detail::call_context<T> cx{B, S, N, nullptr, 0, ws.mask_.empty() ? nullptr : ws.mask_.data(),
-                             ws.cos_.data(), ws.sin_.data()};
+  detail::call_context<T> cx{B,
+                             S,
+                             N,
+                             nullptr,
+                             0,
+                             ws.mask_.empty() ? nullptr : ws.mask_.data(),
+                             ws.cos_.data(),
+                             ws.sin_.data()};
   for (std::size_t li = m.layers.size(); li-- > 0;) {
     auto& a = ws.acts_[li];
     if (ws.opts_.recompute) {
       // The layer output is not needed: write it into dxn's buffer, which is free here.
-      detail::layer_forward(be, c, m.layers[li], li, ws, a, cx, ws.dxn_);
+      detail::layer_forward(be, c, m.layers[li], li, a, cx, ws.dxn_);
     }
     detail::layer_backward(be, c, m.layers[li], li, ws, a);
   }
   // Embeddings.
   if (!ws.from_embeds_ && m.embed_tokens.has_grad()) {
     T* g = m.embed_tokens.grad.data();
-    for (std::int64_t t = 0; t < N; ++t)
-      detail::add_inplace(g + ws.ids_[t] * H, ws.dx_ + t * H, H);
+    for (std::int64_t t = 0; t < N; ++t) detail::add_inplace(g + ws.ids_[t] * H, ws.dx_ + t * H, H);
   }
   if (!d_inputs_embeds.empty()) std::copy_n(ws.dx_, N * H, d_inputs_embeds.data());
 }
@@ -413,9 +446,10 @@ double causal_lm_loss(Bk be, workspace<T>& ws, std::span<const std::int64_t> lab
   require(ws.opts_.logits == logits_for::all,
           {.what = "the causal LM loss needs logits for all positions", .place = "loss"});
   const std::int64_t B = ws.B_, S = ws.S_;
-  require(std::int64_t(labels.size()) == B * S,
-          {.what = "labels size", .place = "loss", .expected = std::to_string(B * S),
-           .found = std::to_string(labels.size())});
+  require(std::int64_t(labels.size()) == B * S, {.what = "labels size",
+                                                 .place = "loss",
+                                                 .expected = std::to_string(B * S),
+                                                 .found = std::to_string(labels.size())});
   std::vector<std::int64_t> targets(static_cast<std::size_t>(B * S), backend::ignore_index);
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t s = 0; s + 1 < S; ++s) targets[b * S + s] = labels[b * S + s + 1];

@@ -7,7 +7,7 @@
 // positive, multiplied if negative), then, when sampling, temperature, top-k, top-p
 // (nucleus, Holtzman et al. 2020: keep the smallest set of most likely tokens whose mass
 // exceeds top_p) and a draw from the softmax. Greedy picks the first maximal logit.
-// Sampling draws from a counter-based stream per (seed, row): same seed, same tokens.
+// Sampling draws from a Philox stream per (seed, row): same seed, same tokens.
 
 #include <algorithm>
 #include <cmath>
@@ -21,8 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "forge/core/rng.hpp"
 #include "forge/model/forward.hpp"
-#include "forge/model/init.hpp"
 
 namespace forge::model {
 
@@ -54,7 +54,7 @@ struct generation_result {
 
 /// Applies the logits processors to one row of logits (in place) and picks a token.
 inline std::int64_t pick_token(std::vector<double>& z, const std::vector<std::int64_t>& seen,
-                               const generation_options& o, counter_rng& rng) {
+                               const generation_options& o, philox& rng) {
   const std::int64_t V = std::int64_t(z.size());
   if (o.repetition_penalty != 1.0)
     for (auto t : std::set<std::int64_t>(seen.begin(), seen.end()))
@@ -89,7 +89,7 @@ inline std::int64_t pick_token(std::vector<double>& z, const std::vector<std::in
     sum = std::accumulate(p.begin(), p.end(), 0.0);
     for (auto& x : p) x /= sum;
   }
-  double u = rng.uniform(), c = 0;
+  double u = rng.uniform_double(), c = 0;
   std::int64_t last = 0;
   for (std::int64_t i = 0; i < V; ++i) {
     if (p[i] <= 0) continue;
@@ -102,20 +102,23 @@ inline std::int64_t pick_token(std::vector<double>& z, const std::vector<std::in
 
 /// Generates continuations of each prompt (token ids) with a KV cache.
 template <class T, class Bk>
-generation_result generate(Bk be, causal_lm<T>& m, const std::vector<std::vector<std::int64_t>>& prompts,
+generation_result generate(Bk be, causal_lm<T>& m,
+                           const std::vector<std::vector<std::int64_t>>& prompts,
                            const generation_options& o) {
   require(!prompts.empty(), {.what = "no prompts", .place = "generate"});
-  require(o.max_new_tokens >= 0, {.what = "max_new_tokens must be >= 0", .place = "generate",
+  require(o.max_new_tokens >= 0, {.what = "max_new_tokens must be >= 0",
+                                  .place = "generate",
                                   .found = std::to_string(o.max_new_tokens)});
-  require(!o.do_sample || (o.temperature > 0 && std::isfinite(o.temperature)),
-          {.what = "temperature must be positive", .place = "generate",
-           .found = str(o.temperature)});
-  require(o.top_p > 0 && o.top_p <= 1, {.what = "top_p must be in (0, 1]", .place = "generate",
-                                        .found = str(o.top_p)});
-  require(o.top_k >= 0, {.what = "top_k must be >= 0", .place = "generate",
-                         .found = std::to_string(o.top_k)});
+  require(
+      !o.do_sample || (o.temperature > 0 && std::isfinite(o.temperature)),
+      {.what = "temperature must be positive", .place = "generate", .found = str(o.temperature)});
+  require(o.top_p > 0 && o.top_p <= 1,
+          {.what = "top_p must be in (0, 1]", .place = "generate", .found = str(o.top_p)});
+  require(o.top_k >= 0,
+          {.what = "top_k must be >= 0", .place = "generate", .found = std::to_string(o.top_k)});
   require(o.repetition_penalty > 0, {.what = "repetition_penalty must be positive",
-                                     .place = "generate", .found = str(o.repetition_penalty)});
+                                     .place = "generate",
+                                     .found = str(o.repetition_penalty)});
   require(o.stop_strings.empty() || bool(o.decode),
           {.what = "stop strings need a decode function", .place = "generate"});
   const std::int64_t B = std::int64_t(prompts.size()), V = m.config.vocab_size;
@@ -125,7 +128,9 @@ generation_result generate(Bk be, causal_lm<T>& m, const std::vector<std::vector
     P = std::max<std::int64_t>(P, std::int64_t(prompts[b].size()));
   }
   const auto& eos = o.eos_token_ids.empty() ? m.generation.eos_token_ids : o.eos_token_ids;
-  const std::int64_t pad = m.generation.pad_token_id.value_or(eos.empty() ? 0 : eos[0]);
+  // Padding is masked out, so its id only has to be a valid token.
+  std::int64_t pad = m.generation.pad_token_id.value_or(eos.empty() ? 0 : eos[0]);
+  if (pad < 0 || pad >= V) pad = 0;
 
   // Left-padded prefill batch.
   std::vector<std::int64_t> ids(std::size_t(B * P), pad), mask(std::size_t(B * P), 0),
@@ -145,12 +150,12 @@ generation_result generate(Bk be, causal_lm<T>& m, const std::vector<std::vector
   res.tokens.assign(std::size_t(B), {});
   res.reasons.assign(std::size_t(B), finish_reason::length);
   std::vector<bool> done(std::size_t(B), o.max_new_tokens == 0);
-  std::vector<counter_rng> rngs;
+  std::vector<philox> rngs;
   for (std::int64_t b = 0; b < B; ++b) rngs.emplace_back(o.seed, std::uint64_t(b));
   std::vector<double> z(static_cast<std::size_t>(V));
 
-  forward(be, m, ws, {.batch = B, .seq = P, .input_ids = ids, .attention_mask = mask,
-                      .position_ids = pos},
+  forward(be, m, ws,
+          {.batch = B, .seq = P, .input_ids = ids, .attention_mask = mask, .position_ids = pos},
           {.logits = logits_for::last}, &cache);
   for (std::int64_t step = 0; step < o.max_new_tokens; ++step) {
     auto logits = ws.logits();

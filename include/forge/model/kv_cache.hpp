@@ -18,9 +18,9 @@ namespace forge::model {
 template <class T>
 struct kv_cache {
   std::int64_t batch = 0, capacity = 0, kv_heads = 0, head_dim = 0;
-  std::int64_t length = 0;            ///< slots filled so far
-  std::vector<std::vector<T>> k, v;   ///< per layer [batch, capacity, kv_heads, head_dim]
-  std::vector<unsigned char> mask;    ///< [batch, capacity], 1 = a real token
+  std::int64_t length = 0;           ///< slots filled so far
+  std::vector<std::vector<T>> k, v;  ///< per layer [batch, capacity, kv_heads, head_dim]
+  std::vector<unsigned char> mask;   ///< [batch, capacity], 1 = a real token
 
   kv_cache() = default;
   /// An empty cache for `batch` sequences of up to `capacity` slots.
@@ -35,7 +35,8 @@ struct kv_cache {
   void truncate(std::int64_t n) {
     if (n < 0 || n > length)
       throw error({.what = "cannot truncate the cache past its length",
-                   .expected = "0.." + std::to_string(length), .found = std::to_string(n)});
+                   .expected = "0.." + std::to_string(length),
+                   .found = std::to_string(n)});
     for (std::int64_t b = 0; b < batch; ++b)
       for (std::int64_t j = n; j < length; ++j) mask[b * capacity + j] = 0;
     length = n;

@@ -28,11 +28,13 @@ struct parameter {
   std::vector<T> grad;              ///< empty, or numel() elements when gradients are on
   bool trainable = true;            ///< false: no gradient is allocated or computed
   dtype stored = dtype::f32;        ///< dtype it was loaded as / will be saved as
+  /// Number of elements (product of the shape).
   std::int64_t numel() const {
     std::int64_t n = 1;
     for (auto s : shape) n *= s;
     return n;
   }
+  /// True when backward accumulates a gradient into `grad`.
   bool has_grad() const { return trainable && !grad.empty(); }
 };
 
@@ -64,8 +66,8 @@ class linear_adapter {
 template <class T>
 struct linear {
   std::int64_t in = 0, out = 0;
-  parameter<T> weight;                  ///< [out, in]; empty if `base` is set or tied
-  std::optional<parameter<T>> bias;     ///< [out]
+  parameter<T> weight;                         ///< [out, in]; empty if `base` is set or tied
+  std::optional<parameter<T>> bias;            ///< [out]
   std::shared_ptr<const linear_base<T>> base;  ///< replaces `weight` when set
   std::vector<std::shared_ptr<linear_adapter<T>>> adapters;
 };

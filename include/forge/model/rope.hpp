@@ -28,8 +28,7 @@ inline std::vector<double> rope_inv_freq(const model_config& c, std::int64_t max
     theta *= std::pow(c.rope.factor * L / M - (c.rope.factor - 1.0), double(D) / double(D - 2));
   }
   std::vector<double> f(static_cast<std::size_t>(D / 2));
-  for (std::int64_t i = 0; i < D / 2; ++i)
-    f[i] = 1.0 / std::pow(theta, double(2 * i) / double(D));
+  for (std::int64_t i = 0; i < D / 2; ++i) f[i] = 1.0 / std::pow(theta, double(2 * i) / double(D));
   if (c.rope.type == "linear") {
     for (auto& x : f) x /= c.rope.factor;
   } else if (c.rope.type == "llama3") {

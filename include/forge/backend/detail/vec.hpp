@@ -42,7 +42,8 @@ inline void axpy(T alpha, const T* x, T* y, std::int64_t n) {
   const batch va(alpha);
   std::int64_t i = 0;
   for (; i + W <= n; i += W)
-    xsimd::fma(va, batch::load_unaligned(x + i), batch::load_unaligned(y + i)).store_unaligned(y + i);
+    xsimd::fma(va, batch::load_unaligned(x + i), batch::load_unaligned(y + i))
+        .store_unaligned(y + i);
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 

@@ -1,3 +1,7 @@
+# Regenerates the checkpoints in this directory with transformers (5.17 made the committed
+# ones): random weights for each config, then transformers' logits on a left-padded batch and
+# greedy tokens for two left-padded prompts, in each case's expect.json. It writes to /tmp/c
+# and packs the result into $OUT/c.tar; unpack it here.
 python3 - <<'P'
 import torch,json
 from transformers import AutoModelForCausalLM as A,LlamaConfig as L,Qwen2Config as Q,MistralConfig as M
