@@ -26,12 +26,11 @@ struct fixture_text {
 TEST_CASE("SFT labels cover exactly the assistant replies of a rendered conversation") {
   fixture_text ft;
   auto renderer = [&](const nlohmann::json& m, bool gen) { return ft.render(m, gen); };
-  const std::vector<data::message> conv = {
-      {"system", "You convert units."},
-      {"user", "3 km in m?"},
-      {"assistant", "3000 m"},
-      {"user", "and 2.5 kg in g?"},
-      {"assistant", "2500 g, since 1 kg = 1000 g."}};
+  const std::vector<data::message> conv = {{"system", "You convert units."},
+                                           {"user", "3 km in m?"},
+                                           {"assistant", "3000 m"},
+                                           {"user", "and 2.5 kg in g?"},
+                                           {"assistant", "2500 g, since 1 kg = 1000 g."}};
   auto ex = data::encode_sft(conv, ft.tok, renderer);
   REQUIRE(ex.has_value());
 

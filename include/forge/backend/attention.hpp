@@ -5,7 +5,8 @@
 //   s_ij = scale · q_i·k_j  for allowed j,   p_i = softmax_j(s_i),   o_i = Σ_j p_ij v_j
 // Query head h reads key/value head h / (heads / kv_heads). Query i sits at cache slot
 // q_offset + i; key slot j is allowed when j ≤ q_offset + i, key_mask[j] ≠ 0 and, with a
-// window w > 0, q_offset + i − j < w. A query with no allowed key gets o_i = 0.
+// window w > 0, q_offset + i − j < w; with segment ids (packed rows of several examples),
+// also segment[j] = segment[q_offset + i]. A query with no allowed key gets o_i = 0.
 // backward (probabilities saved by forward):
 //   dv_j += Σ_i p_ij do_i,   dp_ij = do_i·v_j,   ds_ij = p_ij (dp_ij − Σ_l p_il dp_il)
 //   dq_i = scale Σ_j ds_ij k_j,   dk_j += scale Σ_i ds_ij q_i
@@ -30,11 +31,15 @@ struct attention_shape {
   std::int64_t q_offset = 0;  ///< cache slot of query 0
   std::int64_t window = 0;    ///< sliding window in slots, 0 = none
   double scale = 1.0;         ///< usually 1/sqrt(head_dim)
+  /// [batch, kv_stride] segment id of each slot, or null: a packed row holds several
+  /// examples and attention stays inside each one (a block-diagonal causal mask).
+  const std::int32_t* segments = nullptr;
   bool allowed(const unsigned char* key_mask, std::int64_t b, std::int64_t i,
                std::int64_t j) const {
     const std::int64_t qi = q_offset + i;
     return j <= qi && (!key_mask || key_mask[b * kv_stride + j]) &&
-           (window <= 0 || qi - j < window);
+           (window <= 0 || qi - j < window) &&
+           (!segments || segments[b * kv_stride + j] == segments[b * kv_stride + qi]);
   }
 };
 

@@ -127,6 +127,17 @@ inline std::vector<packed_row> pack_examples(const std::vector<sft_example>& exa
   return rows;
 }
 
+/// The segment index of every position of a row (0 for the first example, 1 for the next,
+/// ...; trailing padding is a segment of its own): what model_input::segment_ids takes so
+/// attention stays inside each packed example.
+inline std::vector<std::int32_t> segment_ids(const packed_row& row) {
+  std::vector<std::int32_t> seg(row.input_ids.size(), 0);
+  for (std::size_t s = 0; s + 1 < row.seq_starts.size(); ++s)
+    for (auto t = row.seq_starts[s]; t < row.seq_starts[s + 1] && std::size_t(t) < seg.size(); ++t)
+      seg[std::size_t(t)] = static_cast<std::int32_t>(s);
+  return seg;
+}
+
 /// The attention mask a row's seq_starts imply, row-major n x n with n = row_length:
 /// mask[i*n + j] = 1 when j <= i and i, j lie in the same segment (block-diagonal causal).
 inline std::vector<std::uint8_t> block_causal_mask(const std::vector<std::int32_t>& seq_starts) {

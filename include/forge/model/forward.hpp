@@ -52,6 +52,10 @@ struct model_input {
   std::span<const std::int64_t>
       attention_mask{};  ///< [batch, seq], 1 token / 0 padding; empty = all 1
   std::span<const std::int64_t> position_ids{};  ///< [batch, seq]; empty = cache length + 0..seq-1
+  /// [batch, seq] example id of each token of a packed row (data::packer's rows): attention
+  /// stays within equal ids, so a packed row computes what its examples do one by one.
+  /// Empty = one example per row. Not with a KV cache.
+  std::span<const std::int32_t> segment_ids{};
 };
 
 /// The activation arena of one model and batch shape, reused across calls.
@@ -82,6 +86,7 @@ class workspace {
   std::vector<std::int64_t> ids_;
   bool from_embeds_ = false;
   std::vector<unsigned char> mask_;  ///< [B, S] key mask (training), empty = none
+  std::vector<std::int32_t> segments_;  ///< [B, S] segment ids of packed rows, empty = none
   std::vector<T> cos_, sin_;
   std::vector<layer_acts> acts_;  ///< per layer (training) or one shared set
   layer_acts scratch_;            ///< recompute target with checkpointing
@@ -162,6 +167,7 @@ struct call_context {
   std::int64_t past;              ///< cache length before this call
   const unsigned char* key_mask;  ///< [B, S] (no cache) or the cache's [B, capacity]
   const T *cos, *sin;
+  const std::int32_t* segments;  ///< [B, S] packed-row segment ids, or null
 };
 
 template <class T>
@@ -192,7 +198,8 @@ void layer_forward(Bk be, const model_config& c, decoder_layer<T>& L, std::size_
                               .head_dim = D,
                               .q_offset = 0,
                               .window = c.sliding_window[li],
-                              .scale = 1.0 / std::sqrt(double(D))};
+                              .scale = 1.0 / std::sqrt(double(D)),
+                              .segments = cx.segments};
   const T *kk = a.k, *vv = a.v;
   if (cx.cache) {
     auto& ck = cx.cache->k[li];
@@ -244,7 +251,8 @@ void layer_backward(Bk be, const model_config& c, decoder_layer<T>& L, std::size
                               .head_dim = D,
                               .q_offset = 0,
                               .window = c.sliding_window[li],
-                              .scale = 1.0 / std::sqrt(double(D))};
+                              .scale = 1.0 / std::sqrt(double(D)),
+                              .segments = ws.segments_.empty() ? nullptr : ws.segments_.data()};
   backend::attention_backward(be, as, a.q, a.k, a.v, a.probs, ws.datt_, ws.dq_, ws.dk_, ws.dv_);
   backend::rope_backward(be, N, Hq, D, ws.dq_, ws.cos_.data(), ws.sin_.data());
   backend::rope_backward(be, N, Hk, D, ws.dk_, ws.cos_.data(), ws.sin_.data());
@@ -303,6 +311,15 @@ std::span<const T> forward(Bk be, causal_lm<T>& m, workspace<T>& ws, const model
              .place = "forward",
              .expected = std::to_string(N),
              .found = std::to_string(in.position_ids.size())});
+  if (!in.segment_ids.empty()) {
+    require(std::int64_t(in.segment_ids.size()) == N,
+            {.what = "segment_ids size",
+             .place = "forward",
+             .expected = std::to_string(N),
+             .found = std::to_string(in.segment_ids.size())});
+    require(!cache, {.what = "segment_ids (packed rows) cannot be used with a KV cache",
+                     .place = "forward"});
+  }
   const std::int64_t past = cache ? cache->length : 0;
   if (cache) {
     require(cache->batch == B, {.what = "kv cache batch size",
@@ -363,7 +380,16 @@ std::span<const T> forward(Bk be, causal_lm<T>& m, workspace<T>& ws, const model
     }
   }
 
-  detail::call_context<T> cx{B, S, N, cache, past, key_mask, ws.cos_.data(), ws.sin_.data()};
+  ws.segments_.assign(in.segment_ids.begin(), in.segment_ids.end());
+  detail::call_context<T> cx{B,
+                             S,
+                             N,
+                             cache,
+                             past,
+                             key_mask,
+                             ws.cos_.data(),
+                             ws.sin_.data(),
+                             ws.segments_.empty() ? nullptr : ws.segments_.data()};
   const std::size_t L = m.layers.size();
   for (std::size_t li = 0; li < L; ++li) {
     auto& a = ws.acts_[o.for_backward ? li : 0];
@@ -420,7 +446,8 @@ void backward(Bk be, causal_lm<T>& m, workspace<T>& ws, std::span<T> d_inputs_em
                              0,
                              ws.mask_.empty() ? nullptr : ws.mask_.data(),
                              ws.cos_.data(),
-                             ws.sin_.data()};
+                             ws.sin_.data(),
+                             ws.segments_.empty() ? nullptr : ws.segments_.data()};
   for (std::size_t li = m.layers.size(); li-- > 0;) {
     auto& a = ws.acts_[li];
     if (ws.opts_.recompute) {
