@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace forge::cuda::test {
@@ -87,5 +88,48 @@ struct report {
     return failed ? 1 : 0;
   }
 };
+
+}  // namespace forge::cuda::test
+
+namespace forge::cuda::test {
+
+template <class T>
+T from_double(double v);
+template <>
+inline float from_double<float>(double v) { return float(v); }
+template <>
+inline __half from_double<__half>(double v) { return __float2half_rn(float(v)); }
+template <>
+inline __nv_bfloat16 from_double<__nv_bfloat16>(double v) { return __float2bfloat16_rn(float(v)); }
+
+/// n values drawn by `draw`, rounded to T; `exact` receives the rounded values as double.
+template <class T, class F>
+std::vector<T> random_vector(std::size_t n, F draw, std::vector<double>& exact) {
+  std::vector<T> v(n);
+  exact.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    v[i] = from_double<T>(draw());
+    exact[i] = to_double(v[i]);
+  }
+  return v;
+}
+
+/// Name of a storage type for the report.
+template <class T>
+const char* type_name() {
+  if constexpr (std::is_same_v<T, float>) return "f32";
+  if constexpr (std::is_same_v<T, __half>) return "f16";
+  return "bf16";
+}
+
+/// Output tolerance for a result stored in T and computed in f32: one rounding to T
+/// (2^-9 relative for bf16, 2^-12 for f16) bounds the norm error, with a 4x margin; f32
+/// results carry a few ulp of f32 arithmetic (1e-5 allows ~100 ulp).
+template <class T>
+double store_tol() {
+  if constexpr (std::is_same_v<T, float>) return 1e-5;
+  if constexpr (std::is_same_v<T, __half>) return 1e-3;
+  return 8e-3;
+}
 
 }  // namespace forge::cuda::test

@@ -86,7 +86,7 @@ host_int4 quantize(test_rng& rng, std::int64_t rows, std::int64_t cols, int grou
       }
     }
   if (act_order) {
-    t.perm.resize(std::size_t(cols));
+    t.perm.resize(static_cast<std::size_t>(cols));
     std::iota(t.perm.begin(), t.perm.end(), 0);
     for (std::int64_t i = cols - 1; i > 0; --i)
       std::swap(t.perm[std::size_t(i)], t.perm[std::size_t(rng.next() % std::uint64_t(i + 1))]);
