@@ -3,6 +3,8 @@
 # logs and result tables to OUT_DIR. Needs nvcc, cuBLAS, CMake and a GPU; not forge's CPU
 # dependencies (tests/cuda is configured as a project of its own).
 # Usage: scripts/cuda_tests.sh OUT_DIR [BUILD_DIR]
+# With FORGE_CUDA_SANITIZE=1 the smaller test programs also run under compute-sanitizer
+# (memcheck for out-of-bounds and misaligned accesses, racecheck for shared-memory races).
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out=${1:?usage: scripts/cuda_tests.sh OUT_DIR [BUILD_DIR]}
@@ -27,8 +29,19 @@ if ! cmake -S "$root/tests/cuda" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Rele
 fi
 
 status=0
-(cd "$build" && ctest -L cuda --output-on-failure --timeout 300) >"$out/tests.log" 2>&1 || status=1
-grep -E "^(PASS|FAIL|result) |checks passed|tests passed|Failed|FAIL:" "$out/tests.log"
+(cd "$build" && ctest -L cuda -V --timeout 300) >"$out/tests.log" 2>&1 || status=1
+grep -E "(PASS|FAIL|result) |checks passed|tests passed|Failed|FAIL:" "$out/tests.log"
+
+if [[ "${FORGE_CUDA_SANITIZE:-0}" == 1 ]] && command -v compute-sanitizer >/dev/null; then
+  : >"$out/sanitizer.log"
+  for t in layers quantized lora attention losses adamw; do
+    timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$build/forge_cuda_$t" \
+      >>"$out/sanitizer.log" 2>&1 || status=1
+  done
+  timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 "$build/forge_cuda_attention" \
+    >>"$out/sanitizer.log" 2>&1 || status=1
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer.log"
+fi
 
 for b in w4a16_bench kernels_bench; do
   if [[ -x "$build/bench/forge_cuda_$b" ]]; then

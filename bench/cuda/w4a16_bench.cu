@@ -66,10 +66,14 @@ int main(int argc, char** argv) {
     md += line;
 
     md += "| shape (n x k) | batch | W4A16 ms | cuBLAS f16 ms | speedup | W4A16 weight bytes | "
-          "W4A16 GB/s | % of copy bandwidth | W4A16 ms (no graph) |\n";
-    md += "|---|---|---|---|---|---|---|---|---|\n";
+          "W4A16 GB/s | % of copy bandwidth | W4A16 serial launch ms | W4A16 ms (no graph) |\n";
+    md += "|---|---|---|---|---|---|---|---|---|---|\n";
     std::printf("%s", md.c_str());
 
+    std::string variants =
+        "\nKernel shapes at batch 1 (graph, overlapped launch), same weight sets:\n\n"
+        "| shape (n x k) | rows per warp | loads per row in flight | ms | % of copy bandwidth |\n"
+        "|---|---|---|---|---|\n";
     cublasHandle_t h = ctx.blas();
     const long shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {14336, 4096}};
     for (const auto& sh : shapes) {
@@ -94,6 +98,26 @@ int main(int argc, char** argv) {
         fill_random_half<<<2048, 256, 0, s>>>(wf.back().data(), std::size_t(n * k), 200u + i);
         FORGE_CUDA_CHECK_LAUNCH("fill_random_half");
       }
+      {
+        device_buffer<__half> x = ctx.alloc<__half>(static_cast<std::size_t>(k));
+        device_buffer<__half> y = ctx.alloc<__half>(static_cast<std::size_t>(n));
+        fill_random_half<<<256, 256, 0, s>>>(x.data(), x.size(), 400u);
+        const int log2g = 7;
+        auto variant = [&](int R, int U, auto launch) {
+          const double t = graph_median_ms(s, 4 * nw, 20, [&](int i) {
+            launch(ws[std::size_t(i % nw)], x.data(), k, y.data(), n, log2g, s, true);
+          });
+          std::snprintf(line, sizeof line, "| %lldx%lld | %d | %d | %.4f | %.0f%% |\n",
+                        (long long)n, (long long)k, R, U, t,
+                        100.0 * double(ws[0].weight_bytes()) / (t * 1e-3) / 1e9 / hbm);
+          variants += line;
+        };
+        variant(1, 4, forge::cuda::detail::w4a16_launch_rows<1, 1, 4>);
+        variant(1, 8, forge::cuda::detail::w4a16_launch_rows<1, 1, 8>);
+        variant(2, 2, forge::cuda::detail::w4a16_launch_rows<1, 2, 2>);
+        variant(2, 4, forge::cuda::detail::w4a16_launch_rows<1, 2, 4>);
+        variant(4, 2, forge::cuda::detail::w4a16_launch_rows<1, 4, 2>);
+      }
       for (int batch : {1, 2, 4, 8, 16}) {
         device_buffer<__half> x = ctx.alloc<__half>(std::size_t(batch * k));
         device_buffer<__half> y = ctx.alloc<__half>(std::size_t(batch * n));
@@ -101,9 +125,20 @@ int main(int argc, char** argv) {
         FORGE_CUDA_CHECK_LAUNCH("fill_random_half");
         ctx.synchronize();
         const int reps = 4 * nw;
-        const double t4 = graph_median_ms(s, reps, 20, [&](int i) {
-          w4a16_matmul(ctx, ws[std::size_t(i % nw)], batch, x.data(), k, y.data(), n);
-        });
+        auto timed = [&](w4a16_launch_mode mode) {
+          try {
+            return graph_median_ms(s, reps, 20, [&](int i) {
+              w4a16_matmul(ctx, ws[std::size_t(i % nw)], batch, x.data(), k, y.data(), n, mode);
+            });
+          } catch (const forge::error& e) {  // report and go on with the other columns
+            std::printf("graph of W4A16 products failed: %s\n", e.what());
+            (void)cudaGetLastError();
+            ctx.synchronize();
+            return -1.0;
+          }
+        };
+        const double t4 = timed(w4a16_launch_mode::overlap);
+        const double t4p = timed(w4a16_launch_mode::serial);
         const double t4s = stream_median_ms(s, reps, 10, [&](int i) {
           w4a16_matmul(ctx, ws[std::size_t(i % nw)], batch, x.data(), k, y.data(), n);
         });
@@ -118,14 +153,16 @@ int main(int argc, char** argv) {
         ctx.synchronize();
         const double gbs = double(ws[0].weight_bytes()) / (t4 * 1e-3) / 1e9;
         std::snprintf(line, sizeof line,
-                      "| %lldx%lld | %d | %.4f | %.4f | %.2fx | %zu | %.0f | %.0f%% | %.4f |\n",
+                      "| %lldx%lld | %d | %.4f | %.4f | %.2fx | %zu | %.0f | %.0f%% | %.4f | %.4f |\n",
                       (long long)n, (long long)k, batch, t4, tf, tf / t4, ws[0].weight_bytes(), gbs,
-                      100.0 * gbs / hbm, t4s);
+                      100.0 * gbs / hbm, t4p, t4s);
         std::printf("%s", line);
         std::fflush(stdout);
         md += line;
       }
     }
+    std::printf("%s", variants.c_str());
+    md += variants;
     if (argc > 1) {
       FILE* f = std::fopen(argv[1], "w");
       if (!f) throw forge::error({.what = "cannot open the results file", .file = argv[1]});

@@ -141,6 +141,78 @@ void check_case(report& rep, context& ctx, test_rng& rng, std::int64_t rows, std
   }
 }
 
+// Two products in a row where the second reads the first's output: the overlapped launch
+// must wait for its producer before reading x (a missing wait reads stale or poisoned values).
+void check_chain(report& rep, context& ctx, test_rng& rng, w4a16_launch_mode mode,
+                 const char* name) {
+  const std::int64_t n = 4096;
+  const host_int4 t1 = quantize(rng, n, n, 128, true, false);
+  const host_int4 t2 = quantize(rng, n, n, 128, false, false);
+  const auto w1 = w4a16_upload(ctx, n, n, 128, t1.codes.data(), t1.scales.data(), nullptr, nullptr);
+  const auto w2 =
+      w4a16_upload(ctx, n, n, 128, t2.codes.data(), t2.scales.data(), t2.zeros.data(), nullptr);
+  std::vector<__half> x(static_cast<std::size_t>(n));
+  for (auto& v : x) v = __float2half_rn(float(rng.normal()));
+  device_buffer<__half> dx(x.data(), x.size()), y1(x.size()), y2(x.size());
+  double worst = 0;
+  for (int round = 0; round < 20; ++round) {
+    FORGE_CUDA_CHECK(cudaMemsetAsync(y1.data(), 0xff, y1.bytes(), ctx.stream()));
+    FORGE_CUDA_CHECK(cudaMemsetAsync(y2.data(), 0xff, y2.bytes(), ctx.stream()));
+    w4a16_matmul(ctx, w1, 1, dx.data(), n, y1.data(), n, mode);
+    w4a16_matmul(ctx, w2, 1, y1.data(), n, y2.data(), n, mode);
+    ctx.synchronize();
+    // Reference for the second product from the first product's actual (f16) output.
+    const std::vector<double> mid = as_double(y1.download());
+    std::vector<double> ref(static_cast<std::size_t>(n));
+    for (std::int64_t r = 0; r < n; ++r) {
+      const auto wr = t2.dequant_row(r);
+      double acc = 0;
+      for (std::int64_t k = 0; k < n; ++k) acc += wr[std::size_t(k)] * mid[std::size_t(k)];
+      ref[std::size_t(r)] = acc;
+    }
+    const double e = rel_err(ref, y2.download());
+    worst = std::isnan(e) || std::isnan(worst) ? NAN : std::max(worst, e);
+    if (round == 0) {  // the first product against its own reference, once
+      std::vector<double> r1(static_cast<std::size_t>(n));
+      const std::vector<double> xd = as_double(x);
+      for (std::int64_t r = 0; r < n; ++r) {
+        const auto wr = t1.dequant_row(r);
+        double acc = 0;
+        for (std::int64_t k = 0; k < n; ++k) acc += wr[std::size_t(k)] * xd[std::size_t(k)];
+        r1[std::size_t(r)] = acc;
+      }
+      rep.check(std::string("chained product, first ") + name, rel_err(r1, mid), 2e-3);
+    }
+  }
+  rep.check(std::string("chained product, second reads first (20 rounds) ") + name, worst, 2e-3);
+}
+
+// Every kernel shape the benchmark compares computes the same product.
+template <int R, int U>
+void check_shape_variant(report& rep, context& ctx, test_rng& rng) {
+  const std::int64_t rows = 1030, cols = 11008;
+  const host_int4 t = quantize(rng, rows, cols, 128, false, false);
+  const auto w = w4a16_upload(ctx, rows, cols, 128, t.codes.data(), t.scales.data(),
+                              t.zeros.data(), nullptr);
+  std::vector<__half> x(static_cast<std::size_t>(cols));
+  for (auto& v : x) v = __float2half_rn(float(rng.normal()));
+  const std::vector<double> xd = as_double(x);
+  std::vector<double> ref(static_cast<std::size_t>(rows));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const auto wr = t.dequant_row(r);
+    double acc = 0;
+    for (std::int64_t k = 0; k < cols; ++k) acc += wr[std::size_t(k)] * xd[std::size_t(k)];
+    ref[std::size_t(r)] = acc;
+  }
+  device_buffer<__half> dx(x.data(), x.size()), dy(ref.size());
+  FORGE_CUDA_CHECK(cudaMemset(dy.data(), 0xff, dy.bytes()));
+  detail::w4a16_launch_rows<1, R, U>(w, dx.data(), cols, dy.data(), rows, 7, ctx.stream(), true);
+  ctx.synchronize();
+  rep.check("kernel shape rows/warp " + std::to_string(R) + " loads/row " + std::to_string(U) +
+                " 1030x11008 g128 asym batch 1",
+            rel_err(ref, dy.download()), 2e-3);
+}
+
 }  // namespace
 
 int main() {
@@ -156,6 +228,12 @@ int main() {
     check_case(rep, ctx, rng, 257, 1024, 32, true, false, 5);
     check_case(rep, ctx, rng, 512, 1024, 128, false, true, 2);     // act-order permutation
     check_case(rep, ctx, rng, 128, 256, 128, true, false, 11);     // batch in pieces of 8 + 3
+    check_shape_variant<1, 4>(rep, ctx, rng);
+    check_shape_variant<1, 8>(rep, ctx, rng);
+    check_shape_variant<2, 2>(rep, ctx, rng);
+    check_shape_variant<4, 2>(rep, ctx, rng);
+    check_chain(rep, ctx, rng, w4a16_launch_mode::overlap, "overlapped launch");
+    check_chain(rep, ctx, rng, w4a16_launch_mode::serial, "serial launch");
     bool threw = false;
     try {
       std::vector<std::uint8_t> c(64 * 96 / 2);

@@ -64,16 +64,18 @@ __global__ void __launch_bounds__(128)
   for (int m = 0; m < M; ++m) acc[m] = 0.0f;
   for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
     uint4 w[U];
+    float am[U];  // requested with the codes, so one latency covers both
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int c = c0 + 32 * u;
-      w[u] = c < chunks ? __ldcs(codes + std::int64_t(row) * chunks + c) : make_uint4(0, 0, 0, 0);
+      const int c = min(c0 + 32 * u, chunks - 1);  // past-the-end chunks are skipped below
+      w[u] = __ldcs(codes + std::int64_t(row) * chunks + c);
+      am[u] = absmax[(std::int64_t(row) * k + (c << 5)) >> 6];
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = c0 + 32 * u;
       if (c >= chunks) break;
-      const float a = absmax[(std::int64_t(row) * k + (c << 5)) >> 6];
+      const float a = am[u];
       const std::uint32_t ws[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
       float2 dq[16];
 #pragma unroll

@@ -73,6 +73,21 @@ __device__ __forceinline__ uint4 load_stream(const uint4* p) {
   return v;
 }
 
+/// Programmatic dependent launch (sm_90+): lets the next kernel of the stream be scheduled
+/// before this one ends. A no-op on older GPUs.
+__device__ __forceinline__ void griddep_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+/// Waits until the kernels this one depends on have finished and their writes are visible
+/// (returns at once when it was launched without programmatic dependence). sm_90+.
+__device__ __forceinline__ void griddep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 /// Σ over one word's 8 weights of (q − z)·x in half2 (4 products per half).
 __device__ __forceinline__ __half2 w4_dot8(std::uint32_t w, const __half2* x, __half2 zz) {
   __half2 a = __float2half2_rn(0.0f);
@@ -92,6 +107,9 @@ __global__ void __launch_bounds__(128)
                       const __half* __restrict__ x, std::int64_t ldx, __half* __restrict__ y,
                       std::int64_t ldy) {
   const int lane = threadIdx.x & 31;
+  // The next kernel in the stream may start now and stream its own weights while this one
+  // finishes (programmatic dependent launch, Hopper); it waits before reading activations.
+  griddep_launch_dependents();
   const int row0 = (blockIdx.x * 4 + (threadIdx.x >> 5)) * R;
   if (row0 >= n) return;
   const int chunks = k >> 5;  // 32-weight chunks per row
@@ -106,29 +124,26 @@ __global__ void __launch_bounds__(128)
   for (int r = 0; r < R; ++r) rows[r] = min(row0 + r, n - 1);  // tail rows recompute row n-1
 
   for (int c0 = lane; c0 < chunks; c0 += 32 * U) {
+    // Load phase: every weight byte, scale and zero of this round is requested before any
+    // arithmetic, so one memory latency covers the whole round.
     uint4 w[U][R];
+    __half sc[U][R], zc[U][R];
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
       for (int r = 0; r < R; ++r) {
-        const int c = c0 + 32 * u;
-        w[u][r] = c < chunks ? load_stream(codes + std::int64_t(rows[r]) * chunks + c)
-                             : make_uint4(0, 0, 0, 0);
+        const int c = min(c0 + 32 * u, chunks - 1);  // past-the-end chunks are skipped below
+        w[u][r] = load_stream(codes + std::int64_t(rows[r]) * chunks + c);
+        const std::int64_t gi = std::int64_t(rows[r]) * groups + ((c << 5) >> log2g);
+        sc[u][r] = scales[gi];
+        zc[u][r] = zeros ? zeros[gi] : __float2half(1032.0f);
       }
+    // Weights never depend on earlier kernels; activations may: wait for them here.
+    griddep_wait();
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int c = c0 + 32 * u;
       if (c >= chunks) break;
-      const int g = (c << 5) >> log2g;
-      float s[R];
-      __half2 zz[R];
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        s[r] = __half2float(scales[std::int64_t(rows[r]) * groups + g]);
-        const __half z =
-            zeros ? zeros[std::int64_t(rows[r]) * groups + g] : __float2half(1032.0f);
-        zz[r] = __halves2half2(z, z);
-      }
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         const uint4* xp = reinterpret_cast<const uint4*>(x + m * ldx + (c << 5));
@@ -139,13 +154,14 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           const std::uint32_t ws[4] = {w[u][r].x, w[u][r].y, w[u][r].z, w[u][r].w};
+          const __half2 zz = __halves2half2(zc[u][r], zc[u][r]);
           float d = 0.0f;
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            const __half2 p = w4_dot8(ws[j], xh + 4 * j, zz[r]);
+            const __half2 p = w4_dot8(ws[j], xh + 4 * j, zz);
             d += __low2float(p) + __high2float(p);
           }
-          acc[r][m] = fmaf(d, s[r], acc[r][m]);
+          acc[r][m] = fmaf(d, __half2float(sc[u][r]), acc[r][m]);
         }
       }
     }
@@ -193,19 +209,36 @@ __global__ void w4a16_dequantize_kernel(std::int64_t n, int k, int log2g,
   }
 }
 
+/// Launches the kernel with R rows per warp and U 16-byte loads per row in flight per lane.
+template <int M, int R, int U>
+void w4a16_launch_rows(const w4a16_matrix& w, const __half* x, std::int64_t ldx, __half* y,
+                       std::int64_t ldy, int log2g, cudaStream_t s, bool pdl) {
+  const int n = int(w.rows), k = int(w.cols);
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned((n + 4 * R - 1) / (4 * R)));
+  cfg.blockDim = dim3(128);
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  FORGE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, w4a16_gemv_kernel<M, R, U>, n, k, log2g,
+                                      reinterpret_cast<const uint4*>(w.codes.data()),
+                                      static_cast<const __half*>(w.scales.data()),
+                                      static_cast<const __half*>(w.zeros.size() ? w.zeros.data()
+                                                                                : nullptr),
+                                      x, ldx, y, ldy));
+}
+
+/// The default shape of the kernel for batch M: for batch 1 two rows per warp and 4 loads in
+/// flight per row (8 per lane); larger batches share each x load over four rows.
 template <int M>
 void w4a16_launch(const w4a16_matrix& w, const __half* x, std::int64_t ldx, __half* y,
-                  std::int64_t ldy, int log2g, cudaStream_t s) {
-  // One row per warp-pass keeps ~16 blocks per SM resident for batch 1 (every row of an
-  // 11008-row matrix in flight at once); larger batches share each x load over more rows.
+                  std::int64_t ldy, int log2g, cudaStream_t s, bool pdl) {
   constexpr int R = M == 1 ? 2 : 4;
   constexpr int U = M == 1 ? 4 : 2;
-  const int n = int(w.rows), k = int(w.cols);
-  const int blocks = (n + 4 * R - 1) / (4 * R);
-  w4a16_gemv_kernel<M, R, U><<<blocks, 128, 0, s>>>(
-      n, k, log2g, reinterpret_cast<const uint4*>(w.codes.data()), w.scales.data(),
-      w.zeros.size() ? w.zeros.data() : nullptr, x, ldx, y, ldy);
-  FORGE_CUDA_CHECK_LAUNCH("w4a16_gemv_kernel");
+  w4a16_launch_rows<M, R, U>(w, x, ldx, y, ldy, log2g, s, pdl);
 }
 
 inline int w4a16_log2(int g) {
@@ -262,17 +295,26 @@ inline w4a16_matrix w4a16_upload(context& ctx, std::int64_t rows, std::int64_t c
   return m;
 }
 
+/// How a W4A16 product is queued. `overlap` (the default) launches it as a programmatic
+/// dependent of the previous kernel on the stream (Hopper and later): it may start streaming
+/// its weights while that kernel finishes, and waits for it before reading x. The weights must
+/// therefore not be written by the kernel just before it (they never are once uploaded).
+/// `serial` is an ordinary launch.
+enum class w4a16_launch_mode { overlap, serial };
+
 /// y[batch, rows] = x[batch, cols] · Wᵀ on ctx's stream; x and y f16 device arrays with row
 /// strides ldx, ldy (elements; multiples of 8, 16-byte aligned base). Any batch; sized for
 /// batch ≤ 8 (decode).
 inline void w4a16_matmul(context& ctx, const w4a16_matrix& w, std::int64_t batch, const __half* x,
-                         std::int64_t ldx, __half* y, std::int64_t ldy) {
+                         std::int64_t ldx, __half* y, std::int64_t ldy,
+                         w4a16_launch_mode mode = w4a16_launch_mode::overlap) {
   require(batch >= 0 && ldx >= w.cols && ldy >= w.rows && ldx % 8 == 0,
           {.what = "bad W4A16 operand extents", .place = "w4a16_matmul",
            .expected = "ldx >= cols (multiple of 8), ldy >= rows",
            .found = "ldx " + std::to_string(ldx) + ", ldy " + std::to_string(ldy)});
   cudaStream_t s = ctx.stream();
   const int log2g = detail::w4a16_log2(w.group);
+  const bool pdl = mode == w4a16_launch_mode::overlap && ctx.properties().major >= 9;
   device_buffer<__half> xg;
   if (w.perm.size() && batch > 0) {  // gather x into stored column order once per call
     const std::int64_t total = batch * w.cols;
@@ -288,14 +330,14 @@ inline void w4a16_matmul(context& ctx, const w4a16_matrix& w, std::int64_t batch
     const __half* xb = x + b * ldx;
     __half* yb = y + b * ldy;
     switch (left >= 8 ? 8 : int(left)) {
-      case 1: detail::w4a16_launch<1>(w, xb, ldx, yb, ldy, log2g, s); break;
-      case 2: detail::w4a16_launch<2>(w, xb, ldx, yb, ldy, log2g, s); break;
-      case 3: detail::w4a16_launch<3>(w, xb, ldx, yb, ldy, log2g, s); break;
-      case 4: detail::w4a16_launch<4>(w, xb, ldx, yb, ldy, log2g, s); break;
-      case 5: detail::w4a16_launch<5>(w, xb, ldx, yb, ldy, log2g, s); break;
-      case 6: detail::w4a16_launch<6>(w, xb, ldx, yb, ldy, log2g, s); break;
-      case 7: detail::w4a16_launch<7>(w, xb, ldx, yb, ldy, log2g, s); break;
-      default: detail::w4a16_launch<8>(w, xb, ldx, yb, ldy, log2g, s); break;
+      case 1: detail::w4a16_launch<1>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
+      case 2: detail::w4a16_launch<2>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
+      case 3: detail::w4a16_launch<3>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
+      case 4: detail::w4a16_launch<4>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
+      case 5: detail::w4a16_launch<5>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
+      case 6: detail::w4a16_launch<6>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
+      case 7: detail::w4a16_launch<7>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
+      default: detail::w4a16_launch<8>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
     }
     b += left >= 8 ? 8 : left;
   }
