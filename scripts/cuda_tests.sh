@@ -34,7 +34,7 @@ grep -E "(PASS|FAIL|result) |checks passed|tests passed|Failed|FAIL:" "$out/test
 
 if [[ "${FORGE_CUDA_SANITIZE:-0}" == 1 ]] && command -v compute-sanitizer >/dev/null; then
   : >"$out/sanitizer.log"
-  for t in layers quantized lora attention losses adamw; do
+  for t in w4a16 layers quantized lora attention losses adamw; do
     timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$build/forge_cuda_$t" \
       >>"$out/sanitizer.log" 2>&1 || status=1
   done

@@ -72,8 +72,8 @@ int main(int argc, char** argv) {
 
     std::string variants =
         "\nKernel shapes at batch 1 (graph, overlapped launch), same weight sets:\n\n"
-        "| shape (n x k) | rows per warp | loads per row in flight | ms | % of copy bandwidth |\n"
-        "|---|---|---|---|---|\n";
+        "| shape (n x k) | kernel | rows per warp | loads per row in flight | ms | % of copy bandwidth |\n"
+        "|---|---|---|---|---|---|\n";
     cublasHandle_t h = ctx.blas();
     const long shapes[][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {14336, 4096}};
     for (const auto& sh : shapes) {
@@ -103,20 +103,34 @@ int main(int argc, char** argv) {
         device_buffer<__half> y = ctx.alloc<__half>(static_cast<std::size_t>(n));
         fill_random_half<<<256, 256, 0, s>>>(x.data(), x.size(), 400u);
         const int log2g = 7;
-        auto variant = [&](int R, int U, auto launch) {
+        auto variant = [&](const char* kind, int R, int U, auto launch) {
           const double t = graph_median_ms(s, 4 * nw, 20, [&](int i) {
             launch(ws[std::size_t(i % nw)], x.data(), k, y.data(), n, log2g, s, true);
           });
-          std::snprintf(line, sizeof line, "| %lldx%lld | %d | %d | %.4f | %.0f%% |\n",
-                        (long long)n, (long long)k, R, U, t,
+          std::snprintf(line, sizeof line, "| %lldx%lld | %s | %d | %d | %.4f | %.0f%% |\n",
+                        (long long)n, (long long)k, kind, R, U, t,
                         100.0 * double(ws[0].weight_bytes()) / (t * 1e-3) / 1e9 / hbm);
           variants += line;
         };
-        variant(1, 4, forge::cuda::detail::w4a16_launch_rows<1, 1, 4>);
-        variant(1, 8, forge::cuda::detail::w4a16_launch_rows<1, 1, 8>);
-        variant(2, 2, forge::cuda::detail::w4a16_launch_rows<1, 2, 2>);
-        variant(2, 4, forge::cuda::detail::w4a16_launch_rows<1, 2, 4>);
-        variant(4, 2, forge::cuda::detail::w4a16_launch_rows<1, 4, 2>);
+        namespace d = forge::cuda::detail;
+        auto persistent2 = [](const w4a16_matrix& w, const __half* xx, std::int64_t,
+                              __half* yy, std::int64_t, int l, cudaStream_t st, bool pdl) {
+          d::w4a16_launch_persistent<2>(w, xx, yy, l, st, pdl);
+        };
+        auto persistent4 = [](const w4a16_matrix& w, const __half* xx, std::int64_t,
+                              __half* yy, std::int64_t, int l, cudaStream_t st, bool pdl) {
+          d::w4a16_launch_persistent<4>(w, xx, yy, l, st, pdl);
+        };
+        // First calls outside graph capture (the launcher sizes its grid once per kernel).
+        persistent2(ws[0], x.data(), k, y.data(), n, log2g, s, true);
+        persistent4(ws[0], x.data(), k, y.data(), n, log2g, s, true);
+        ctx.synchronize();
+        variant("persistent (default)", 2, 4, persistent4);
+        variant("persistent", 2, 2, persistent2);
+        variant("blocked", 1, 4, d::w4a16_launch_rows<1, 1, 4>);
+        variant("blocked", 2, 2, d::w4a16_launch_rows<1, 2, 2>);
+        variant("blocked", 2, 4, d::w4a16_launch_rows<1, 2, 4>);
+        variant("blocked", 4, 2, d::w4a16_launch_rows<1, 4, 2>);
       }
       for (int batch : {1, 2, 4, 8, 16}) {
         device_buffer<__half> x = ctx.alloc<__half>(std::size_t(batch * k));

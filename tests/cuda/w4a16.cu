@@ -188,7 +188,7 @@ void check_chain(report& rep, context& ctx, test_rng& rng, w4a16_launch_mode mod
 }
 
 // Every kernel shape the benchmark compares computes the same product.
-template <int R, int U>
+template <int R, int U, bool Persistent = false>
 void check_shape_variant(report& rep, context& ctx, test_rng& rng) {
   const std::int64_t rows = 1030, cols = 11008;
   const host_int4 t = quantize(rng, rows, cols, 128, false, false);
@@ -206,9 +206,13 @@ void check_shape_variant(report& rep, context& ctx, test_rng& rng) {
   }
   device_buffer<__half> dx(x.data(), x.size()), dy(ref.size());
   FORGE_CUDA_CHECK(cudaMemset(dy.data(), 0xff, dy.bytes()));
-  detail::w4a16_launch_rows<1, R, U>(w, dx.data(), cols, dy.data(), rows, 7, ctx.stream(), true);
+  if constexpr (Persistent)
+    detail::w4a16_launch_persistent<U>(w, dx.data(), dy.data(), 7, ctx.stream(), true);
+  else
+    detail::w4a16_launch_rows<1, R, U>(w, dx.data(), cols, dy.data(), rows, 7, ctx.stream(), true);
   ctx.synchronize();
-  rep.check("kernel shape rows/warp " + std::to_string(R) + " loads/row " + std::to_string(U) +
+  rep.check(std::string(Persistent ? "persistent" : "blocked") + " kernel rows/warp " +
+                std::to_string(R) + " loads/row " + std::to_string(U) +
                 " 1030x11008 g128 asym batch 1",
             rel_err(ref, dy.download()), 2e-3);
 }
@@ -223,11 +227,16 @@ int main() {
     check_case(rep, ctx, rng, 4096, 4096, 128, true, false, 1);
     check_case(rep, ctx, rng, 11008, 4096, 128, false, false, 1);
     check_case(rep, ctx, rng, 4096, 11008, 128, true, false, 1);
+    check_case(rep, ctx, rng, 1001, 4096, 128, false, false, 1);   // odd rows, batch 1
+    check_case(rep, ctx, rng, 513, 1024, 64, false, true, 1);      // act-order, batch 1
     check_case(rep, ctx, rng, 300, 512, 128, true, false, 3);      // rows not a multiple of 16
     check_case(rep, ctx, rng, 1024, 11008, 64, false, false, 8);   // chunks not a multiple of 32
     check_case(rep, ctx, rng, 257, 1024, 32, true, false, 5);
     check_case(rep, ctx, rng, 512, 1024, 128, false, true, 2);     // act-order permutation
     check_case(rep, ctx, rng, 128, 256, 128, true, false, 11);     // batch in pieces of 8 + 3
+    check_shape_variant<2, 2, true>(rep, ctx, rng);
+    check_shape_variant<2, 4, true>(rep, ctx, rng);
+    check_shape_variant<2, 4>(rep, ctx, rng);
     check_shape_variant<1, 4>(rep, ctx, rng);
     check_shape_variant<1, 8>(rep, ctx, rng);
     check_shape_variant<2, 2>(rep, ctx, rng);

@@ -27,6 +27,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -177,6 +178,102 @@ __global__ void __launch_bounds__(128)
     }
 }
 
+/// Batch-1 kernel with a persistent grid: as many blocks as fit on the device at once, each
+/// warp walking row pairs p = warp, warp + warps, ... in rounds of U chunks per row, and
+/// requesting the next round's codes and scales before computing the current one, so every
+/// warp keeps loads in flight from its first round to its last (no block waves, no gap
+/// between a block's end and the next block's first load).
+template <int U>
+__global__ void __launch_bounds__(128)
+    w4a16_gemv_persistent_kernel(int n, int k, int log2g, const uint4* __restrict__ codes,
+                                 const __half* __restrict__ scales,
+                                 const __half* __restrict__ zeros, const __half* __restrict__ x,
+                                 __half* __restrict__ y) {
+  griddep_launch_dependents();
+  const int lane = threadIdx.x & 31;
+  const int warp = blockIdx.x * 4 + (threadIdx.x >> 5), warps = gridDim.x * 4;
+  const int chunks = k >> 5, groups = k >> log2g;
+  const int pairs = (n + 1) / 2, rounds = (chunks + 32 * U - 1) / (32 * U);
+  int p = warp, rd = 0;
+  if (p >= pairs) return;
+  uint4 wa[U][2], wb[U][2];
+  __half sa[U][2], za[U][2], sb[U][2], zb[U][2];
+  auto load = [&](int pp, int rr, uint4 (&w)[U][2], __half (&sc)[U][2], __half (&zc)[U][2]) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = min(2 * pp + r, n - 1);
+        const int c = min(rr * 32 * U + 32 * u + lane, chunks - 1);  // extra chunks skipped
+        w[u][r] = load_stream(codes + std::int64_t(row) * chunks + c);
+        const std::int64_t gi = std::int64_t(row) * groups + ((c << 5) >> log2g);
+        sc[u][r] = scales[gi];
+        zc[u][r] = zeros ? zeros[gi] : __float2half(1032.0f);
+      }
+  };
+  load(p, 0, wa, sa, za);
+  griddep_wait();  // weights never depend on earlier kernels; x may
+  float acc0 = 0.0f, acc1 = 0.0f;
+  while (true) {
+    int np = p, nrd = rd + 1;
+    if (nrd == rounds) {
+      nrd = 0;
+      np = p + warps;
+    }
+    const bool more = np < pairs;
+    if (more) load(np, nrd, wb, sb, zb);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = rd * 32 * U + 32 * u + lane;
+      if (c < chunks) {
+        const uint4* xp = reinterpret_cast<const uint4*>(x + (c << 5));
+        uint4 xv[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) xv[j] = __ldg(xp + j);
+        const __half2* xh = reinterpret_cast<const __half2*>(xv);
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const std::uint32_t ws[4] = {wa[u][r].x, wa[u][r].y, wa[u][r].z, wa[u][r].w};
+          const __half2 zz = __halves2half2(za[u][r], za[u][r]);
+          float d = 0.0f;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const __half2 q = w4_dot8(ws[j], xh + 4 * j, zz);
+            d += __low2float(q) + __high2float(q);
+          }
+          if (r == 0)
+            acc0 = fmaf(d, __half2float(sa[u][r]), acc0);
+          else
+            acc1 = fmaf(d, __half2float(sa[u][r]), acc1);
+        }
+      }
+    }
+    if (nrd == 0) {  // the pair is complete: reduce over the warp and write its two rows
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        acc0 += __shfl_xor_sync(0xffffffffu, acc0, o);
+        acc1 += __shfl_xor_sync(0xffffffffu, acc1, o);
+      }
+      if (lane == 0) {
+        y[2 * p] = __float2half(acc0);
+        if (2 * p + 1 < n) y[2 * p + 1] = __float2half(acc1);
+      }
+      acc0 = acc1 = 0.0f;
+    }
+    if (!more) break;
+    p = np;
+    rd = nrd;
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        wa[u][r] = wb[u][r];
+        sa[u][r] = sb[u][r];
+        za[u][r] = zb[u][r];
+      }
+  }
+}
+
 __global__ void w4a16_gather_kernel(std::int64_t m, int k, const std::int32_t* __restrict__ perm,
                                     const __half* __restrict__ x, std::int64_t ldx,
                                     __half* __restrict__ xp) {
@@ -231,8 +328,40 @@ void w4a16_launch_rows(const w4a16_matrix& w, const __half* x, std::int64_t ldx,
                                       x, ldx, y, ldy));
 }
 
-/// The default shape of the kernel for batch M: for batch 1 two rows per warp and 4 loads in
-/// flight per row (8 per lane); larger batches share each x load over four rows.
+/// Launches the persistent batch-1 kernel: one block per free slot on the device.
+template <int U>
+void w4a16_launch_persistent(const w4a16_matrix& w, const __half* x, __half* y, int log2g,
+                             cudaStream_t s, bool pdl) {
+  static const int slots = [] {
+    int dev = 0, sms = 0, per_sm = 0;
+    FORGE_CUDA_CHECK(cudaGetDevice(&dev));
+    FORGE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    FORGE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, w4a16_gemv_persistent_kernel<U>, 128, 0));
+    return sms * (per_sm > 0 ? per_sm : 1);
+  }();
+  const int n = int(w.rows), k = int(w.cols);
+  const int pairs = (n + 1) / 2;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(std::min(slots, (pairs + 3) / 4)));
+  cfg.blockDim = dim3(128);
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  FORGE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, w4a16_gemv_persistent_kernel<U>, n, k, log2g,
+                                      reinterpret_cast<const uint4*>(w.codes.data()),
+                                      static_cast<const __half*>(w.scales.data()),
+                                      static_cast<const __half*>(w.zeros.size() ? w.zeros.data()
+                                                                                : nullptr),
+                                      x, y));
+}
+
+/// The blocked kernel's shape for batch M (batch 1 runs the persistent kernel by default):
+/// two rows per warp and 4 loads in flight per row for batch 1; larger batches share each x
+/// load over four rows.
 template <int M>
 void w4a16_launch(const w4a16_matrix& w, const __half* x, std::int64_t ldx, __half* y,
                   std::int64_t ldy, int log2g, cudaStream_t s, bool pdl) {
@@ -330,7 +459,7 @@ inline void w4a16_matmul(context& ctx, const w4a16_matrix& w, std::int64_t batch
     const __half* xb = x + b * ldx;
     __half* yb = y + b * ldy;
     switch (left >= 8 ? 8 : int(left)) {
-      case 1: detail::w4a16_launch<1>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
+      case 1: detail::w4a16_launch_persistent<4>(w, xb, yb, log2g, s, pdl); break;
       case 2: detail::w4a16_launch<2>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
       case 3: detail::w4a16_launch<3>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
       case 4: detail::w4a16_launch<4>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
