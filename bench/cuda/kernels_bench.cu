@@ -31,8 +31,9 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       md += line;
     };
-    std::snprintf(line, sizeof line, "device: %s, %d SMs\n\n| kernel | ms | rate |\n|---|---|---|\n",
-                  p.name, p.multiProcessorCount);
+    std::snprintf(line, sizeof line,
+                  "device: %s, %d SMs\n\n| kernel | ms | rate |\n|---|---|---|\n", p.name,
+                  p.multiProcessorCount);
     md += line;
     std::printf("%s", md.c_str());
     char rate[128];
@@ -41,7 +42,8 @@ int main(int argc, char** argv) {
     device_buffer<std::uint8_t> src(copy_bytes), dst(copy_bytes);
     fill_random_bytes<<<4096, 256, 0, s>>>(src.data(), copy_bytes, 1);
     const double copy_ms = stream_median_ms(s, 1, 10, [&](int) {
-      FORGE_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), copy_bytes, cudaMemcpyDeviceToDevice, s));
+      FORGE_CUDA_CHECK(
+          cudaMemcpyAsync(dst.data(), src.data(), copy_bytes, cudaMemcpyDeviceToDevice, s));
     });
     const double hbm = 2.0 * double(copy_bytes) / (copy_ms * 1e-3) / 1e9;
     std::snprintf(rate, sizeof rate, "%.0f GB/s (read + write)", hbm);
@@ -80,7 +82,8 @@ int main(int argc, char** argv) {
     }
     {  // cuBLAS bf16 GEMM through forge::cuda::gemm.
       const std::int64_t m = 8192;
-      device_buffer<__nv_bfloat16> a(std::size_t(m * m)), b(std::size_t(m * m)), c(std::size_t(m * m));
+      device_buffer<__nv_bfloat16> a(std::size_t(m * m)), b(std::size_t(m * m)),
+          c(std::size_t(m * m));
       fill_random_half<<<4096, 256, 0, s>>>(reinterpret_cast<__half*>(a.data()), a.size(), 4);
       fill_random_half<<<4096, 256, 0, s>>>(reinterpret_cast<__half*>(b.data()), b.size(), 5);
       const double t = stream_median_ms(s, 3, 5, [&](int) {
@@ -92,7 +95,8 @@ int main(int argc, char** argv) {
     }
     {  // RMSNorm forward, 8192 x 4096 bf16.
       const std::int64_t rows = 8192, n = 4096;
-      device_buffer<__nv_bfloat16> x(std::size_t(rows * n)), y(x.size()), w(static_cast<std::size_t>(n));
+      device_buffer<__nv_bfloat16> x(std::size_t(rows * n)), y(x.size()),
+          w(static_cast<std::size_t>(n));
       fill_random_half<<<4096, 256, 0, s>>>(reinterpret_cast<__half*>(x.data()), x.size(), 6);
       fill_random_half<<<64, 256, 0, s>>>(reinterpret_cast<__half*>(w.data()), w.size(), 7);
       device_buffer<float> r(static_cast<std::size_t>(rows));
@@ -118,8 +122,15 @@ int main(int argc, char** argv) {
       row("cross_entropy fwd+bwd bf16 4096x32000 (incl. host sync)", t, rate);
     }
     {  // Attention forward, causal, 1 x 2048 tokens, 32 heads / 8 kv heads, D 128, bf16.
-      attention_dims a{.batch = 1, .q_len = 2048, .kv_len = 2048, .kv_stride = 2048, .heads = 32,
-                       .kv_heads = 8, .head_dim = 128, .q_offset = 0, .window = 0,
+      attention_dims a{.batch = 1,
+                       .q_len = 2048,
+                       .kv_len = 2048,
+                       .kv_stride = 2048,
+                       .heads = 32,
+                       .kv_heads = 8,
+                       .head_dim = 128,
+                       .q_offset = 0,
+                       .window = 0,
                        .scale = 0.0883883f};
       device_buffer<__nv_bfloat16> q(std::size_t(2048 * 32 * 128)), k(std::size_t(2048 * 8 * 128)),
           v(k.size()), o(q.size());

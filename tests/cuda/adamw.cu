@@ -15,8 +15,8 @@ namespace {
 
 template <class G>
 void check_adamw(report& rep, context& ctx, test_rng& rng, std::int64_t n) {
-  const adamw_options o{.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.99f, .eps = 1e-8f,
-                        .weight_decay = 0.1f};
+  const adamw_options o{
+      .lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.99f, .eps = 1e-8f, .weight_decay = 0.1f};
   const float grad_scale = 0.5f;
   const auto size = static_cast<std::size_t>(n);
   std::vector<float> hp(size);
@@ -29,7 +29,8 @@ void check_adamw(report& rep, context& ctx, test_rng& rng, std::int64_t n) {
   FORGE_CUDA_CHECK(cudaMemset(dV.data(), 0, dV.bytes()));
   for (int t = 1; t <= 5; ++t) {
     std::vector<double> g;
-    auto hg = random_vector<G>(p.size(), [&] { return rng.normal(); }, g);
+    auto hg = random_vector<G>(
+        p.size(), [&] { return rng.normal(); }, g);
     device_buffer<G> dG(hg.data(), hg.size());
     adamw_step<G>(ctx, n, dP.data(), dG.data(), dM.data(), dV.data(), t, o, grad_scale);
     ctx.synchronize();

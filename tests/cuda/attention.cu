@@ -22,10 +22,14 @@ void check_attention(report& rep, context& ctx, test_rng& rng, attention_dims a,
   const std::size_t nq = std::size_t(a.batch * a.q_len * a.heads * D);
   const std::size_t nk = std::size_t(a.batch * a.kv_stride * a.kv_heads * D);
   std::vector<double> q, k, v, dO;
-  auto hq = random_vector<T>(nq, [&] { return rng.normal(); }, q);
-  auto hk = random_vector<T>(nk, [&] { return rng.normal(); }, k);
-  auto hv = random_vector<T>(nk, [&] { return rng.normal(); }, v);
-  auto hdo = random_vector<T>(nq, [&] { return rng.normal(); }, dO);
+  auto hq = random_vector<T>(
+      nq, [&] { return rng.normal(); }, q);
+  auto hk = random_vector<T>(
+      nk, [&] { return rng.normal(); }, k);
+  auto hv = random_vector<T>(
+      nk, [&] { return rng.normal(); }, v);
+  auto hdo = random_vector<T>(
+      nq, [&] { return rng.normal(); }, dO);
   std::vector<unsigned char> mask(std::size_t(a.batch * a.kv_stride), 1);
   if (use_mask)
     for (auto& m : mask) m = rng.uniform() < 0.8;
@@ -80,7 +84,8 @@ void check_attention(report& rep, context& ctx, test_rng& rng, attention_dims a,
   device_buffer<T> dOut(nq), dDQ(nq), dDK(nk), dDV(nk);
   device_buffer<unsigned char> dM(mask.data(), mask.size());
   device_buffer<float> dL(std::size_t(a.batch * a.heads * a.q_len)), dDelta(dL.size());
-  for (auto* bf : {&dOut, &dDQ, &dDK, &dDV}) FORGE_CUDA_CHECK(cudaMemset(bf->data(), 0xff, bf->bytes()));
+  for (auto* bf : {&dOut, &dDQ, &dDK, &dDV})
+    FORGE_CUDA_CHECK(cudaMemset(bf->data(), 0xff, bf->bytes()));
   const unsigned char* mp = use_mask ? dM.data() : nullptr;
   attention_forward<T>(ctx, a, dQ.data(), dK.data(), dV.data(), mp, dOut.data(), dL.data());
   attention_backward<T>(ctx, a, dQ.data(), dK.data(), dV.data(), mp, dOut.data(), dL.data(),
@@ -115,16 +120,40 @@ int main() {
     report rep("attention");
     test_rng rng(17);
     attention_dims a;
-    a = {.batch = 2, .q_len = 77, .kv_len = 77, .kv_stride = 77, .heads = 4, .kv_heads = 2,
-         .head_dim = 64, .q_offset = 0, .window = 0, .scale = 0.125f};
+    a = {.batch = 2,
+         .q_len = 77,
+         .kv_len = 77,
+         .kv_stride = 77,
+         .heads = 4,
+         .kv_heads = 2,
+         .head_dim = 64,
+         .q_offset = 0,
+         .window = 0,
+         .scale = 0.125f};
     check_attention<float>(rep, ctx, rng, a, false);
     check_attention<__nv_bfloat16>(rep, ctx, rng, a, false);
-    a = {.batch = 1, .q_len = 100, .kv_len = 100, .kv_stride = 100, .heads = 2, .kv_heads = 1,
-         .head_dim = 128, .q_offset = 0, .window = 33, .scale = 0.0883883f};
+    a = {.batch = 1,
+         .q_len = 100,
+         .kv_len = 100,
+         .kv_stride = 100,
+         .heads = 2,
+         .kv_heads = 1,
+         .head_dim = 128,
+         .q_offset = 0,
+         .window = 33,
+         .scale = 0.0883883f};
     check_attention<float>(rep, ctx, rng, a, true);
     check_attention<__half>(rep, ctx, rng, a, true);
-    a = {.batch = 2, .q_len = 3, .kv_len = 70, .kv_stride = 80, .heads = 4, .kv_heads = 4,
-         .head_dim = 128, .q_offset = 67, .window = 0, .scale = 0.0883883f};
+    a = {.batch = 2,
+         .q_len = 3,
+         .kv_len = 70,
+         .kv_stride = 80,
+         .heads = 4,
+         .kv_heads = 4,
+         .head_dim = 128,
+         .q_offset = 67,
+         .window = 0,
+         .scale = 0.0883883f};
     check_attention<float>(rep, ctx, rng, a, true);
     return rep.finish();
   } catch (const std::exception& e) {

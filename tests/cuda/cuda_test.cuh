@@ -47,9 +47,15 @@ double rel_err(const std::vector<double>& ref, const std::vector<T>& got) {
   return std::sqrt(num / (den > 0 ? den : 1e-300));
 }
 
-inline double to_double(__half h) { return double(__half2float(h)); }
-inline double to_double(__nv_bfloat16 h) { return double(__bfloat162float(h)); }
-inline double to_double(float f) { return double(f); }
+inline double to_double(__half h) {
+  return double(__half2float(h));
+}
+inline double to_double(__nv_bfloat16 h) {
+  return double(__bfloat162float(h));
+}
+inline double to_double(float f) {
+  return double(f);
+}
 
 /// Host values as double.
 template <class T>
@@ -96,11 +102,17 @@ namespace forge::cuda::test {
 template <class T>
 T from_double(double v);
 template <>
-inline float from_double<float>(double v) { return float(v); }
+inline float from_double<float>(double v) {
+  return float(v);
+}
 template <>
-inline __half from_double<__half>(double v) { return __float2half_rn(float(v)); }
+inline __half from_double<__half>(double v) {
+  return __float2half_rn(float(v));
+}
 template <>
-inline __nv_bfloat16 from_double<__nv_bfloat16>(double v) { return __float2bfloat16_rn(float(v)); }
+inline __nv_bfloat16 from_double<__nv_bfloat16>(double v) {
+  return __float2bfloat16_rn(float(v));
+}
 
 /// n values drawn by `draw`, rounded to T; `exact` receives the rounded values as double.
 template <class T, class F>

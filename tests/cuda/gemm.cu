@@ -16,9 +16,12 @@ template <class TA, class TC>
 void check_gemm(report& rep, context& ctx, test_rng& rng, bool ta, bool tb, std::int64_t m,
                 std::int64_t n, std::int64_t k) {
   std::vector<double> a, b, c0;
-  auto ha = random_vector<TA>(std::size_t(m * k), [&] { return rng.normal(); }, a);
-  auto hb = random_vector<TA>(std::size_t(k * n), [&] { return rng.normal(); }, b);
-  auto hc = random_vector<TC>(std::size_t(m * n), [&] { return rng.normal(); }, c0);
+  auto ha = random_vector<TA>(
+      std::size_t(m * k), [&] { return rng.normal(); }, a);
+  auto hb = random_vector<TA>(
+      std::size_t(k * n), [&] { return rng.normal(); }, b);
+  auto hc = random_vector<TC>(
+      std::size_t(m * n), [&] { return rng.normal(); }, c0);
   const std::int64_t lda = ta ? m : k, ldb = tb ? k : n, ldc = n;
   const double alpha = 0.75, beta = 0.5;
   std::vector<double> ref(c0.size());
@@ -26,7 +29,8 @@ void check_gemm(report& rep, context& ctx, test_rng& rng, bool ta, bool tb, std:
     for (std::int64_t j = 0; j < n; ++j) {
       double s = 0;
       for (std::int64_t l = 0; l < k; ++l)
-        s += a[std::size_t(ta ? l * lda + i : i * lda + l)] * b[std::size_t(tb ? j * ldb + l : l * ldb + j)];
+        s += a[std::size_t(ta ? l * lda + i : i * lda + l)] *
+             b[std::size_t(tb ? j * ldb + l : l * ldb + j)];
       ref[std::size_t(i * n + j)] = alpha * s + beta * c0[std::size_t(i * n + j)];
     }
   device_buffer<TA> dA(ha.data(), ha.size()), dB(hb.data(), hb.size());

@@ -20,17 +20,23 @@ template <class T>
 void check_rmsnorm(report& rep, context& ctx, test_rng& rng, std::int64_t rows, std::int64_t n) {
   const double eps = 1e-6;
   std::vector<double> x, w, dy, dx0;
-  auto hx = random_vector<T>(std::size_t(rows * n), [&] { return 2.0 * rng.normal(); }, x);
-  auto hw = random_vector<T>(std::size_t(n), [&] { return 1.0 + 0.1 * rng.normal(); }, w);
-  auto hdy = random_vector<T>(std::size_t(rows * n), [&] { return rng.normal(); }, dy);
-  auto hdx0 = random_vector<T>(std::size_t(rows * n), [&] { return rng.normal(); }, dx0);
-  std::vector<double> y(x.size()), r(static_cast<std::size_t>(rows)), dx(x.size()), dw(static_cast<std::size_t>(n));
+  auto hx = random_vector<T>(
+      std::size_t(rows * n), [&] { return 2.0 * rng.normal(); }, x);
+  auto hw = random_vector<T>(
+      std::size_t(n), [&] { return 1.0 + 0.1 * rng.normal(); }, w);
+  auto hdy = random_vector<T>(
+      std::size_t(rows * n), [&] { return rng.normal(); }, dy);
+  auto hdx0 = random_vector<T>(
+      std::size_t(rows * n), [&] { return rng.normal(); }, dx0);
+  std::vector<double> y(x.size()), r(static_cast<std::size_t>(rows)), dx(x.size()),
+      dw(static_cast<std::size_t>(n));
   std::vector<float> dw0(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) dw0[std::size_t(i)] = float(rng.normal());
   for (std::int64_t i = 0; i < n; ++i) dw[std::size_t(i)] = dw0[std::size_t(i)];
   for (std::int64_t t = 0; t < rows; ++t) {
     double ss = 0;
-    for (std::int64_t i = 0; i < n; ++i) ss += x[std::size_t(t * n + i)] * x[std::size_t(t * n + i)];
+    for (std::int64_t i = 0; i < n; ++i)
+      ss += x[std::size_t(t * n + i)] * x[std::size_t(t * n + i)];
     const double rt = 1.0 / std::sqrt(ss / double(n) + eps);
     r[std::size_t(t)] = rt;
     double m = 0;
@@ -55,13 +61,12 @@ void check_rmsnorm(report& rep, context& ctx, test_rng& rng, std::int64_t rows, 
   rmsnorm_backward<T>(ctx, rows, n, dX.data(), dW.data(), dR.data(), dDY.data(), dDX.data(),
                       dDW.data(), true);
   ctx.synchronize();
-  const std::string tag = std::string(type_name<T>()) + " " + std::to_string(rows) + "x" +
-                          std::to_string(n);
+  const std::string tag =
+      std::string(type_name<T>()) + " " + std::to_string(rows) + "x" + std::to_string(n);
   rep.check("rmsnorm forward y " + tag, rel_err(y, dY.download()), store_tol<T>());
   rep.check("rmsnorm forward rstd " + tag, rel_err(r, dR.download()), 1e-5);
   // dx accumulates into a value already rounded to T: one more rounding of the sum.
-  rep.check("rmsnorm backward dx (accumulate) " + tag, rel_err(dx, dDX.download()),
-            store_tol<T>());
+  rep.check("rmsnorm backward dx (accumulate) " + tag, rel_err(dx, dDX.download()), store_tol<T>());
   rep.check("rmsnorm backward dw " + tag, rel_err(dw, dDW.download()), 1e-5);
 }
 
@@ -70,7 +75,8 @@ void check_rope(report& rep, context& ctx, test_rng& rng, std::int64_t rows, std
                 std::int64_t D) {
   const std::int64_t h2 = D / 2;
   std::vector<double> x;
-  auto hx = random_vector<T>(std::size_t(rows * heads * D), [&] { return rng.normal(); }, x);
+  auto hx = random_vector<T>(
+      std::size_t(rows * heads * D), [&] { return rng.normal(); }, x);
   std::vector<float> c(std::size_t(rows * h2)), s(c.size());
   for (std::int64_t t = 0; t < rows; ++t)
     for (std::int64_t i = 0; i < h2; ++i) {
@@ -104,9 +110,12 @@ void check_rope(report& rep, context& ctx, test_rng& rng, std::int64_t rows, std
 template <class T>
 void check_swiglu(report& rep, context& ctx, test_rng& rng, std::int64_t n) {
   std::vector<double> g, u, dh;
-  auto hg = random_vector<T>(std::size_t(n), [&] { return 3.0 * rng.normal(); }, g);
-  auto hu = random_vector<T>(std::size_t(n), [&] { return rng.normal(); }, u);
-  auto hdh = random_vector<T>(std::size_t(n), [&] { return rng.normal(); }, dh);
+  auto hg = random_vector<T>(
+      std::size_t(n), [&] { return 3.0 * rng.normal(); }, g);
+  auto hu = random_vector<T>(
+      std::size_t(n), [&] { return rng.normal(); }, u);
+  auto hdh = random_vector<T>(
+      std::size_t(n), [&] { return rng.normal(); }, dh);
   std::vector<double> h(g.size()), dg(g.size()), du(g.size());
   for (std::size_t i = 0; i < g.size(); ++i) {
     const double sg = 1.0 / (1.0 + std::exp(-g[i]));
@@ -114,8 +123,8 @@ void check_swiglu(report& rep, context& ctx, test_rng& rng, std::int64_t n) {
     dg[i] = dh[i] * u[i] * sg * (1.0 + g[i] * (1.0 - sg));
     du[i] = dh[i] * g[i] * sg;
   }
-  device_buffer<T> dG(hg.data(), hg.size()), dU(hu.data(), hu.size()),
-      dDH(hdh.data(), hdh.size()), dH(hg.size()), dDG(hg.size()), dDU(hg.size());
+  device_buffer<T> dG(hg.data(), hg.size()), dU(hu.data(), hu.size()), dDH(hdh.data(), hdh.size()),
+      dH(hg.size()), dDG(hg.size()), dDU(hg.size());
   for (auto* b : {&dH, &dDG, &dDU}) FORGE_CUDA_CHECK(cudaMemset(b->data(), 0xff, b->bytes()));
   swiglu_forward<T>(ctx, n, dG.data(), dU.data(), dH.data());
   swiglu_backward<T>(ctx, n, dG.data(), dU.data(), dDH.data(), dDG.data(), dDU.data());

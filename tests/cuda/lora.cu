@@ -29,34 +29,47 @@ void check_lora(report& rep, context& ctx, test_rng& rng, lora_shape sh) {
   const auto M = sh.m, N = sh.n, K = sh.k, R = sh.rank;
   const double s = sh.scale;
   std::vector<double> x, W, A, B, dy;
-  auto hx = random_vector<T>(std::size_t(M * K), [&] { return rng.normal(); }, x);
-  auto hW = random_vector<T>(std::size_t(N * K), [&] { return 0.05 * rng.normal(); }, W);
-  auto hA = random_vector<T>(std::size_t(R * K), [&] { return 0.05 * rng.normal(); }, A);
-  auto hB = random_vector<T>(std::size_t(N * R), [&] { return 0.05 * rng.normal(); }, B);
-  auto hdy = random_vector<T>(std::size_t(M * N), [&] { return rng.normal(); }, dy);
+  auto hx = random_vector<T>(
+      std::size_t(M * K), [&] { return rng.normal(); }, x);
+  auto hW = random_vector<T>(
+      std::size_t(N * K), [&] { return 0.05 * rng.normal(); }, W);
+  auto hA = random_vector<T>(
+      std::size_t(R * K), [&] { return 0.05 * rng.normal(); }, A);
+  auto hB = random_vector<T>(
+      std::size_t(N * R), [&] { return 0.05 * rng.normal(); }, B);
+  auto hdy = random_vector<T>(
+      std::size_t(M * N), [&] { return rng.normal(); }, dy);
   std::vector<float> dA0(std::size_t(R * K)), dB0(std::size_t(N * R));
   for (auto& z : dA0) z = float(rng.normal());
   for (auto& z : dB0) z = float(rng.normal());
-  const auto t = product(M, R, K, [&](auto i, auto l) { return x[std::size_t(i * K + l)]; },
-                         [&](auto l, auto j) { return A[std::size_t(j * K + l)]; });
-  auto y = product(M, N, K, [&](auto i, auto l) { return x[std::size_t(i * K + l)]; },
-                   [&](auto l, auto j) { return W[std::size_t(j * K + l)]; });
-  const auto ya = product(M, N, R, [&](auto i, auto l) { return t[std::size_t(i * R + l)]; },
-                          [&](auto l, auto j) { return B[std::size_t(j * R + l)]; });
+  const auto t = product(
+      M, R, K, [&](auto i, auto l) { return x[std::size_t(i * K + l)]; },
+      [&](auto l, auto j) { return A[std::size_t(j * K + l)]; });
+  auto y = product(
+      M, N, K, [&](auto i, auto l) { return x[std::size_t(i * K + l)]; },
+      [&](auto l, auto j) { return W[std::size_t(j * K + l)]; });
+  const auto ya = product(
+      M, N, R, [&](auto i, auto l) { return t[std::size_t(i * R + l)]; },
+      [&](auto l, auto j) { return B[std::size_t(j * R + l)]; });
   for (std::size_t i = 0; i < y.size(); ++i) y[i] += s * ya[i];
-  auto dB = product(N, R, M, [&](auto i, auto l) { return dy[std::size_t(l * N + i)]; },
-                    [&](auto l, auto j) { return t[std::size_t(l * R + j)]; });
+  auto dB = product(
+      N, R, M, [&](auto i, auto l) { return dy[std::size_t(l * N + i)]; },
+      [&](auto l, auto j) { return t[std::size_t(l * R + j)]; });
   for (std::size_t i = 0; i < dB.size(); ++i) dB[i] = dB0[i] + s * dB[i];
-  auto dt = product(M, R, N, [&](auto i, auto l) { return dy[std::size_t(i * N + l)]; },
-                    [&](auto l, auto j) { return B[std::size_t(l * R + j)]; });
+  auto dt = product(
+      M, R, N, [&](auto i, auto l) { return dy[std::size_t(i * N + l)]; },
+      [&](auto l, auto j) { return B[std::size_t(l * R + j)]; });
   for (auto& z : dt) z *= s;
-  auto dA = product(R, K, M, [&](auto i, auto l) { return dt[std::size_t(l * R + i)]; },
-                    [&](auto l, auto j) { return x[std::size_t(l * K + j)]; });
+  auto dA = product(
+      R, K, M, [&](auto i, auto l) { return dt[std::size_t(l * R + i)]; },
+      [&](auto l, auto j) { return x[std::size_t(l * K + j)]; });
   for (std::size_t i = 0; i < dA.size(); ++i) dA[i] += dA0[i];
-  auto dx = product(M, K, N, [&](auto i, auto l) { return dy[std::size_t(i * N + l)]; },
-                    [&](auto l, auto j) { return W[std::size_t(l * K + j)]; });
-  const auto dxa = product(M, K, R, [&](auto i, auto l) { return dt[std::size_t(i * R + l)]; },
-                           [&](auto l, auto j) { return A[std::size_t(l * K + j)]; });
+  auto dx = product(
+      M, K, N, [&](auto i, auto l) { return dy[std::size_t(i * N + l)]; },
+      [&](auto l, auto j) { return W[std::size_t(l * K + j)]; });
+  const auto dxa = product(
+      M, K, R, [&](auto i, auto l) { return dt[std::size_t(i * R + l)]; },
+      [&](auto l, auto j) { return A[std::size_t(l * K + j)]; });
   for (std::size_t i = 0; i < dx.size(); ++i) dx[i] += dxa[i];
 
   device_buffer<T> dX(hx.data(), hx.size()), dW(hW.data(), hW.size()), dAa(hA.data(), hA.size()),
@@ -87,7 +100,8 @@ int main() {
     report rep("lora");
     test_rng rng(19);
     check_lora<float>(rep, ctx, rng, {.m = 37, .n = 96, .k = 160, .rank = 8, .scale = 2.0f});
-    check_lora<__nv_bfloat16>(rep, ctx, rng, {.m = 64, .n = 256, .k = 512, .rank = 16, .scale = 2.0f});
+    check_lora<__nv_bfloat16>(rep, ctx, rng,
+                              {.m = 64, .n = 256, .k = 512, .rank = 16, .scale = 2.0f});
     return rep.finish();
   } catch (const std::exception& e) {
     std::printf("FAIL: %s\n", e.what());

@@ -20,7 +20,8 @@ template <class T>
 void check_ce(report& rep, context& ctx, test_rng& rng, std::int64_t rows, std::int64_t vocab,
               double ignored_fraction) {
   std::vector<double> z;
-  auto hz = random_vector<T>(std::size_t(rows * vocab), [&] { return 3.0 * rng.normal(); }, z);
+  auto hz = random_vector<T>(
+      std::size_t(rows * vocab), [&] { return 3.0 * rng.normal(); }, z);
   std::vector<std::int64_t> y(static_cast<std::size_t>(rows));
   for (auto& t : y)
     t = rng.uniform() < ignored_fraction ? -100 : std::int64_t(rng.next() % std::uint64_t(vocab));
@@ -46,7 +47,8 @@ void check_ce(report& rep, context& ctx, test_rng& rng, std::int64_t rows, std::
   device_buffer<T> dZ(hz.data(), hz.size()), dDZ(hz.size());
   device_buffer<std::int64_t> dY(y.data(), y.size());
   FORGE_CUDA_CHECK(cudaMemset(dDZ.data(), 0xff, dDZ.bytes()));
-  const double got = cross_entropy<T>(ctx, rows, vocab, dZ.data(), dY.data(), dDZ.data(), grad_scale);
+  const double got =
+      cross_entropy<T>(ctx, rows, vocab, dZ.data(), dY.data(), dDZ.data(), grad_scale);
   const std::string tag = std::string(type_name<T>()) + " " + std::to_string(rows) + "x" +
                           std::to_string(vocab) + " ignored " + std::to_string(rows - n);
   // The loss is formed in f32 per row (logsumexp over vocab terms, ~1e-7 relative) and
@@ -67,9 +69,11 @@ void check_sequence_logprobs(report& rep, context& ctx, test_rng& rng, std::int6
                              std::int64_t len, std::int64_t vocab) {
   const std::int64_t rows = batch * len;
   std::vector<double> z;
-  auto hz = random_vector<T>(std::size_t(rows * vocab), [&] { return 2.0 * rng.normal(); }, z);
+  auto hz = random_vector<T>(
+      std::size_t(rows * vocab), [&] { return 2.0 * rng.normal(); }, z);
   std::vector<std::int64_t> y(static_cast<std::size_t>(rows));
-  for (auto& t : y) t = rng.uniform() < 0.3 ? -100 : std::int64_t(rng.next() % std::uint64_t(vocab));
+  for (auto& t : y)
+    t = rng.uniform() < 0.3 ? -100 : std::int64_t(rng.next() % std::uint64_t(vocab));
   std::vector<float> g(static_cast<std::size_t>(batch));
   for (auto& v : g) v = float(rng.normal());
   std::vector<double> lp(std::size_t(batch), 0.0), dz(z.size(), 0.0);
@@ -93,7 +97,8 @@ void check_sequence_logprobs(report& rep, context& ctx, test_rng& rng, std::int6
       dG(g.data(), g.size());
   FORGE_CUDA_CHECK(cudaMemset(dDZ.data(), 0xff, dDZ.bytes()));
   sequence_logprobs<T>(ctx, batch, len, vocab, dZ.data(), dY.data(), tok.data(), seq.data());
-  sequence_logprobs_backward<T>(ctx, batch, len, vocab, dZ.data(), dY.data(), dG.data(), dDZ.data());
+  sequence_logprobs_backward<T>(ctx, batch, len, vocab, dZ.data(), dY.data(), dG.data(),
+                                dDZ.data());
   ctx.synchronize();
   const std::string tag = std::string(type_name<T>()) + " batch " + std::to_string(batch) +
                           " len " + std::to_string(len) + " vocab " + std::to_string(vocab);
@@ -105,7 +110,8 @@ void check_sequence_logprobs(report& rep, context& ctx, test_rng& rng, std::int6
 void check_preference(report& rep, context& ctx, test_rng& rng, preference_options o,
                       const std::string& name) {
   const std::int64_t batch = 300;
-  std::vector<float> pc(static_cast<std::size_t>(batch)), pr(pc.size()), rc(pc.size()), rr(pc.size());
+  std::vector<float> pc(static_cast<std::size_t>(batch)), pr(pc.size()), rc(pc.size()),
+      rr(pc.size());
   for (std::size_t i = 0; i < pc.size(); ++i) {
     rc[i] = float(-50 + 10 * rng.normal());
     rr[i] = float(-50 + 10 * rng.normal());
@@ -167,8 +173,9 @@ int main() {
       } catch (const forge::error& e) {
         msg = e.what();
       }
-      rep.expect("cross_entropy names the row of an out-of-range target",
-                 msg.find("row 1") != std::string::npos && msg.find("found 10") != std::string::npos);
+      rep.expect(
+          "cross_entropy names the row of an out-of-range target",
+          msg.find("row 1") != std::string::npos && msg.find("found 10") != std::string::npos);
     }
     check_sequence_logprobs<float>(rep, ctx, rng, 3, 17, 1000);
     check_sequence_logprobs<__nv_bfloat16>(rep, ctx, rng, 4, 9, 32000);

@@ -15,7 +15,8 @@ using namespace forge::cuda::test;
 namespace {
 
 std::vector<__half> random_x(test_rng& rng, std::size_t n, std::vector<double>& xd) {
-  return random_vector<__half>(n, [&] { return rng.normal(); }, xd);
+  return random_vector<__half>(
+      n, [&] { return rng.normal(); }, xd);
 }
 
 void check_nf4(report& rep, context& ctx, test_rng& rng, std::int64_t rows, std::int64_t cols,

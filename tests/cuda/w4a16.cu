@@ -79,7 +79,8 @@ host_int4 quantize(test_rng& rng, std::int64_t rows, std::int64_t cols, int grou
       t.scales[gi] = s;
       if (!sym) t.zeros[gi] = std::uint8_t(z);
       for (int i = 0; i < group; ++i) {
-        const auto q = std::uint8_t(std::clamp(std::nearbyint(x[std::size_t(i)] / s) + z, 0.0f, 15.0f));
+        const auto q =
+            std::uint8_t(std::clamp(std::nearbyint(x[std::size_t(i)] / s) + z, 0.0f, 15.0f));
         const std::int64_t k = g * group + i;
         auto& b = t.codes[std::size_t((r * cols + k) / 2)];
         b = (k & 1) ? std::uint8_t((b & 0x0f) | (q << 4)) : std::uint8_t((b & 0xf0) | q);
@@ -108,7 +109,8 @@ void check_case(report& rep, context& ctx, test_rng& rng, std::int64_t rows, std
     const auto wr = t.dequant_row(r);
     for (std::int64_t b = 0; b < batch; ++b) {
       double acc = 0;
-      for (std::int64_t k = 0; k < cols; ++k) acc += wr[std::size_t(k)] * xd[std::size_t(b * cols + k)];
+      for (std::int64_t k = 0; k < cols; ++k)
+        acc += wr[std::size_t(k)] * xd[std::size_t(b * cols + k)];
       ref[std::size_t(b * rows + r)] = acc;
     }
   }
@@ -117,8 +119,8 @@ void check_case(report& rep, context& ctx, test_rng& rng, std::int64_t rows, std
   FORGE_CUDA_CHECK(cudaMemsetAsync(dy.data(), 0xff, dy.bytes(), ctx.stream()));  // NaN poison
   w4a16_matmul(ctx, w, batch, dx.data(), cols, dy.data(), rows);
   ctx.synchronize();
-  const std::string name = "matmul " + std::to_string(rows) + "x" + std::to_string(cols) +
-                           " g" + std::to_string(group) + (sym ? " sym" : " asym") +
+  const std::string name = "matmul " + std::to_string(rows) + "x" + std::to_string(cols) + " g" +
+                           std::to_string(group) + (sym ? " sym" : " asym") +
                            (act_order ? " act-order" : "") + " batch " + std::to_string(batch);
   rep.check(name, rel_err(ref, dy.download()), 2e-3);
 
@@ -136,7 +138,8 @@ void check_case(report& rep, context& ctx, test_rng& rng, std::int64_t rows, std
       wref.insert(wref.end(), wr.begin(), wr.end());
     }
     rep.check("dequantize " + std::to_string(rows) + "x" + std::to_string(cols) + " g" +
-                  std::to_string(group) + (sym ? " sym" : " asym") + (act_order ? " act-order" : ""),
+                  std::to_string(group) + (sym ? " sym" : " asym") +
+                  (act_order ? " act-order" : ""),
               rel_err(wref, dw.download()), 1e-3);
   }
 }
@@ -192,8 +195,8 @@ template <int R, int U, bool Persistent = false>
 void check_shape_variant(report& rep, context& ctx, test_rng& rng) {
   const std::int64_t rows = 1030, cols = 11008;
   const host_int4 t = quantize(rng, rows, cols, 128, false, false);
-  const auto w = w4a16_upload(ctx, rows, cols, 128, t.codes.data(), t.scales.data(),
-                              t.zeros.data(), nullptr);
+  const auto w =
+      w4a16_upload(ctx, rows, cols, 128, t.codes.data(), t.scales.data(), t.zeros.data(), nullptr);
   std::vector<__half> x(static_cast<std::size_t>(cols));
   for (auto& v : x) v = __float2half_rn(float(rng.normal()));
   const std::vector<double> xd = as_double(x);
@@ -227,13 +230,13 @@ int main() {
     check_case(rep, ctx, rng, 4096, 4096, 128, true, false, 1);
     check_case(rep, ctx, rng, 11008, 4096, 128, false, false, 1);
     check_case(rep, ctx, rng, 4096, 11008, 128, true, false, 1);
-    check_case(rep, ctx, rng, 1001, 4096, 128, false, false, 1);   // odd rows, batch 1
-    check_case(rep, ctx, rng, 513, 1024, 64, false, true, 1);      // act-order, batch 1
-    check_case(rep, ctx, rng, 300, 512, 128, true, false, 3);      // rows not a multiple of 16
-    check_case(rep, ctx, rng, 1024, 11008, 64, false, false, 8);   // chunks not a multiple of 32
+    check_case(rep, ctx, rng, 1001, 4096, 128, false, false, 1);  // odd rows, batch 1
+    check_case(rep, ctx, rng, 513, 1024, 64, false, true, 1);     // act-order, batch 1
+    check_case(rep, ctx, rng, 300, 512, 128, true, false, 3);     // rows not a multiple of 16
+    check_case(rep, ctx, rng, 1024, 11008, 64, false, false, 8);  // chunks not a multiple of 32
     check_case(rep, ctx, rng, 257, 1024, 32, true, false, 5);
-    check_case(rep, ctx, rng, 512, 1024, 128, false, true, 2);     // act-order permutation
-    check_case(rep, ctx, rng, 128, 256, 128, true, false, 11);     // batch in pieces of 8 + 3
+    check_case(rep, ctx, rng, 512, 1024, 128, false, true, 2);  // act-order permutation
+    check_case(rep, ctx, rng, 128, 256, 128, true, false, 11);  // batch in pieces of 8 + 3
     check_shape_variant<2, 2, true>(rep, ctx, rng);
     check_shape_variant<2, 4, true>(rep, ctx, rng);
     check_shape_variant<2, 4>(rep, ctx, rng);

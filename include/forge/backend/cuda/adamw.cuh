@@ -52,8 +52,10 @@ __global__ void adamw_kernel(std::int64_t n, float* __restrict__ p, const G* __r
 template <class G>
 void adamw_step(context& ctx, std::int64_t n, float* param, const G* grad, float* m, float* v,
                 std::int64_t step, const adamw_options& o, float grad_scale = 1.0f) {
-  require(step >= 1, {.what = "AdamW step counts from 1", .place = "adamw_step",
-                      .expected = "step >= 1", .found = std::to_string(step)});
+  require(step >= 1, {.what = "AdamW step counts from 1",
+                      .place = "adamw_step",
+                      .expected = "step >= 1",
+                      .found = std::to_string(step)});
   if (n <= 0) return;
   const double bias1 = 1.0 - std::pow(double(o.beta1), double(step));
   const double bias2 = 1.0 - std::pow(double(o.beta2), double(step));

@@ -82,7 +82,8 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
   for (int e = 0; e < E; ++e) acc[e] = 0.0f;
   const std::int64_t last_q = i0 + 3 < a.q_len ? i0 + 3 : a.q_len - 1;
-  const std::int64_t kv_end = a.q_offset + last_q + 1 < a.kv_len ? a.q_offset + last_q + 1 : a.kv_len;
+  const std::int64_t kv_end =
+      a.q_offset + last_q + 1 < a.kv_len ? a.q_offset + last_q + 1 : a.kv_len;
   const T* kb = k + (b * a.kv_stride * a.kv_heads + kvh) * D;
   const T* vb = v + (b * a.kv_stride * a.kv_heads + kvh) * D;
   for (std::int64_t j0 = 0; j0 < kv_end; j0 += att_tile) {
@@ -101,7 +102,8 @@ __global__ void __launch_bounds__(128)
     }
     float tmax = s;
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, off));
+    for (int off = 16; off > 0; off >>= 1)
+      tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, off));
     const float m_new = fmaxf(m, tmax);
     if (m_new == -INFINITY) continue;  // nothing allowed yet
     const float p = s == -INFINITY ? 0.0f : __expf(s - m_new);
@@ -129,11 +131,11 @@ __global__ void __launch_bounds__(128)
 // dq for one query row per warp; D_i computed from do and o in the prologue.
 template <int D, class T>
 __global__ void __launch_bounds__(128)
-    attention_backward_dq_kernel(attention_dims a, const T* __restrict__ q,
-                                 const T* __restrict__ k, const T* __restrict__ v,
-                                 const unsigned char* __restrict__ mask, const T* __restrict__ o,
-                                 const float* __restrict__ lse, const T* __restrict__ dout,
-                                 T* __restrict__ dq, float* __restrict__ delta) {
+    attention_backward_dq_kernel(attention_dims a, const T* __restrict__ q, const T* __restrict__ k,
+                                 const T* __restrict__ v, const unsigned char* __restrict__ mask,
+                                 const T* __restrict__ o, const float* __restrict__ lse,
+                                 const T* __restrict__ dout, T* __restrict__ dq,
+                                 float* __restrict__ delta) {
   constexpr int E = D / 32;
   __shared__ float ks[att_tile][D + 1], vs[att_tile][D + 1];
   __shared__ float qs[4][D], dos[4][D];
@@ -156,7 +158,8 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
   for (int e = 0; e < E; ++e) acc[e] = 0.0f;
   const std::int64_t last_q = i0 + 3 < a.q_len ? i0 + 3 : a.q_len - 1;
-  const std::int64_t kv_end = a.q_offset + last_q + 1 < a.kv_len ? a.q_offset + last_q + 1 : a.kv_len;
+  const std::int64_t kv_end =
+      a.q_offset + last_q + 1 < a.kv_len ? a.q_offset + last_q + 1 : a.kv_len;
   const T* kb = k + (b * a.kv_stride * a.kv_heads + kvh) * D;
   const T* vb = v + (b * a.kv_stride * a.kv_heads + kvh) * D;
   for (std::int64_t j0 = 0; j0 < kv_end; j0 += att_tile) {
@@ -262,8 +265,8 @@ __global__ void __launch_bounds__(128)
 }
 
 inline void att_check(const attention_dims& a) {
-  require(a.batch > 0 && a.q_len > 0 && a.kv_len > 0 && a.kv_stride >= a.kv_len &&
-              a.heads > 0 && a.kv_heads > 0 && a.heads % a.kv_heads == 0 &&
+  require(a.batch > 0 && a.q_len > 0 && a.kv_len > 0 && a.kv_stride >= a.kv_len && a.heads > 0 &&
+              a.kv_heads > 0 && a.heads % a.kv_heads == 0 &&
               (a.head_dim == 64 || a.head_dim == 128) && a.batch < 65536 && a.heads < 65536,
           {.what = "unsupported attention extents",
            .place = "cuda attention",
@@ -282,9 +285,11 @@ void attention_forward(context& ctx, const attention_dims& a, const T* q, const 
   detail::att_check(a);
   const dim3 grid(unsigned((a.q_len + 3) / 4), unsigned(a.heads), unsigned(a.batch));
   if (a.head_dim == 64)
-    detail::attention_forward_kernel<64, T><<<grid, 128, 0, ctx.stream()>>>(a, q, k, v, key_mask, out, lse);
+    detail::attention_forward_kernel<64, T>
+        <<<grid, 128, 0, ctx.stream()>>>(a, q, k, v, key_mask, out, lse);
   else
-    detail::attention_forward_kernel<128, T><<<grid, 128, 0, ctx.stream()>>>(a, q, k, v, key_mask, out, lse);
+    detail::attention_forward_kernel<128, T>
+        <<<grid, 128, 0, ctx.stream()>>>(a, q, k, v, key_mask, out, lse);
   FORGE_CUDA_CHECK_LAUNCH("attention_forward_kernel");
 }
 
@@ -299,13 +304,17 @@ void attention_backward(context& ctx, const attention_dims& a, const T* q, const
   const dim3 gk(unsigned((a.kv_len + 3) / 4), unsigned(a.kv_heads), unsigned(a.batch));
   cudaStream_t s = ctx.stream();
   if (a.head_dim == 64) {
-    detail::attention_backward_dq_kernel<64, T><<<gq, 128, 0, s>>>(a, q, k, v, key_mask, out, lse, dout, dq, delta);
+    detail::attention_backward_dq_kernel<64, T>
+        <<<gq, 128, 0, s>>>(a, q, k, v, key_mask, out, lse, dout, dq, delta);
     FORGE_CUDA_CHECK_LAUNCH("attention_backward_dq_kernel");
-    detail::attention_backward_dkdv_kernel<64, T><<<gk, 128, 0, s>>>(a, q, k, v, key_mask, lse, delta, dout, dk, dv);
+    detail::attention_backward_dkdv_kernel<64, T>
+        <<<gk, 128, 0, s>>>(a, q, k, v, key_mask, lse, delta, dout, dk, dv);
   } else {
-    detail::attention_backward_dq_kernel<128, T><<<gq, 128, 0, s>>>(a, q, k, v, key_mask, out, lse, dout, dq, delta);
+    detail::attention_backward_dq_kernel<128, T>
+        <<<gq, 128, 0, s>>>(a, q, k, v, key_mask, out, lse, dout, dq, delta);
     FORGE_CUDA_CHECK_LAUNCH("attention_backward_dq_kernel");
-    detail::attention_backward_dkdv_kernel<128, T><<<gk, 128, 0, s>>>(a, q, k, v, key_mask, lse, delta, dout, dk, dv);
+    detail::attention_backward_dkdv_kernel<128, T>
+        <<<gk, 128, 0, s>>>(a, q, k, v, key_mask, lse, delta, dout, dk, dv);
   }
   FORGE_CUDA_CHECK_LAUNCH("attention_backward_dkdv_kernel");
 }

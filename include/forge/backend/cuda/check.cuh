@@ -14,12 +14,12 @@ namespace forge::cuda {
 /// Throws forge::error unless `status` is cudaSuccess; `call` names the failed call.
 inline void check(cudaError_t status, const char* call, const char* file, int line) {
   if (status != cudaSuccess)
-    throw error({.what = std::string("CUDA call failed: ") + call,
-                 .file = file,
-                 .place = "line " + std::to_string(line),
-                 .expected = "cudaSuccess",
-                 .found = std::string(cudaGetErrorName(status)) + " (" +
-                          cudaGetErrorString(status) + ")"});
+    throw error(
+        {.what = std::string("CUDA call failed: ") + call,
+         .file = file,
+         .place = "line " + std::to_string(line),
+         .expected = "cudaSuccess",
+         .found = std::string(cudaGetErrorName(status)) + " (" + cudaGetErrorString(status) + ")"});
 }
 
 /// Throws forge::error unless `status` is CUBLAS_STATUS_SUCCESS.

@@ -21,23 +21,29 @@ namespace detail {
 template <class T>
 constexpr cudaDataType_t blas_type();
 template <>
-constexpr cudaDataType_t blas_type<__half>() { return CUDA_R_16F; }
+constexpr cudaDataType_t blas_type<__half>() {
+  return CUDA_R_16F;
+}
 template <>
-constexpr cudaDataType_t blas_type<__nv_bfloat16>() { return CUDA_R_16BF; }
+constexpr cudaDataType_t blas_type<__nv_bfloat16>() {
+  return CUDA_R_16BF;
+}
 template <>
-constexpr cudaDataType_t blas_type<float>() { return CUDA_R_32F; }
+constexpr cudaDataType_t blas_type<float>() {
+  return CUDA_R_32F;
+}
 }  // namespace detail
 
 /// C = alpha·op(A)·op(B) + beta·C on ctx's stream, row-major with leading dimensions (row
 /// strides, elements) lda, ldb, ldc. TA is the input type (A and B), TC the output type
 /// (TA or float). A is [m, k] (or [k, m] if trans_a), B is [k, n] (or [n, k] if trans_b).
 template <class TA, class TC>
-void gemm(context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
-          std::int64_t k, float alpha, const TA* A, std::int64_t lda, const TA* B,
-          std::int64_t ldb, float beta, TC* C, std::int64_t ldc) {
+void gemm(context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+          float alpha, const TA* A, std::int64_t lda, const TA* B, std::int64_t ldb, float beta,
+          TC* C, std::int64_t ldc) {
   const std::int64_t lim = std::int64_t(1) << 31;
-  require(m >= 0 && n >= 0 && k >= 0 && m < lim && n < lim && k < lim &&
-              lda >= (trans_a ? m : k) && ldb >= (trans_b ? k : n) && ldc >= n,
+  require(m >= 0 && n >= 0 && k >= 0 && m < lim && n < lim && k < lim && lda >= (trans_a ? m : k) &&
+              ldb >= (trans_b ? k : n) && ldc >= n,
           {.what = "bad matrix product extents",
            .place = "cuda::gemm",
            .expected = "non-negative extents below 2^31 and row strides at least the row length",

@@ -56,8 +56,7 @@ __global__ void __launch_bounds__(128)
       const std::uint32_t ws[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
       float q[16];
 #pragma unroll
-      for (int j = 0; j < 16; ++j)
-        q[j] = float(std::int8_t((ws[j >> 2] >> (8 * (j & 3))) & 0xffu));
+      for (int j = 0; j < 16; ++j) q[j] = float(std::int8_t((ws[j >> 2] >> (8 * (j & 3))) & 0xffu));
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         const uint4* xp = reinterpret_cast<const uint4*>(x + m * ldx + (c << 4));
@@ -91,8 +90,8 @@ template <int M>
 void int8_launch(const int8_matrix& w, const __half* x, std::int64_t ldx, __half* y,
                  std::int64_t ldy, cudaStream_t s) {
   int8_gemv_kernel<M><<<unsigned((w.rows + 3) / 4), 128, 0, s>>>(
-      int(w.rows), int(w.cols), reinterpret_cast<const uint4*>(w.codes.data()),
-      w.scales.data(), x, ldx, y, ldy);
+      int(w.rows), int(w.cols), reinterpret_cast<const uint4*>(w.codes.data()), w.scales.data(), x,
+      ldx, y, ldy);
   FORGE_CUDA_CHECK_LAUNCH("int8_gemv_kernel");
 }
 
@@ -102,7 +101,8 @@ void int8_launch(const int8_matrix& w, const __half* x, std::int64_t ldx, __half
 inline int8_matrix int8_upload(context& ctx, std::int64_t rows, std::int64_t cols,
                                const std::int8_t* codes, const float* scales) {
   require(rows > 0 && cols > 0 && cols % 16 == 0 && cols < (std::int64_t(1) << 30),
-          {.what = "bad int8 matrix extents", .place = "int8_upload",
+          {.what = "bad int8 matrix extents",
+           .place = "int8_upload",
            .expected = "rows > 0, cols a positive multiple of 16",
            .found = std::to_string(rows) + "x" + std::to_string(cols)});
   int8_matrix m;
@@ -118,16 +118,25 @@ inline int8_matrix int8_upload(context& ctx, std::int64_t rows, std::int64_t col
 inline void int8_matmul(context& ctx, const int8_matrix& w, std::int64_t batch, const __half* x,
                         std::int64_t ldx, __half* y, std::int64_t ldy) {
   require(batch >= 0 && ldx >= w.cols && ldy >= w.rows && ldx % 8 == 0,
-          {.what = "bad int8 operand extents", .place = "int8_matmul",
+          {.what = "bad int8 operand extents",
+           .place = "int8_matmul",
            .expected = "ldx >= cols (multiple of 8), ldy >= rows",
            .found = "ldx " + std::to_string(ldx) + ", ldy " + std::to_string(ldy)});
   for (std::int64_t b = 0; b < batch;) {
     const std::int64_t left = batch - b;
     switch (left >= 4 ? 4 : int(left)) {
-      case 1: detail::int8_launch<1>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream()); break;
-      case 2: detail::int8_launch<2>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream()); break;
-      case 3: detail::int8_launch<3>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream()); break;
-      default: detail::int8_launch<4>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream()); break;
+      case 1:
+        detail::int8_launch<1>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream());
+        break;
+      case 2:
+        detail::int8_launch<2>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream());
+        break;
+      case 3:
+        detail::int8_launch<3>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream());
+        break;
+      default:
+        detail::int8_launch<4>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream());
+        break;
     }
     b += left >= 4 ? 4 : left;
   }

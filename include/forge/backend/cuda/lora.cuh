@@ -49,12 +49,10 @@ void lora_backward(context& ctx, const lora_shape& sh, const T* x, const T* W, c
                  sh.rank);
   gemm<T, T>(ctx, false, false, sh.m, sh.rank, sh.n, sh.scale, dy, sh.n, B, sh.rank, 0.0f, dt,
              sh.rank);
-  gemm<T, float>(ctx, true, false, sh.rank, sh.k, sh.m, 1.0f, dt, sh.rank, x, sh.k, 1.0f, dA,
-                 sh.k);
+  gemm<T, float>(ctx, true, false, sh.rank, sh.k, sh.m, 1.0f, dt, sh.rank, x, sh.k, 1.0f, dA, sh.k);
   if (dx) {
     gemm<T, T>(ctx, false, false, sh.m, sh.k, sh.n, 1.0f, dy, sh.n, W, sh.k, 0.0f, dx, sh.k);
-    gemm<T, T>(ctx, false, false, sh.m, sh.k, sh.rank, 1.0f, dt, sh.rank, A, sh.k, 1.0f, dx,
-               sh.k);
+    gemm<T, T>(ctx, false, false, sh.m, sh.k, sh.rank, 1.0f, dt, sh.rank, A, sh.k, 1.0f, dx, sh.k);
   }
 }
 

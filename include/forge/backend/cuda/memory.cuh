@@ -82,7 +82,7 @@ class memory_pool {
     auto it = sizes_.find(p);
     if (it == sizes_.end())
       throw error(error_info{.what = "pointer was not allocated by this pool",
-                   .place = "memory_pool::deallocate"});
+                             .place = "memory_pool::deallocate"});
     free_.emplace(it->second, p);
     cached_bytes_ += it->second;
   }

@@ -24,11 +24,22 @@
 namespace forge::cuda {
 
 /// The 16 NF4 code values (QLoRA appendix E; bitsandbytes), as f32.
-inline constexpr float nf4_values[16] = {
-    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
-    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
-    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+inline constexpr float nf4_values[16] = {-1.0f,
+                                         -0.6961928009986877f,
+                                         -0.5250730514526367f,
+                                         -0.39491748809814453f,
+                                         -0.28444138169288635f,
+                                         -0.18477343022823334f,
+                                         -0.09105003625154495f,
+                                         0.0f,
+                                         0.07958029955625534f,
+                                         0.16093020141124725f,
+                                         0.24611230194568634f,
+                                         0.33791524171829224f,
+                                         0.44070982933044434f,
+                                         0.5626170039176941f,
+                                         0.7229568362236023f,
+                                         1.0f};
 
 /// An NF4 matrix resident on the device (host packing kept; absmax as f32 per 64 weights).
 struct nf4_matrix {
@@ -47,10 +58,9 @@ struct nf4_pair_table {
 
 template <int M>
 __global__ void __launch_bounds__(128)
-    nf4_gemv_kernel(int n, int k, const uint4* __restrict__ codes,
-                    const float* __restrict__ absmax, nf4_pair_table table,
-                    const __half* __restrict__ x, std::int64_t ldx, __half* __restrict__ y,
-                    std::int64_t ldy) {
+    nf4_gemv_kernel(int n, int k, const uint4* __restrict__ codes, const float* __restrict__ absmax,
+                    nf4_pair_table table, const __half* __restrict__ x, std::int64_t ldx,
+                    __half* __restrict__ y, std::int64_t ldy) {
   __shared__ float2 lut[256];
   for (int i = threadIdx.x; i < 256; i += blockDim.x) lut[i] = table.v[i];
   __syncthreads();
@@ -115,11 +125,11 @@ inline nf4_pair_table nf4_table() {
 }
 
 template <int M>
-void nf4_launch(const nf4_matrix& w, const __half* x, std::int64_t ldx, __half* y,
-                std::int64_t ldy, cudaStream_t s) {
+void nf4_launch(const nf4_matrix& w, const __half* x, std::int64_t ldx, __half* y, std::int64_t ldy,
+                cudaStream_t s) {
   nf4_gemv_kernel<M><<<unsigned((w.rows + 3) / 4), 128, 0, s>>>(
-      int(w.rows), int(w.cols), reinterpret_cast<const uint4*>(w.codes.data()),
-      w.absmax.data(), nf4_table(), x, ldx, y, ldy);
+      int(w.rows), int(w.cols), reinterpret_cast<const uint4*>(w.codes.data()), w.absmax.data(),
+      nf4_table(), x, ldx, y, ldy);
   FORGE_CUDA_CHECK_LAUNCH("nf4_gemv_kernel");
 }
 
@@ -129,7 +139,8 @@ void nf4_launch(const nf4_matrix& w, const __half* x, std::int64_t ldx, __half* 
 inline nf4_matrix nf4_upload(context& ctx, std::int64_t rows, std::int64_t cols,
                              const std::uint8_t* codes, const float* absmax) {
   require(rows > 0 && cols > 0 && cols % 64 == 0 && cols < (std::int64_t(1) << 30),
-          {.what = "bad NF4 matrix extents", .place = "nf4_upload",
+          {.what = "bad NF4 matrix extents",
+           .place = "nf4_upload",
            .expected = "rows > 0, cols a positive multiple of 64",
            .found = std::to_string(rows) + "x" + std::to_string(cols)});
   nf4_matrix m;
@@ -145,16 +156,25 @@ inline nf4_matrix nf4_upload(context& ctx, std::int64_t rows, std::int64_t cols,
 inline void nf4_matmul(context& ctx, const nf4_matrix& w, std::int64_t batch, const __half* x,
                        std::int64_t ldx, __half* y, std::int64_t ldy) {
   require(batch >= 0 && ldx >= w.cols && ldy >= w.rows && ldx % 8 == 0,
-          {.what = "bad NF4 operand extents", .place = "nf4_matmul",
+          {.what = "bad NF4 operand extents",
+           .place = "nf4_matmul",
            .expected = "ldx >= cols (multiple of 8), ldy >= rows",
            .found = "ldx " + std::to_string(ldx) + ", ldy " + std::to_string(ldy)});
   for (std::int64_t b = 0; b < batch;) {
     const std::int64_t left = batch - b;
     switch (left >= 4 ? 4 : int(left)) {
-      case 1: detail::nf4_launch<1>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream()); break;
-      case 2: detail::nf4_launch<2>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream()); break;
-      case 3: detail::nf4_launch<3>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream()); break;
-      default: detail::nf4_launch<4>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream()); break;
+      case 1:
+        detail::nf4_launch<1>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream());
+        break;
+      case 2:
+        detail::nf4_launch<2>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream());
+        break;
+      case 3:
+        detail::nf4_launch<3>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream());
+        break;
+      default:
+        detail::nf4_launch<4>(w, x + b * ldx, ldx, y + b * ldy, ldy, ctx.stream());
+        break;
     }
     b += left >= 4 ? 4 : left;
   }

@@ -137,11 +137,12 @@ template <class T>
 void sequence_logprobs(context& ctx, std::int64_t batch, std::int64_t len, std::int64_t vocab,
                        const T* logits, const std::int64_t* targets, float* tok, float* logp) {
   if (batch <= 0 || len <= 0) return;
-  detail::token_logprob_kernel<T><<<unsigned(batch * len), vocab >= 8192 ? 1024u : 256u, 0,
-                                    ctx.stream()>>>(vocab, logits, targets, tok);
+  detail::token_logprob_kernel<T>
+      <<<unsigned(batch * len), vocab >= 8192 ? 1024u : 256u, 0, ctx.stream()>>>(vocab, logits,
+                                                                                 targets, tok);
   FORGE_CUDA_CHECK_LAUNCH("token_logprob_kernel");
-  detail::sequence_sum_kernel<<<unsigned((batch + 127) / 128), 128, 0, ctx.stream()>>>(
-      batch, len, tok, logp);
+  detail::sequence_sum_kernel<<<unsigned((batch + 127) / 128), 128, 0, ctx.stream()>>>(batch, len,
+                                                                                       tok, logp);
   FORGE_CUDA_CHECK_LAUNCH("sequence_sum_kernel");
 }
 
@@ -165,7 +166,8 @@ inline void preference_loss(context& ctx, std::int64_t batch, const preference_o
                             const float* ref_chosen, const float* ref_rejected, float* loss,
                             float* d_chosen, float* d_rejected) {
   require(batch > 0 && o.beta > 0.0f && o.label_smoothing >= 0.0f && o.label_smoothing < 0.5f,
-          {.what = "bad preference-loss arguments", .place = "preference_loss",
+          {.what = "bad preference-loss arguments",
+           .place = "preference_loss",
            .expected = "batch > 0, beta > 0, 0 <= label_smoothing < 0.5",
            .found = "batch " + std::to_string(batch) + ", beta " + std::to_string(o.beta) +
                     ", label_smoothing " + std::to_string(o.label_smoothing)});

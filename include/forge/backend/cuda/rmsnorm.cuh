@@ -92,8 +92,9 @@ template <class T>
 void rmsnorm_backward(context& ctx, std::int64_t rows, std::int64_t n, const T* x, const T* w,
                       const float* rstd, const T* dy, T* dx, float* dw, bool accumulate) {
   if (rows <= 0) return;
-  detail::rmsnorm_backward_dx_kernel<T><<<unsigned(rows), detail::row_threads(n), 0,
-                                          ctx.stream()>>>(n, x, w, rstd, dy, dx, accumulate);
+  detail::rmsnorm_backward_dx_kernel<T>
+      <<<unsigned(rows), detail::row_threads(n), 0, ctx.stream()>>>(n, x, w, rstd, dy, dx,
+                                                                    accumulate);
   FORGE_CUDA_CHECK_LAUNCH("rmsnorm_backward_dx_kernel");
   if (dw) {
     detail::rmsnorm_backward_dw_kernel<T>

@@ -37,8 +37,8 @@ void rope_forward(context& ctx, std::int64_t rows, std::int64_t heads, std::int6
                   const float* cos, const float* sin) {
   const std::int64_t total = rows * heads * (D / 2);
   if (total <= 0) return;
-  detail::rope_kernel<T><<<unsigned((total + 255) / 256), 256, 0, ctx.stream()>>>(
-      rows, heads, D, x, cos, sin, 1.0f);
+  detail::rope_kernel<T>
+      <<<unsigned((total + 255) / 256), 256, 0, ctx.stream()>>>(rows, heads, D, x, cos, sin, 1.0f);
   FORGE_CUDA_CHECK_LAUNCH("rope_kernel");
 }
 

@@ -16,13 +16,15 @@
 // gives q − z: two integer-exact half2 operations per 2 weights, no conversion instructions.
 // Scales become f16 [rows, cols/G]; zeros become f16 1024 + z (asymmetric only).
 //
-// Kernel: one warp reads R rows; each lane loads 16 bytes (32 weights) per row per step,
-// U steps in flight before any arithmetic, so a warp streams R·U·512 bytes per round with
+// Kernel ("blocked"): one warp reads R rows; each lane loads 16 bytes (32 weights) per row per
+// step, U steps in flight before any arithmetic, so a warp streams R·U·512 bytes per round with
 // coalesced 16-byte loads that bypass L1 (weights are read once); x comes through the
 // read-only cache where every warp of the SM reuses it. Products of 8 weights are summed in
 // half2 (4 terms per lane, q − z and x exact inputs, one rounding per term), then in f32
 // with the group scale. A warp shuffle reduces the lanes. Batches above 8 rows run in
 // pieces of 8; prefill-sized batches should dequantize (w4a16_dequantize) and use cuBLAS.
+// A persistent-grid variant for batch 1 (w4a16_gemv_persistent_kernel) is kept beside it and
+// benchmarked: on the H100 it is not faster (docs/performance_cuda.md), so it is not the default.
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -40,13 +42,13 @@ namespace forge::cuda {
 
 /// An int4-group weight matrix resident on the device in the W4A16 kernel layout (above).
 struct w4a16_matrix {
-  std::int64_t rows = 0;  ///< output features n
-  std::int64_t cols = 0;  ///< input features k
-  int group = 128;        ///< input features per scale
+  std::int64_t rows = 0;                 ///< output features n
+  std::int64_t cols = 0;                 ///< input features k
+  int group = 128;                       ///< input features per scale
   device_buffer<std::uint32_t> codes{};  ///< rows·cols/8 interleaved words
   device_buffer<__half> scales{};        ///< [rows, cols/group]
-  device_buffer<__half> zeros{};         ///< [rows, cols/group] holding 1024 + z; empty if symmetric
-  device_buffer<std::int32_t> perm{};    ///< act-order permutation or empty
+  device_buffer<__half> zeros{};       ///< [rows, cols/group] holding 1024 + z; empty if symmetric
+  device_buffer<std::int32_t> perm{};  ///< act-order permutation or empty
   /// Bytes the kernel streams per product: codes plus scales (plus zeros).
   std::size_t weight_bytes() const { return codes.bytes() + scales.bytes() + zeros.bytes(); }
 };
@@ -198,7 +200,7 @@ __global__ void __launch_bounds__(128)
   if (p >= pairs) return;
   uint4 wa[U][2], wb[U][2];
   __half sa[U][2], za[U][2], sb[U][2], zb[U][2];
-  auto load = [&](int pp, int rr, uint4 (&w)[U][2], __half (&sc)[U][2], __half (&zc)[U][2]) {
+  auto load = [&](int pp, int rr, uint4(&w)[U][2], __half(&sc)[U][2], __half(&zc)[U][2]) {
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
@@ -320,12 +322,10 @@ void w4a16_launch_rows(const w4a16_matrix& w, const __half* x, std::int64_t ldx,
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = pdl ? 1 : 0;
-  FORGE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, w4a16_gemv_kernel<M, R, U>, n, k, log2g,
-                                      reinterpret_cast<const uint4*>(w.codes.data()),
-                                      static_cast<const __half*>(w.scales.data()),
-                                      static_cast<const __half*>(w.zeros.size() ? w.zeros.data()
-                                                                                : nullptr),
-                                      x, ldx, y, ldy));
+  FORGE_CUDA_CHECK(cudaLaunchKernelEx(
+      &cfg, w4a16_gemv_kernel<M, R, U>, n, k, log2g, reinterpret_cast<const uint4*>(w.codes.data()),
+      static_cast<const __half*>(w.scales.data()),
+      static_cast<const __half*>(w.zeros.size() ? w.zeros.data() : nullptr), x, ldx, y, ldy));
 }
 
 /// Launches the persistent batch-1 kernel: one block per free slot on the device.
@@ -351,23 +351,27 @@ void w4a16_launch_persistent(const w4a16_matrix& w, const __half* x, __half* y, 
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = pdl ? 1 : 0;
-  FORGE_CUDA_CHECK(cudaLaunchKernelEx(&cfg, w4a16_gemv_persistent_kernel<U>, n, k, log2g,
-                                      reinterpret_cast<const uint4*>(w.codes.data()),
-                                      static_cast<const __half*>(w.scales.data()),
-                                      static_cast<const __half*>(w.zeros.size() ? w.zeros.data()
-                                                                                : nullptr),
-                                      x, y));
+  FORGE_CUDA_CHECK(cudaLaunchKernelEx(
+      &cfg, w4a16_gemv_persistent_kernel<U>, n, k, log2g,
+      reinterpret_cast<const uint4*>(w.codes.data()), static_cast<const __half*>(w.scales.data()),
+      static_cast<const __half*>(w.zeros.size() ? w.zeros.data() : nullptr), x, y));
 }
 
-/// The blocked kernel's shape for batch M (batch 1 runs the persistent kernel by default):
-/// two rows per warp and 4 loads in flight per row for batch 1; larger batches share each x
-/// load over four rows.
+/// The kernel shape used for batch M, chosen from the kernel-shape table of
+/// docs/performance_cuda.md (H100): for batch 1 two rows per warp, with 2 loads per row in
+/// flight for tall matrices of short rows (n ≥ 8192, k ≤ 4096: more, shorter-lived warps) and
+/// 4 otherwise; larger batches share each x load over four rows.
 template <int M>
 void w4a16_launch(const w4a16_matrix& w, const __half* x, std::int64_t ldx, __half* y,
                   std::int64_t ldy, int log2g, cudaStream_t s, bool pdl) {
-  constexpr int R = M == 1 ? 2 : 4;
-  constexpr int U = M == 1 ? 4 : 2;
-  w4a16_launch_rows<M, R, U>(w, x, ldx, y, ldy, log2g, s, pdl);
+  if constexpr (M == 1) {
+    if (w.rows >= 8192 && w.cols <= 4096)
+      w4a16_launch_rows<1, 2, 2>(w, x, ldx, y, ldy, log2g, s, pdl);
+    else
+      w4a16_launch_rows<1, 2, 4>(w, x, ldx, y, ldy, log2g, s, pdl);
+  } else {
+    w4a16_launch_rows<M, 4, 2>(w, x, ldx, y, ldy, log2g, s, pdl);
+  }
 }
 
 inline int w4a16_log2(int g) {
@@ -383,11 +387,13 @@ inline int w4a16_log2(int g) {
 inline w4a16_matrix w4a16_upload(context& ctx, std::int64_t rows, std::int64_t cols, int group,
                                  const std::uint8_t* codes, const float* scales,
                                  const std::uint8_t* zeros, const std::int32_t* perm) {
-  require(group == 32 || group == 64 || group == 128,
-          {.what = "unsupported int4 group size", .place = "w4a16_upload",
-           .expected = "32, 64 or 128", .found = std::to_string(group)});
+  require(group == 32 || group == 64 || group == 128, {.what = "unsupported int4 group size",
+                                                       .place = "w4a16_upload",
+                                                       .expected = "32, 64 or 128",
+                                                       .found = std::to_string(group)});
   require(rows > 0 && cols > 0 && cols % group == 0 && cols < (std::int64_t(1) << 30),
-          {.what = "bad int4 matrix extents", .place = "w4a16_upload",
+          {.what = "bad int4 matrix extents",
+           .place = "w4a16_upload",
            .expected = "rows > 0, cols a positive multiple of the group size",
            .found = std::to_string(rows) + "x" + std::to_string(cols)});
   w4a16_matrix m;
@@ -404,8 +410,10 @@ inline w4a16_matrix w4a16_upload(context& ctx, std::int64_t rows, std::int64_t c
   m.scales = device_buffer<__half>(hs.data(), ng, &ctx.pool());
   if (zeros) {
     for (std::size_t i = 0; i < ng; ++i) {
-      require(zeros[i] < 16, {.what = "int4 zero point out of range", .place = "w4a16_upload",
-                              .expected = "0..15", .found = std::to_string(zeros[i])});
+      require(zeros[i] < 16, {.what = "int4 zero point out of range",
+                              .place = "w4a16_upload",
+                              .expected = "0..15",
+                              .found = std::to_string(zeros[i])});
       hs[i] = __float2half_rn(1024.0f + float(zeros[i]));
     }
     m.zeros = device_buffer<__half>(hs.data(), ng, &ctx.pool());
@@ -414,7 +422,8 @@ inline w4a16_matrix w4a16_upload(context& ctx, std::int64_t rows, std::int64_t c
     std::vector<char> seen(std::size_t(cols), 0);
     for (std::int64_t j = 0; j < cols; ++j) {
       require(perm[j] >= 0 && perm[j] < cols && !seen[std::size_t(perm[j])],
-              {.what = "act-order permutation is not a permutation", .place = "w4a16_upload",
+              {.what = "act-order permutation is not a permutation",
+               .place = "w4a16_upload",
                .expected = "each of 0.." + std::to_string(cols - 1) + " once",
                .found = "perm[" + std::to_string(j) + "] = " + std::to_string(perm[j])});
       seen[std::size_t(perm[j])] = 1;
@@ -438,7 +447,8 @@ inline void w4a16_matmul(context& ctx, const w4a16_matrix& w, std::int64_t batch
                          std::int64_t ldx, __half* y, std::int64_t ldy,
                          w4a16_launch_mode mode = w4a16_launch_mode::overlap) {
   require(batch >= 0 && ldx >= w.cols && ldy >= w.rows && ldx % 8 == 0,
-          {.what = "bad W4A16 operand extents", .place = "w4a16_matmul",
+          {.what = "bad W4A16 operand extents",
+           .place = "w4a16_matmul",
            .expected = "ldx >= cols (multiple of 8), ldy >= rows",
            .found = "ldx " + std::to_string(ldx) + ", ldy " + std::to_string(ldy)});
   cudaStream_t s = ctx.stream();
@@ -459,14 +469,30 @@ inline void w4a16_matmul(context& ctx, const w4a16_matrix& w, std::int64_t batch
     const __half* xb = x + b * ldx;
     __half* yb = y + b * ldy;
     switch (left >= 8 ? 8 : int(left)) {
-      case 1: detail::w4a16_launch_persistent<4>(w, xb, yb, log2g, s, pdl); break;
-      case 2: detail::w4a16_launch<2>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
-      case 3: detail::w4a16_launch<3>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
-      case 4: detail::w4a16_launch<4>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
-      case 5: detail::w4a16_launch<5>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
-      case 6: detail::w4a16_launch<6>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
-      case 7: detail::w4a16_launch<7>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
-      default: detail::w4a16_launch<8>(w, xb, ldx, yb, ldy, log2g, s, pdl); break;
+      case 1:
+        detail::w4a16_launch<1>(w, xb, ldx, yb, ldy, log2g, s, pdl);
+        break;
+      case 2:
+        detail::w4a16_launch<2>(w, xb, ldx, yb, ldy, log2g, s, pdl);
+        break;
+      case 3:
+        detail::w4a16_launch<3>(w, xb, ldx, yb, ldy, log2g, s, pdl);
+        break;
+      case 4:
+        detail::w4a16_launch<4>(w, xb, ldx, yb, ldy, log2g, s, pdl);
+        break;
+      case 5:
+        detail::w4a16_launch<5>(w, xb, ldx, yb, ldy, log2g, s, pdl);
+        break;
+      case 6:
+        detail::w4a16_launch<6>(w, xb, ldx, yb, ldy, log2g, s, pdl);
+        break;
+      case 7:
+        detail::w4a16_launch<7>(w, xb, ldx, yb, ldy, log2g, s, pdl);
+        break;
+      default:
+        detail::w4a16_launch<8>(w, xb, ldx, yb, ldy, log2g, s, pdl);
+        break;
     }
     b += left >= 8 ? 8 : left;
   }
