@@ -328,7 +328,8 @@ void w4a16_launch_rows(const w4a16_matrix& w, const __half* x, std::int64_t ldx,
       static_cast<const __half*>(w.zeros.size() ? w.zeros.data() : nullptr), x, ldx, y, ldy));
 }
 
-/// Launches the persistent batch-1 kernel: one block per free slot on the device.
+/// Launches the persistent batch-1 kernel: one block per free slot on the device (sized once,
+/// for the device current at the first call).
 template <int U>
 void w4a16_launch_persistent(const w4a16_matrix& w, const __half* x, __half* y, int log2g,
                              cudaStream_t s, bool pdl) {
