@@ -24,7 +24,7 @@
 // with the group scale. A warp shuffle reduces the lanes. Batches above 8 rows run in
 // pieces of 8; prefill-sized batches should dequantize (w4a16_dequantize) and use cuBLAS.
 // A persistent-grid variant for batch 1 (w4a16_gemv_persistent_kernel) is kept beside it and
-// benchmarked: on the H100 it is not faster (docs/performance_cuda.md), so it is not the default.
+// benchmarked: on the H100 it is not faster (docs/performance.md, CUDA section), so it is not the default.
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -359,7 +359,7 @@ void w4a16_launch_persistent(const w4a16_matrix& w, const __half* x, __half* y, 
 }
 
 /// The kernel shape used for batch M, chosen from the kernel-shape table of
-/// docs/performance_cuda.md (H100): for batch 1 two rows per warp, with 2 loads per row in
+/// docs/performance.md, CUDA section (H100): for batch 1 two rows per warp, with 2 loads per row in
 /// flight for tall matrices of short rows (n ≥ 8192, k ≤ 4096: more, shorter-lived warps) and
 /// 4 otherwise; larger batches share each x load over four rows.
 template <int M>
