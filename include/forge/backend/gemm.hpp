@@ -18,6 +18,7 @@
 #include <Eigen/Core>
 
 #include "forge/backend/backend.hpp"
+#include "forge/backend/detail/vec.hpp"
 
 namespace forge::backend {
 
@@ -69,23 +70,24 @@ using cmap = Eigen::Map<const rowmajor<T>>;
 template <class T>
 using mmap = Eigen::Map<rowmajor<T>>;
 
-// c (+)= a·b. Below ~1M multiply-adds the product runs on one thread without packing
-// (lazyProduct): forking threads, which Eigen does from 50k, costs more than it saves, and
-// badly so on a loaded machine.
+// c (+)= a·b through Eigen's blocked GEMM (packed, so the summation order does not depend on
+// where the buffers lie in memory; it does depend on the thread count).
 template <class Dst, class Lhs, class Rhs>
-void product(Dst&& c, const Lhs& a, const Rhs& b, bool accumulate, std::int64_t work) {
-  if (work < (std::int64_t(1) << 20)) {
-    if (accumulate)
-      c.noalias() += a.lazyProduct(b);
-    else
-      c.noalias() = a.lazyProduct(b);
-  } else {
-    if (accumulate)
-      c.noalias() += a * b;
-    else
-      c.noalias() = a * b;
-  }
+void product(Dst&& c, const Lhs& a, const Rhs& b, bool accumulate) {
+  if (accumulate)
+    c.noalias() += a * b;
+  else
+    c.noalias() = a * b;
 }
+
+// Below ~1M multiply-adds a product runs on one thread with our own loops: forking threads,
+// which Eigen does from 50k, costs more than it saves (badly so on a loaded machine), and
+// Eigen's unpacked (lazy) products vectorise reductions from the first *aligned* element, so
+// their rounding would change with buffer addresses — and a resumed run, whose buffers lie
+// elsewhere, would drift from the uninterrupted one. These loops use unaligned loads in a
+// fixed order: the same inputs give the same bits wherever they are.
+constexpr std::int64_t small_product = std::int64_t(1) << 20;
+}  // namespace detail
 }  // namespace detail
 
 /// C[M,N] (+)= A[M,K]·B[N,K]ᵀ through Eigen.
@@ -108,24 +110,44 @@ void gemm_nt(simd<Arch>, std::int64_t M, std::int64_t N, std::int64_t K, const T
     }
     return;
   }
+  if (M * N * K < detail::small_product) {
+    for (std::int64_t m = 0; m < M; ++m)
+      for (std::int64_t n = 0; n < N; ++n) {
+        const T d = detail::dot<Arch>(A + m * K, B + n * K, K);
+        C[m * N + n] = accumulate ? C[m * N + n] + d : d;
+      }
+    return;
+  }
   detail::product(detail::mmap<T>(C, M, N), detail::cmap<T>(A, M, K),
-                  detail::cmap<T>(B, N, K).transpose(), accumulate, M * N * K);
+                  detail::cmap<T>(B, N, K).transpose(), accumulate);
 }
 
 /// C[M,K] (+)= A[M,N]·B[N,K] through Eigen.
 template <class T, class Arch>
 void gemm_nn(simd<Arch>, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, const T* B,
              T* C, bool accumulate) {
+  if (M * N * K < detail::small_product) {
+    if (!accumulate) std::fill_n(C, M * K, T(0));
+    for (std::int64_t m = 0; m < M; ++m)
+      for (std::int64_t n = 0; n < N; ++n) detail::axpy<Arch>(A[m * N + n], B + n * K, C + m * K, K);
+    return;
+  }
   detail::product(detail::mmap<T>(C, M, K), detail::cmap<T>(A, M, N), detail::cmap<T>(B, N, K),
-                  accumulate, M * N * K);
+                  accumulate);
 }
 
 /// C[N,K] (+)= A[M,N]ᵀ·B[M,K] through Eigen.
 template <class T, class Arch>
 void gemm_tn(simd<Arch>, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, const T* B,
              T* C, bool accumulate) {
+  if (M * N * K < detail::small_product) {
+    if (!accumulate) std::fill_n(C, N * K, T(0));
+    for (std::int64_t m = 0; m < M; ++m)
+      for (std::int64_t n = 0; n < N; ++n) detail::axpy<Arch>(A[m * N + n], B + m * K, C + n * K, K);
+    return;
+  }
   detail::product(detail::mmap<T>(C, N, K), detail::cmap<T>(A, M, N).transpose(),
-                  detail::cmap<T>(B, M, K), accumulate, M * N * K);
+                  detail::cmap<T>(B, M, K), accumulate);
 }
 
 }  // namespace forge::backend
