@@ -14,6 +14,8 @@
 #include "forge/data/sft.hpp"
 #include "forge/eval/task.hpp"
 #include "forge/model/config.hpp"
+#include "forge/model/init.hpp"
+#include "forge/train/trainer.hpp"
 
 namespace forge::test {
 
@@ -102,6 +104,22 @@ inline std::vector<eval::task_item> upper_items(std::size_t n, std::uint64_t see
     out.push_back(std::move(it));
   }
   return out;
+}
+
+/// The "base": a tiny random Llama pre-trained (full fine-tuning, 300 steps) on the copy text,
+/// then frozen. Single-threaded so every test sees the same weights.
+inline model::causal_lm<float> pretrained_tiny_base() {
+  auto m = model::random_model<float>(tiny_config(), {.seed = 5});
+  const auto text = generic_text(4000, 5);
+  train::train_sft(backend::simd<>{}, m, train::model_parameters(m), nullptr, text, {},
+                   {.max_steps = 300,
+                    .batch_size = 16,
+                    .optim = {.lr = 3e-3, .weight_decay = 0},
+                    .sched = {.kind = train::schedule_kind::cosine, .warmup_steps = 20},
+                    .seed = 5});
+  m.set_trainable(false);
+  m.enable_grads();
+  return m;
 }
 
 }  // namespace forge::test

@@ -97,33 +97,33 @@ class lora_module : public model::linear_adapter<T> {
   bool merged = false;             ///< true while merged into the base weight
   std::vector<T> merged_norm;      ///< DoRA: the row norms used by merge(), for unmerge()
 
-  lora_module(std::string n, model::linear<T>* l, const lora_config& c)
+  /// DoRA: the frozen dense base weight [out, in] (shared, immutable), else null.
+  std::shared_ptr<const std::vector<T>> base_weight;
+
+  /// A module for layer `l` (its shape; for DoRA a snapshot of its dense weight).
+  lora_module(std::string n, const model::linear<T>& l, const lora_config& c)
       : name(std::move(n)),
         rank(c.rank),
-        in(l->in),
-        out(l->out),
+        in(l.in),
+        out(l.out),
         scale(T(c.scaling())),
         dropout(T(c.dropout)),
         dora(c.use_dora),
         A(std::size_t(rank * in)),
         B(std::size_t(out * rank)),
         dA(A.size()),
-        dB(B.size()),
-        layer_(l) {
-    if (dora) m.assign(std::size_t(out), T(0)), dm.assign(std::size_t(out), T(0));
+        dB(B.size()) {
+    if (!dora) return;
+    require(!l.base && !l.weight.value.empty(), {.what = "DoRA needs a dense base weight",
+                                                 .place = name,
+                                                 .expected = "a dense f32/f64 weight",
+                                                 .found = "a replaced (e.g. quantized) base"});
+    base_weight = std::make_shared<const std::vector<T>>(l.weight.value);
+    m.assign(std::size_t(out), T(0)), dm.assign(std::size_t(out), T(0));
   }
 
-  /// The linear layer this module adapts.
-  model::linear<T>& layer() const { return *layer_; }
-  /// The dense base weight [out, in]; forge::error if the base is not dense (DoRA, merge).
-  const std::vector<T>& dense_weight(const char* why) const {
-    require(!layer_->base && !layer_->weight.value.empty(),
-            {.what = std::string(why) + " needs a dense base weight",
-             .place = name,
-             .expected = "a dense f32/f64 weight",
-             .found = "a replaced (e.g. quantized) base"});
-    return layer_->weight.value;
-  }
+  /// The dense base weight DoRA works with.
+  const std::vector<T>& dense_weight(const char*) const { return *base_weight; }
 
   /// Zeroes the parameter gradients.
   void zero_grad() {
@@ -151,12 +151,16 @@ class lora_module : public model::linear_adapter<T> {
     return n;
   }
 
-  /// Folds the adapter into the base weight (PEFT merge): W ← W + s·B·A, or for DoRA
-  /// W ← (m / ‖W + s·B·A‖) ⊙ (W + s·B·A). The module then adds nothing until unmerge().
-  void merge() {
+  /// Folds the adapter into layer `l`'s dense weight (PEFT merge): W ← W + s·B·A, or for
+  /// DoRA W ← (m / ‖W + s·B·A‖) ⊙ (W + s·B·A). The module then adds nothing until unmerge().
+  void merge(model::linear<T>& l) {
     if (merged) return;
-    dense_weight("merging");
-    auto& W = layer_->weight.value;
+    require(!l.base && l.weight.value.size() == std::size_t(out * in),
+            {.what = "merging needs a dense base weight",
+             .place = name,
+             .expected = "a dense [out, in] weight",
+             .found = "a replaced (e.g. quantized) base"});
+    auto& W = l.weight.value;
     if (dora) merged_norm = weight_norm();
     add_delta(W, T(1));
     if (dora)
@@ -164,10 +168,10 @@ class lora_module : public model::linear_adapter<T> {
         for (std::int64_t i = 0; i < in; ++i) W[o * in + i] *= m[o] / merged_norm[o];
     merged = true;
   }
-  /// Undoes merge() (up to rounding).
-  void unmerge() {
+  /// Undoes merge() on the same layer (up to rounding).
+  void unmerge(model::linear<T>& l) {
     if (!merged) return;
-    auto& W = layer_->weight.value;
+    auto& W = l.weight.value;
     if (dora)
       for (std::int64_t o = 0; o < out; ++o)
         for (std::int64_t i = 0; i < in; ++i) W[o * in + i] /= m[o] / merged_norm[o];
@@ -258,8 +262,6 @@ class lora_module : public model::linear_adapter<T> {
   }
 
  private:
-  model::linear<T>* layer_;
-
   std::vector<T> gains() const {
     const auto n = weight_norm();
     std::vector<T> g(static_cast<std::size_t>(out));
@@ -296,6 +298,14 @@ class lora_linear final : public lora_module<T> {
   }
 };
 
+/// The layer of `m` called `key`; forge::error if there is none.
+template <class T>
+model::linear<T>& layer_named(model::causal_lm<T>& m, const std::string& key) {
+  for (auto [k, lin] : linear_layers(m))
+    if (k == key) return *lin;
+  throw error({.what = "the model has no such layer", .place = key});
+}
+
 /// The LoRA modules attached to one model, in Hugging Face module order.
 template <class T>
 struct lora_set {
@@ -313,12 +323,13 @@ struct lora_set {
   void zero_grad() {
     for (auto& mod : modules) mod->zero_grad();
   }
-  /// Merges every module into its base weight (see lora_module::merge).
-  void merge() {
-    for (auto& mod : modules) mod->merge();
+  /// Merges every module into its layer of `m` (see lora_module::merge).
+  void merge(model::causal_lm<T>& m) {
+    for (auto& mod : modules) mod->merge(layer_named(m, mod->name));
   }
-  void unmerge() {
-    for (auto& mod : modules) mod->unmerge();
+  /// Undoes merge().
+  void unmerge(model::causal_lm<T>& m) {
+    for (auto& mod : modules) mod->unmerge(layer_named(m, mod->name));
   }
   /// Number of trainable adapter parameters.
   std::int64_t parameter_count() const {
@@ -365,7 +376,7 @@ lora_set<T> attach_lora(Bk, model::causal_lm<T>& m, const lora_config& c, std::u
     require(!(key == "lm_head" && m.config.tie_word_embeddings),
             {.what = "cannot adapt lm_head tied to the embeddings", .place = key});
     require(lin->adapters.empty(), {.what = "module already has an adapter", .place = key});
-    auto mod = std::make_shared<lora_linear<T, Bk>>(key, lin, c);
+    auto mod = std::make_shared<lora_linear<T, Bk>>(key, *lin, c);
     philox g(seed, index);
     if (c.init == lora_init::kaiming_uniform) {
       const double bound = 1.0 / std::sqrt(double(mod->in));  // gain √(1/3) · √(3/fan_in)
@@ -391,15 +402,13 @@ lora_set<T> attach_lora(Bk, model::causal_lm<T>& m, const lora_config& c, std::u
   return set;
 }
 
-/// Removes the adapters of `set` from their layers (unmerging first if merged).
+/// Removes the adapters of `set` from the layers of `m` (unmerging first if merged).
 template <class T>
-void detach_lora(lora_set<T>& set) {
+void detach_lora(lora_set<T>& set, model::causal_lm<T>& m) {
   for (auto& mod : set.modules) {
-    mod->unmerge();
-    auto& ad = mod->layer().adapters;
-    ad.erase(
-        std::remove_if(ad.begin(), ad.end(), [&](const auto& p) { return p.get() == mod.get(); }),
-        ad.end());
+    auto& l = layer_named(m, mod->name);
+    mod->unmerge(l);
+    std::erase_if(l.adapters, [&](const auto& p) { return p.get() == mod.get(); });
   }
   set.modules.clear();
 }

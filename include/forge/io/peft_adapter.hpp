@@ -142,7 +142,7 @@ adapters::lora_set<T> load_peft_adapter(Bk be, model::causal_lm<T>& m,
       for (auto& mod : set.modules) mine = mine || t.name.starts_with(prefix + mod->name + ".");
       if (!mine) extra = t.name;
     }
-    adapters::detach_lora(set);
+    adapters::detach_lora(set, m);
     throw error({.what = "adapter tensor for a module the config does not target",
                  .file = wpath.string(),
                  .place = extra,
