@@ -35,10 +35,16 @@ const model::causal_lm<float>& base() {
 
 TEST_CASE("pipeline(adapt<lora>) trains, measures, writes a PEFT adapter and passes its gate") {
   const auto data = task_data();
-  auto p = pipeline(adapt<lora>{{.rank = 8, .alpha = 16, .target_modules = {"all-linear"},
-                                 .max_steps = 300, .batch_size = 16, .learning_rate = 1e-2,
-                                 .warmup_steps = 10, .eval_every = 100},
-                                data, accept(exact_match >= 0.9)});
+  auto p = pipeline(adapt<lora>{{.rank = 8,
+                                 .alpha = 16,
+                                 .target_modules = {"all-linear"},
+                                 .max_steps = 300,
+                                 .batch_size = 16,
+                                 .learning_rate = 1e-2,
+                                 .warmup_steps = 10,
+                                 .eval_every = 100},
+                                data,
+                                accept(exact_match >= 0.9)});
   const auto out = test::scratch("adapters_pipeline_lora");
   auto r = p.run(base(), backend::simd<>{}, {.out = out, .seed = 3});
   REQUIRE(r.stages.size() == 1);
@@ -63,16 +69,22 @@ TEST_CASE("pipeline(adapt<lora>) trains, measures, writes a PEFT adapter and pas
 
 TEST_CASE("adapt<dora> and adapt<full_finetune> are one-word swaps; a strict gate stops the run") {
   const auto data = task_data();
-  auto p = pipeline(adapt<dora>{{.rank = 4, .alpha = 8, .target_modules = {"all-linear"},
-                                 .max_steps = 20, .batch_size = 8, .learning_rate = 1e-2},
-                                data, accept(exact_match >= 0.99)});
-  auto r = p.run(base(), backend::simd<>{}, {.out = test::scratch("adapters_pipeline_dora"), .seed = 1});
+  auto p = pipeline(adapt<dora>{{.rank = 4,
+                                 .alpha = 8,
+                                 .target_modules = {"all-linear"},
+                                 .max_steps = 20,
+                                 .batch_size = 8,
+                                 .learning_rate = 1e-2},
+                                data,
+                                accept(exact_match >= 0.99)});
+  auto r =
+      p.run(base(), backend::simd<>{}, {.out = test::scratch("adapters_pipeline_dora"), .seed = 1});
   CHECK(!r.passed);  // 20 steps cannot learn the task
   REQUIRE(r.failure.has_value());
   CHECK(r.failure->describe().find("exact_match") != std::string::npos);
 
-  auto f = pipeline(adapt<full_finetune>{{.parameters = R"(model\.layers\.1\..*)", .max_steps = 5},
-                                         data, accept(perplexity >= 1.0)});
+  auto f = pipeline(adapt<full_finetune>{
+      {.parameters = R"(model\.layers\.1\..*)", .max_steps = 5}, data, accept(perplexity >= 1.0)});
   const auto full_dir = test::scratch("adapters_pipeline_full");
   auto rf = f.run(base(), backend::simd<>{}, {.out = full_dir, .seed = 1});
   CHECK(rf.passed);

@@ -14,10 +14,10 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
-#include <regex>
 #include <string>
 #include <vector>
 
+#include "forge/adapters/detail/full_match.hpp"
 #include "forge/backend/gemm.hpp"
 #include "forge/core/error.hpp"
 #include "forge/core/rng.hpp"
@@ -73,7 +73,7 @@ std::vector<named_linear<T>> linear_layers(model::causal_lm<T>& m) {
 
 /// True when module key `key` is a target of `c` (PEFT's _check_target_module_exists).
 inline bool is_target(const lora_config& c, const std::string& key) {
-  if (!c.target_regex.empty()) return std::regex_match(key, std::regex(c.target_regex));
+  if (!c.target_regex.empty()) return detail::full_match(c.target_regex, "target_modules")(key);
   if (c.target_modules.size() == 1 && c.target_modules[0] == "all-linear") return key != "lm_head";
   for (const auto& t : c.target_modules)
     if (key == t || (key.size() > t.size() && key.ends_with("." + t))) return true;
@@ -359,15 +359,7 @@ lora_set<T> attach_lora(Bk, model::causal_lm<T>& m, const lora_config& c, std::u
                                             .place = "lora_config.dropout",
                                             .expected = "in [0, 1)",
                                             .found = str(c.dropout)});
-  if (!c.target_regex.empty()) {
-    try {
-      std::regex re(c.target_regex);
-    } catch (const std::regex_error& e) {
-      throw error({.what = "invalid target_modules regex",
-                   .place = "lora_config.target_regex",
-                   .found = c.target_regex + " (" + e.what() + ")"});
-    }
-  }
+  if (!c.target_regex.empty()) detail::full_match(c.target_regex, "lora_config.target_regex");
   lora_set<T> set{.config = c, .modules = {}};
   std::uint64_t index = 0;
   for (auto [key, lin] : linear_layers(m)) {

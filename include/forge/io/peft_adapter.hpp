@@ -22,11 +22,10 @@ namespace forge::io {
 inline constexpr const char* peft_config_file = "adapter_config.json";
 inline constexpr const char* peft_weights_file = "adapter_model.safetensors";
 
-/// Reads adapter_config.json into a lora_config; forge::error for settings forge does not run.
-inline adapters::lora_config read_peft_config(const std::filesystem::path& dir) {
-  const auto path = dir / peft_config_file;
-  const std::string src = path.string();
-  const json j = load_json(path);
+/// Parses the text of an adapter_config.json (`src` names it in errors) into a lora_config;
+/// forge::error for invalid JSON and for settings forge does not run.
+inline adapters::lora_config parse_peft_config(std::string_view text, const std::string& src) {
+  const json j = parse_json(text, src);
   const auto type = get_field_or<std::string>(j, "peft_type", "LORA", src);
   require(type == "LORA", {.what = "unsupported adapter type",
                            .file = src,
@@ -77,7 +76,20 @@ inline adapters::lora_config read_peft_config(const std::filesystem::path& dir) 
   } else {
     c.target_modules = get_field<std::vector<std::string>>(j, "target_modules", src);
   }
+  if (!c.target_regex.empty())
+    adapters::detail::full_match(c.target_regex, src + ": target_modules");
+  require(c.dropout >= 0 && c.dropout < 1, {.what = "lora_dropout out of range",
+                                            .file = src,
+                                            .place = "lora_dropout",
+                                            .expected = "in [0, 1)",
+                                            .found = str(c.dropout)});
   return c;
+}
+
+/// Reads `dir`/adapter_config.json (see parse_peft_config).
+inline adapters::lora_config read_peft_config(const std::filesystem::path& dir) {
+  const auto path = dir / peft_config_file;
+  return parse_peft_config(read_file(path), path.string());
 }
 
 /// Attaches the adapter stored in PEFT directory `dir` to `m` (kernels from backend `Bk`).
@@ -112,9 +124,8 @@ adapters::lora_set<T> load_peft_adapter(Bk be, model::causal_lm<T>& m,
              .expected = "a module of this " + model::model_type_name(m.config.arch) + " model",
              .found = mod});
   }
-  auto set = adapters::attach_lora(be, m, c);
-  std::size_t used = 0;
-  auto load = [&](const std::string& key, std::vector<T>& dst, std::vector<std::int64_t> shape) {
+  // Shapes are checked against the header before anything is allocated.
+  auto check = [&](const std::string& key, std::vector<std::int64_t> shape) {
     const auto* info = f.find(key);
     require(info != nullptr, {.what = "adapter tensor missing",
                               .file = wpath.string(),
@@ -125,28 +136,38 @@ adapters::lora_set<T> load_peft_adapter(Bk be, model::causal_lm<T>& m,
                                    .place = key,
                                    .expected = shape_string(shape),
                                    .found = shape_string(info->shape)});
-    const auto v = f.to_f32(key);
-    dst.assign(v.begin(), v.end());
-    ++used;
   };
-  for (auto& mod : set.modules) {
-    const std::string p = prefix + mod->name;
-    load(p + ".lora_A.weight", mod->A, {mod->rank, mod->in});
-    load(p + ".lora_B.weight", mod->B, {mod->out, mod->rank});
-    if (mod->dora) load(p + ".lora_magnitude_vector", mod->m, {mod->out});
+  std::size_t used = 0;
+  for (auto [key, lin] : adapters::linear_layers(m)) {
+    if (!adapters::is_target(c, key)) continue;
+    const std::string p = prefix + key;
+    check(p + ".lora_A.weight", {c.rank, lin->in});
+    check(p + ".lora_B.weight", {lin->out, c.rank});
+    if (c.use_dora) check(p + ".lora_magnitude_vector", {lin->out});
+    used += c.use_dora ? 3 : 2;
   }
   if (used != f.tensors().size()) {
     std::string extra;
     for (const auto& t : f.tensors()) {
-      bool mine = false;
-      for (auto& mod : set.modules) mine = mine || t.name.starts_with(prefix + mod->name + ".");
-      if (!mine) extra = t.name;
+      const auto mod =
+          t.name.substr(prefix.size(), t.name.find(".lora_", prefix.size()) - prefix.size());
+      if (!adapters::is_target(c, mod)) extra = t.name;
     }
-    adapters::detach_lora(set, m);
     throw error({.what = "adapter tensor for a module the config does not target",
                  .file = wpath.string(),
                  .place = extra,
                  .expected = "only tensors of target_modules"});
+  }
+  auto set = adapters::attach_lora(be, m, c);
+  auto load = [&](const std::string& key, std::vector<T>& dst) {
+    const auto v = f.to_f32(key);
+    dst.assign(v.begin(), v.end());
+  };
+  for (auto& mod : set.modules) {
+    const std::string p = prefix + mod->name;
+    load(p + ".lora_A.weight", mod->A);
+    load(p + ".lora_B.weight", mod->B);
+    if (mod->dora) load(p + ".lora_magnitude_vector", mod->m);
   }
   return set;
 }

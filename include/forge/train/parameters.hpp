@@ -2,7 +2,6 @@
 // The tensors an optimizer updates: a name, the values and the gradient, as spans over
 // buffers owned elsewhere (the model's parameters or the adapter modules).
 
-#include <regex>
 #include <span>
 #include <string>
 #include <vector>
@@ -38,8 +37,8 @@ std::vector<trainable<T>> lora_parameters(adapters::lora_set<T>& set) {
 template <class T>
 std::vector<trainable<T>> model_parameters(model::causal_lm<T>& m,
                                            const std::string& pattern = ".*") {
-  const std::regex re(pattern);
-  m.for_each_parameter([&](model::parameter<T>& p) { p.trainable = std::regex_match(p.name, re); });
+  const adapters::detail::full_match re(pattern, "fine-tuning parameters");
+  m.for_each_parameter([&](model::parameter<T>& p) { p.trainable = re(p.name); });
   m.enable_grads();
   std::vector<trainable<T>> out;
   m.for_each_parameter([&](model::parameter<T>& p) {
