@@ -22,6 +22,11 @@ TEST_CASE("LoRA SFT teaches a pre-trained tiny model a new task; full fine-tunin
   auto base = test::pretrained_tiny_base();
   const auto items = test::upper_items(200, 9, 2);  // held out: another stream than training
   const auto train_set = test::upper_task(2000, 9, 1);
+  // The base really learned its generic text: it copies unseen words.
+  const auto copies =
+      eval::evaluate_task(be_t{}, base, test::copy_items(200, 123), {test::tiny_eos});
+  INFO("base copy exact match " << copies.exact_match);
+  CHECK(copies.exact_match >= 0.9);
   const auto before = eval::evaluate_task(be_t{}, base, items, {test::tiny_eos});
   INFO("exact match before " << before.exact_match);
   CHECK(before.exact_match < 0.05);

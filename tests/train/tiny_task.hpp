@@ -106,6 +106,19 @@ inline std::vector<eval::task_item> upper_items(std::size_t n, std::uint64_t see
   return out;
 }
 
+/// Held-out copy items (prompt = bos + "w>", answer = "w") of the generic text.
+inline std::vector<eval::task_item> copy_items(std::size_t n, std::uint64_t seed) {
+  std::vector<eval::task_item> out;
+  for (auto& e : generic_text(n, seed)) {
+    eval::task_item it;
+    const auto sep = std::size_t(1 + 4 + 1);  // bos, four characters, '>'
+    it.prompt.assign(e.input_ids.begin(), e.input_ids.begin() + sep);
+    it.answer.assign(e.input_ids.begin() + sep, e.input_ids.end() - 1);
+    out.push_back(std::move(it));
+  }
+  return out;
+}
+
 /// The "base": a tiny random Llama pre-trained (full fine-tuning, 300 steps) on the copy text,
 /// then frozen. Single-threaded so every test sees the same weights.
 inline model::causal_lm<float> pretrained_tiny_base() {
