@@ -1,0 +1,256 @@
+#pragma once
+// The SFT training loop: shuffled micro-batches, gradient accumulation, global-norm clipping,
+// AdamW with a warmup schedule, evaluation every N steps with early stopping, a progress bar
+// (loss, tokens/s, ETA), the loss curve (CSV + SVG) and atomic checkpoints from which a run
+// resumes bit-identically.
+//
+// Determinism: example k of the run (k = examples consumed) is example perm_e[k mod n] with
+// e = k div n and perm_e a Fisher–Yates shuffle drawn from Philox(seed, e); the dropout mask
+// of micro-batch j of step s is keyed by s·accumulation + j. So the data position and the
+// random streams are functions of (seed, step), and a checkpoint holding the step, the
+// trainable values and the optimizer moments resumes exactly where it stopped.
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "forge/adapters/lora.hpp"
+#include "forge/core/progress.hpp"
+#include "forge/core/rng.hpp"
+#include "forge/objectives/sft.hpp"
+#include "forge/train/checkpoint.hpp"
+#include "forge/train/clip.hpp"
+#include "forge/train/schedule.hpp"
+
+namespace forge::train {
+
+/// Early stopping on an evaluation metric; patience 0 turns it off.
+struct early_stopping {
+  std::string metric = "val_loss";  ///< a key of the evaluation metrics
+  bool higher_is_better = false;
+  std::int64_t patience = 0;  ///< evaluations without improvement before stopping
+  double min_delta = 0;       ///< smallest change that counts as an improvement
+};
+
+/// Trainer settings (defaults follow transformers' TrainingArguments where it has one).
+struct trainer_options {
+  std::int64_t max_steps = 100;  ///< optimizer steps
+  std::int64_t batch_size = 8;   ///< examples per micro-batch
+  std::int64_t grad_accum = 1;   ///< micro-batches per optimizer step
+  double max_grad_norm = 1.0;    ///< global-norm clipping (≤ 0: off)
+  adamw_options optim{};
+  schedule sched{};                   ///< total_steps 0 → max_steps
+  std::int64_t eval_every = 0;        ///< 0: evaluate only at the end
+  std::int64_t checkpoint_every = 0;  ///< 0: checkpoint only at the end (needs out_dir)
+  std::filesystem::path out_dir{};    ///< checkpoint.safetensors, loss.csv, loss.svg
+  std::uint64_t seed = 0;
+  std::int32_t pad_id = 0;
+  bool recompute = false;  ///< gradient checkpointing
+  early_stopping stop{};
+  bool show_progress = false;
+  std::int64_t halt_after = 0;  ///< >0: checkpoint and return after this step (a pause)
+  bool resume = true;           ///< continue from out_dir/checkpoint.safetensors if present
+};
+
+/// What a run did.
+struct train_result {
+  std::int64_t steps = 0;      ///< optimizer steps done in total
+  bool resumed = false;        ///< started from a checkpoint
+  bool stopped_early = false;  ///< early stopping ended the run
+  std::vector<log_entry> log{};
+  std::vector<eval_entry> evals{};
+  std::int64_t tokens = 0;  ///< tokens processed in this process
+  double seconds = 0;       ///< wall time in this process
+  double tokens_per_second() const { return seconds > 0 ? double(tokens) / seconds : 0.0; }
+};
+
+/// Extra evaluation metrics measured on the model (e.g. task exact match).
+template <class T>
+using evaluator = std::function<std::map<std::string, double>(model::causal_lm<T>&)>;
+
+/// Mean masked cross-entropy (nats per trained token) of `xs` in batches, no gradients.
+template <class T, class Bk>
+double mean_loss(Bk be, model::causal_lm<T>& m, std::span<const data::sft_example> xs,
+                 std::int64_t batch_size, std::int32_t pad_id) {
+  model::workspace<T> ws;
+  double total = 0;
+  std::int64_t n = 0;
+  for (std::size_t i = 0; i < xs.size(); i += std::size_t(batch_size)) {
+    std::vector<std::size_t> pick;
+    for (std::size_t j = i; j < std::min(xs.size(), i + std::size_t(batch_size)); ++j)
+      pick.push_back(j);
+    auto b = objectives::make_batch(xs, pick, pad_id);
+    const auto t = b.targets();
+    if (t == 0) continue;
+    total += objectives::sft_forward_loss(be, m, ws, b, 1.0, false) * double(t);
+    n += t;
+  }
+  return n ? total / double(n) : 0.0;
+}
+
+/// Checkpoint file of a run directory.
+inline std::filesystem::path checkpoint_path(const std::filesystem::path& dir) {
+  return dir / "checkpoint.safetensors";
+}
+
+/// Trains `params` of `m` on `train` (SFT examples) as `o` says; `lora` (may be null) gets
+/// dropout switched on while training. Validation loss and perplexity on `val` and the
+/// metrics of `evaluate` are measured every eval_every steps and at the end. Throws
+/// forge::error when the loss becomes NaN or infinite; the last checkpoint is kept.
+template <class T, class Bk>
+train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> params,
+                       std::type_identity_t<adapters::lora_set<T>>* lora,
+                       std::span<const data::sft_example> train,
+                       std::span<const data::sft_example> val, const trainer_options& o,
+                       const evaluator<T>& evaluate = {}) {
+  require(!train.empty(), {.what = "no training examples", .place = "train_sft"});
+  require(o.batch_size >= 1 && o.grad_accum >= 1 && o.max_steps >= 1,
+          {.what = "batch_size, grad_accum and max_steps must be positive",
+           .place = "trainer_options"});
+  adamw<T> opt(std::move(params), o.optim);
+  schedule sched = o.sched;
+  if (sched.total_steps == 0) sched.total_steps = o.max_steps;
+  trainer_state st;
+  st.seed = o.seed;
+  train_result res;
+  const auto ckpt = o.out_dir.empty() ? std::filesystem::path() : checkpoint_path(o.out_dir);
+  if (!ckpt.empty() && o.resume && std::filesystem::exists(ckpt)) {
+    st = load_checkpoint(ckpt, opt);
+    require(st.seed == o.seed, {.what = "checkpoint was made with another seed",
+                                .file = ckpt.string(),
+                                .expected = std::to_string(o.seed),
+                                .found = std::to_string(st.seed)});
+    res.resumed = true;
+  }
+  if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
+
+  const std::size_t n = train.size();
+  std::int64_t perm_epoch = -1;
+  std::vector<std::size_t> perm(n);
+  auto example_at = [&](std::int64_t k) {
+    const std::int64_t e = k / std::int64_t(n);
+    if (e != perm_epoch) {
+      for (std::size_t i = 0; i < n; ++i) perm[i] = i;
+      philox g(o.seed, std::uint64_t(e));
+      for (std::size_t i = n; i > 1; --i) std::swap(perm[i - 1], perm[g.below(std::uint32_t(i))]);
+      perm_epoch = e;
+    }
+    return perm[std::size_t(k % std::int64_t(n))];
+  };
+
+  auto run_eval = [&] {
+    if (lora) lora->train(false);
+    eval_entry e{.step = st.step, .metrics = {}};
+    if (!val.empty()) {
+      const double vl = mean_loss(be, m, val, o.batch_size, o.pad_id);
+      e.metrics["val_loss"] = vl;
+      e.metrics["perplexity"] = std::exp(vl);
+      if (!st.log.empty()) e.metrics["train_val_gap"] = vl - st.log.back().loss;
+    }
+    if (evaluate)
+      for (auto& [k, v] : evaluate(m)) e.metrics[k] = v;
+    st.evals.push_back(e);
+    bool stop = false;
+    if (o.stop.patience > 0) {
+      auto it = e.metrics.find(o.stop.metric);
+      require(it != e.metrics.end(), {.what = "early-stopping metric is not measured",
+                                      .place = "early_stopping.metric",
+                                      .found = o.stop.metric});
+      const double v = it->second;
+      const bool better =
+          !st.has_best || (o.stop.higher_is_better ? v > st.best + o.stop.min_delta
+                                                   : v < st.best - o.stop.min_delta);
+      if (better)
+        st.best = v, st.has_best = true, st.bad_evals = 0;
+      else
+        stop = ++st.bad_evals >= o.stop.patience;
+    }
+    if (lora) lora->train(true);
+    return stop;
+  };
+  auto save = [&] {
+    if (ckpt.empty()) return;
+    save_checkpoint(ckpt, opt, st);
+    write_loss_curve(o.out_dir, st.log, st.evals);
+  };
+
+  std::optional<progress> bar;
+  if (o.show_progress) bar.emplace("train", std::uint64_t(o.max_steps - st.step));
+  const auto t0 = std::chrono::steady_clock::now();
+  model::workspace<T> ws;
+  if (lora) lora->train(true);
+  bool stopped = false;
+  while (st.step < o.max_steps && !stopped) {
+    // One optimizer step over grad_accum micro-batches, normalised by the step's targets.
+    std::vector<objectives::sft_batch> micro;
+    std::int64_t targets = 0;
+    for (std::int64_t j = 0; j < o.grad_accum; ++j) {
+      std::vector<std::size_t> pick;
+      for (std::int64_t i = 0; i < o.batch_size; ++i)
+        pick.push_back(example_at(st.examples_seen++));
+      micro.push_back(objectives::make_batch(train, pick, o.pad_id));
+      targets += micro.back().targets();
+    }
+    zero_grads(opt.params());
+    double loss = 0;
+    std::int64_t tokens = 0;
+    for (std::size_t j = 0; j < micro.size(); ++j) {
+      const auto t = micro[j].targets();
+      if (t == 0) continue;
+      if (lora) lora->set_dropout_step(std::uint64_t(st.step * o.grad_accum) + j);
+      const double w = double(t) / double(targets);
+      const double l = objectives::sft_forward_loss(be, m, ws, micro[j], w, true, o.recompute);
+      if (!std::isfinite(l)) {
+        if (lora) lora->train(false);
+        throw error({.what = "training loss is not finite; stopped",
+                     .place = "step " + std::to_string(st.step + 1),
+                     .expected = "a finite loss (last good checkpoint: " +
+                                 (ckpt.empty() ? std::string("none") : ckpt.string()) + ")",
+                     .found = str(l)});
+      }
+      model::backward(be, m, ws);
+      loss += l * w;
+      for (auto v : micro[j].attention_mask) tokens += v;
+    }
+    const double norm = clip_grad_norm(opt.params(), o.max_grad_norm);
+    const double lr = o.optim.lr * sched.factor(st.step);
+    opt.step(lr);
+    ++st.step;
+    st.log.push_back({st.step, loss, lr, norm, tokens});
+    res.tokens += tokens;
+    if (bar) {
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      char b[32];
+      std::snprintf(b, sizeof b, "%.4f", loss);
+      bar->field("loss", b);
+      std::snprintf(b, sizeof b, "%.0f", s > 0 ? double(res.tokens) / s : 0.0);
+      bar->field("tok/s", b);
+      bar->advance();
+    }
+    const bool last = st.step == o.max_steps;
+    if (!last && o.eval_every > 0 && st.step % o.eval_every == 0) stopped = run_eval();
+    if (last) run_eval();  // the final evaluation; nothing left to stop
+    const bool halt = o.halt_after > 0 && st.step >= o.halt_after;
+    if (last || stopped || halt || (o.checkpoint_every > 0 && st.step % o.checkpoint_every == 0))
+      save();
+    if (halt) break;
+  }
+  if (bar) bar->finish();
+  if (lora) lora->train(false);
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.steps = st.step;
+  res.stopped_early = stopped;
+  res.log = st.log;
+  res.evals = st.evals;
+  return res;
+}
+
+}  // namespace forge::train
