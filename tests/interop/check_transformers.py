@@ -1,4 +1,5 @@
-"""Loads the checkpoints written by export_checkpoints with transformers and compares its
+"""Loads the checkpoints (and PEFT adapters) written by export_checkpoints with transformers
+(and peft) and compares its
 logits with forge's (max abs difference <= 1e-4 in f32; the models are tiny, so the
 difference is summation order only). Run where transformers and torch are installed:
 
@@ -17,12 +18,19 @@ ok = True
 for d in sorted(p for p in Path(sys.argv[1]).iterdir() if p.is_dir()):
     try:
         exp = load_file(d / "forge_expected.safetensors")
-        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+        if (d / "adapter").is_dir():  # a PEFT adapter over a saved base
+            from peft import PeftModel
+            base = AutoModelForCausalLM.from_pretrained(d / "base", dtype=torch.float32, attn_implementation="eager")
+            model = PeftModel.from_pretrained(base, d / "adapter")
+            cfg = json.loads((d / "base" / "config.json").read_text())
+            cfg["architectures"] = ["PEFT " + json.loads((d / "adapter" / "adapter_config.json").read_text())["peft_type"]]
+        else:
+            model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+            cfg = json.loads((d / "config.json").read_text())
         model.eval()
         with torch.no_grad():
             logits = model(exp["input_ids"]).logits
         diff = (logits - exp["logits"]).abs().max().item()
-        cfg = json.loads((d / "config.json").read_text())
         good = diff <= 1e-4
         print(f"{d.name:28s} {cfg['architectures'][0]:20s} max|diff| {diff:.3e} {'PASS' if good else 'FAIL'}")
         ok &= good

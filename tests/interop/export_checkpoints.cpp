@@ -2,16 +2,21 @@
 // configuration (Llama with tied embeddings, 3:1 GQA and llama3 rope; Llama with biases and
 // linear rope stored in bf16; Qwen2 with q/k/v biases, one KV head and a windowed layer;
 // Mistral with a sliding window), each with `forge_expected.safetensors` holding input ids
-// and the logits forge computes from the saved files. check_transformers.py loads the
-// directories with transformers and compares. As a ctest test it checks that what was
-// saved reloads to the same logits.
+// and the logits forge computes from the saved files; and two PEFT adapter directories
+// (LoRA on all linear layers with rsLoRA, and DoRA) over a saved base, with the logits forge
+// computes with the adapter applied. check_transformers.py loads the directories with
+// transformers (and PEFT) and compares. As a ctest test it checks that what was saved
+// reloads to the same logits.
 //
 // usage: export_checkpoints OUT_DIR
 
 #include <cstdio>
 #include <filesystem>
 
+#include "forge/adapters/lora.hpp"
+#include "forge/core/rng.hpp"
 #include "forge/io/hf_checkpoint.hpp"
+#include "forge/io/peft_adapter.hpp"
 #include "forge/model/forward.hpp"
 #include "forge/model/init.hpp"
 
@@ -54,8 +59,12 @@ int main(int argc, char** argv) {
     auto c = base(architecture::llama);
     c.tie_word_embeddings = true, c.num_attention_heads = 6, c.num_key_value_heads = 2;
     c.head_dim = 12;  // head_dim != hidden / heads
-    c.rope = {.type = "llama3", .theta = 500000.0, .factor = 8.0, .low_freq_factor = 1.0,
-              .high_freq_factor = 4.0, .original_max_position_embeddings = 16};
+    c.rope = {.type = "llama3",
+              .theta = 500000.0,
+              .factor = 8.0,
+              .low_freq_factor = 1.0,
+              .high_freq_factor = 4.0,
+              .original_max_position_embeddings = 16};
     items.push_back({"llama_tied_gqa3_llama3", c, {}});
   }
   {
@@ -103,6 +112,37 @@ int main(int argc, char** argv) {
           io::f32_view("logits", {1, std::int64_t(in.size()), it.c.vocab_size}, logits)};
       io::write_safetensors(dir / "forge_expected.safetensors", views);
       std::printf("%s: written\n", it.name);
+    }
+    // PEFT adapters over a saved Llama base; B (and DoRA's magnitude) are randomised so the
+    // adapter changes the logits (PEFT initialises B to zero).
+    for (bool dora : {false, true}) {
+      auto c = base(architecture::llama);
+      auto m = random_model<float>(c, {.seed = 40u + dora, .initializer_range = 0.1});
+      const auto dir = out / (dora ? "peft_dora" : "peft_lora_rslora");
+      io::save_hf_checkpoint(m, dir / "base");
+      auto set = adapters::attach_lora(backend::scalar{}, m,
+                                       {.rank = 4,
+                                        .alpha = 8,
+                                        .target_modules = {"all-linear"},
+                                        .use_rslora = !dora,
+                                        .use_dora = dora},
+                                       7);
+      philox rng(99, dora);
+      for (auto& mod : set.modules) {
+        for (auto& b : mod->B) b = rng.normal(0.0f, 0.2f);
+        for (auto& g : mod->m) g *= 1.0f + 0.1f * rng.normal();
+      }
+      io::save_peft_adapter(set, dir / "adapter");
+      auto in = ids();
+      workspace<float> ws;
+      auto z = forward(backend::scalar{}, m, ws,
+                       {.batch = 1, .seq = std::int64_t(in.size()), .input_ids = in});
+      std::vector<float> logits(z.begin(), z.end());
+      std::vector<io::tensor_view> views = {
+          {"input_ids", dtype::i64, {1, std::int64_t(in.size())}, std::as_bytes(std::span(in))},
+          io::f32_view("logits", {1, std::int64_t(in.size()), c.vocab_size}, logits)};
+      io::write_safetensors(dir / "forge_expected.safetensors", views);
+      std::printf("%s: written\n", dir.filename().c_str());
     }
   } catch (const forge::error& e) {
     std::fprintf(stderr, "export_checkpoints: %s\n", e.what());

@@ -88,7 +88,6 @@ void product(Dst&& c, const Lhs& a, const Rhs& b, bool accumulate) {
 // fixed order: the same inputs give the same bits wherever they are.
 constexpr std::int64_t small_product = std::int64_t(1) << 20;
 }  // namespace detail
-}  // namespace detail
 
 /// C[M,N] (+)= A[M,K]·B[N,K]ᵀ through Eigen.
 template <class T, class Arch>
