@@ -128,7 +128,8 @@ void gemm_nn(simd<Arch>, std::int64_t M, std::int64_t N, std::int64_t K, const T
   if (M * N * K < detail::small_product) {
     if (!accumulate) std::fill_n(C, M * K, T(0));
     for (std::int64_t m = 0; m < M; ++m)
-      for (std::int64_t n = 0; n < N; ++n) detail::axpy<Arch>(A[m * N + n], B + n * K, C + m * K, K);
+      for (std::int64_t n = 0; n < N; ++n)
+        detail::axpy<Arch>(A[m * N + n], B + n * K, C + m * K, K);
     return;
   }
   detail::product(detail::mmap<T>(C, M, K), detail::cmap<T>(A, M, N), detail::cmap<T>(B, N, K),
@@ -142,7 +143,8 @@ void gemm_tn(simd<Arch>, std::int64_t M, std::int64_t N, std::int64_t K, const T
   if (M * N * K < detail::small_product) {
     if (!accumulate) std::fill_n(C, N * K, T(0));
     for (std::int64_t m = 0; m < M; ++m)
-      for (std::int64_t n = 0; n < N; ++n) detail::axpy<Arch>(A[m * N + n], B + m * K, C + n * K, K);
+      for (std::int64_t n = 0; n < N; ++n)
+        detail::axpy<Arch>(A[m * N + n], B + m * K, C + n * K, K);
     return;
   }
   detail::product(detail::mmap<T>(C, N, K), detail::cmap<T>(A, M, N).transpose(),

@@ -53,6 +53,9 @@ struct trainer_options {
   std::filesystem::path out_dir{};    ///< checkpoint.safetensors, loss.csv, loss.svg
   std::uint64_t seed = 0;
   std::int32_t pad_id = 0;
+  /// > 0: pack each micro-batch's examples into rows of this many tokens (no padding waste;
+  /// same loss and gradients as padded batches). 0: right-pad to the longest example.
+  std::size_t pack_row_length = 0;
   bool recompute = false;  ///< gradient checkpointing
   early_stopping stop{};
   bool show_progress = false;
@@ -196,7 +199,9 @@ train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
       std::vector<std::size_t> pick;
       for (std::int64_t i = 0; i < o.batch_size; ++i)
         pick.push_back(example_at(st.examples_seen++));
-      micro.push_back(objectives::make_batch(train, pick, o.pad_id));
+      micro.push_back(o.pack_row_length > 0
+                          ? objectives::make_packed_batch(train, pick, o.pack_row_length, o.pad_id)
+                          : objectives::make_batch(train, pick, o.pad_id));
       targets += micro.back().targets();
     }
     zero_grads(opt.params());
