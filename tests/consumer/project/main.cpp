@@ -1,12 +1,8 @@
-// Uses a few installed headers and their dependencies (nlohmann-json, libsodium, xtensor)
+// Includes every installed header (forge.hpp), uses a few and their dependencies (nlohmann-json, libsodium, xtensor)
 // and checks known answers, so a broken install or link line fails here.
 #include <cstdio>
 
-#include "forge/core/dtype.hpp"
-#include "forge/core/json.hpp"
-#include "forge/core/rng.hpp"
-#include "forge/core/tensor.hpp"
-#include "forge/govern/hash.hpp"
+#include "forge/forge.hpp"  // the umbrella header: every public header compiles together
 
 int main() {
   const bool kat = forge::philox4x32_10({0, 0, 0, 0}, {0, 0})[0] == 0x6627e8d5u;
