@@ -85,7 +85,7 @@ class workspace {
   bool ready_for_backward_ = false;
   std::vector<std::int64_t> ids_;
   bool from_embeds_ = false;
-  std::vector<unsigned char> mask_;  ///< [B, S] key mask (training), empty = none
+  std::vector<unsigned char> mask_;     ///< [B, S] key mask (training), empty = none
   std::vector<std::int32_t> segments_;  ///< [B, S] segment ids of packed rows, empty = none
   std::vector<T> cos_, sin_;
   std::vector<layer_acts> acts_;  ///< per layer (training) or one shared set
@@ -175,6 +175,23 @@ void add_inplace(T* y, const T* x, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+/// The attention call of layer `li` over this call's own B x S tokens (no cache yet).
+inline backend::attention_shape attention_shape_of(const model_config& c, std::size_t li,
+                                                   std::int64_t B, std::int64_t S,
+                                                   const std::int32_t* segments) {
+  return {.batch = B,
+          .q_len = S,
+          .kv_len = S,
+          .kv_stride = S,
+          .heads = c.num_attention_heads,
+          .kv_heads = c.num_key_value_heads,
+          .head_dim = c.head_dim,
+          .q_offset = 0,
+          .window = c.sliding_window[li],
+          .scale = 1.0 / std::sqrt(double(c.head_dim)),
+          .segments = segments};
+}
+
 /// One decoder layer: x_out = layer(x_in), filling `a`. x_out may alias a.x_in.
 template <class T, class Bk>
 void layer_forward(Bk be, const model_config& c, decoder_layer<T>& L, std::size_t li,
@@ -189,17 +206,7 @@ void layer_forward(Bk be, const model_config& c, decoder_layer<T>& L, std::size_
   linear_forward(be, L.v_proj, a.xn1, N, a.v);
   backend::rope_forward(be, N, Hq, D, a.q, cx.cos, cx.sin);
   backend::rope_forward(be, N, Hk, D, a.k, cx.cos, cx.sin);
-  backend::attention_shape as{.batch = cx.B,
-                              .q_len = cx.S,
-                              .kv_len = cx.S,
-                              .kv_stride = cx.S,
-                              .heads = Hq,
-                              .kv_heads = Hk,
-                              .head_dim = D,
-                              .q_offset = 0,
-                              .window = c.sliding_window[li],
-                              .scale = 1.0 / std::sqrt(double(D)),
-                              .segments = cx.segments};
+  auto as = attention_shape_of(c, li, cx.B, cx.S, cx.segments);
   const T *kk = a.k, *vv = a.v;
   if (cx.cache) {
     auto& ck = cx.cache->k[li];
@@ -242,17 +249,8 @@ void layer_backward(Bk be, const model_config& c, decoder_layer<T>& L, std::size
                             w2->has_grad() ? w2->grad.data() : nullptr, true);
   // Attention: x_mid = x_in + o(attn(...))
   linear_backward(be, L.o_proj, a.att, ws.dx_, N, ws.datt_, false);
-  backend::attention_shape as{.batch = ws.B_,
-                              .q_len = ws.S_,
-                              .kv_len = ws.S_,
-                              .kv_stride = ws.S_,
-                              .heads = Hq,
-                              .kv_heads = Hk,
-                              .head_dim = D,
-                              .q_offset = 0,
-                              .window = c.sliding_window[li],
-                              .scale = 1.0 / std::sqrt(double(D)),
-                              .segments = ws.segments_.empty() ? nullptr : ws.segments_.data()};
+  auto as =
+      attention_shape_of(c, li, ws.B_, ws.S_, ws.segments_.empty() ? nullptr : ws.segments_.data());
   backend::attention_backward(be, as, a.q, a.k, a.v, a.probs, ws.datt_, ws.dq_, ws.dk_, ws.dv_);
   backend::rope_backward(be, N, Hq, D, ws.dq_, ws.cos_.data(), ws.sin_.data());
   backend::rope_backward(be, N, Hk, D, ws.dk_, ws.cos_.data(), ws.sin_.data());
