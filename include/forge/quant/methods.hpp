@@ -26,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "forge/adapters/methods.hpp"  // model_digest, which the pipeline runner reports
 #include "forge/eval/task.hpp"
 #include "forge/govern/hash.hpp"
 #include "forge/io/atomic_file.hpp"

@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -186,6 +187,35 @@ bool check_fits(const std::string& key, const model::linear<float>& l, const mod
   return false;
 }
 
+/// Act-order int4 tensors: reorders the stored columns inside each group by input feature
+/// (a relabelling: the same groups, codes and constants), the order a GPTQ checkpoint's
+/// g_idx implies, so a saved and reloaded model multiplies in the same order and computes
+/// the same bits. The permutation is dropped when it becomes the identity.
+template <class F>
+void canonical_group_order(qtensor<F>& t) {
+  if constexpr (is_int4_group_v<F>) {
+    if (t.perm.empty()) return;
+    constexpr std::int64_t G = F::group_size;
+    std::vector<std::int32_t> order(t.perm.size());
+    std::iota(order.begin(), order.end(), 0);
+    for (std::int64_t g = 0; g < t.cols / G; ++g)
+      std::sort(order.begin() + g * G, order.begin() + (g + 1) * G,
+                [&](std::int32_t a, std::int32_t b) {
+                  return t.perm[std::size_t(a)] < t.perm[std::size_t(b)];
+                });
+    auto u = t;
+    bool identity = true;
+    for (std::int64_t k = 0; k < t.cols; ++k) {
+      const auto from = order[std::size_t(k)];
+      u.perm[std::size_t(k)] = t.perm[std::size_t(from)];
+      identity = identity && u.perm[std::size_t(k)] == k;
+      for (std::int64_t r = 0; r < t.rows; ++r) F::set_code(u, r, k, F::code(t, r, from));
+    }
+    if (identity) u.perm.clear();
+    t = std::move(u);
+  }
+}
+
 /// Replaces l's dense weight by the quantized base q.
 template <class Bk, class F>
 void install(model::linear<float>& l, qtensor<F> q, model_quant_report& rep) {
@@ -251,6 +281,7 @@ model_quant_report quantize_model_gptq(Bk be, model::causal_lm<float>& m,
       todo[0].second->adapters.clear();
       for (auto& [key, l] : todo) {
         auto q = quantize_gptq<F>(l->weight.value, l->out, l->in, cap->h(), p);
+        detail::canonical_group_order(q);
         const auto r = quantize_rtn<F>(l->weight.value, l->out, l->in);
         rep.layers.push_back({.name = key,
                               .error = detail::hessian_error(l->weight.value, q, cap->h()),
