@@ -131,3 +131,51 @@ TEST_CASE("transformers fixture: GPTQ int4 g64 beats RTN per layer and in perple
   CHECK(pg < pr);
   CHECK(pa < pr);
 }
+
+namespace {
+template <class F>
+void table_row(const char* model_name, const model::causal_lm<float>& dense,
+               const std::vector<std::vector<std::int64_t>>& calib,
+               const std::vector<std::vector<std::int64_t>>& evalset) {
+  auto d = dense;
+  const double pd = quant::sequence_perplexity(Bk{}, d, evalset);
+  const auto total = quant::model_weight_bytes(dense);
+  auto row = [&](const char* method, auto&& quantize) {
+    auto m = dense;
+    const auto rep = quantize(m);
+    const double p = quant::sequence_perplexity(Bk{}, m, evalset);
+    double err = 0, rtn_err = 0;
+    for (const auto& l : rep.layers) err += l.error, rtn_err += l.rtn_error;
+    std::printf("| %s | %s | %s | %.4f | %.4f | %.4f | %zu / %zu = %.3f | %.3f |\n", model_name,
+                F::name, method, pd, p, p / pd, rep.projection_bytes_after,
+                rep.projection_bytes_before,
+                double(rep.projection_bytes_after) / double(rep.projection_bytes_before),
+                double(quant::model_weight_bytes(m)) / double(total));
+  };
+  row("RTN", [&](auto& m) { return quant::quantize_model_rtn<F>(Bk{}, m); });
+  if constexpr (quant::detail::is_int4_group_v<F>) {
+    row("GPTQ", [&](auto& m) { return quant::quantize_model_gptq<F>(Bk{}, m, calib); });
+    row("GPTQ act-order", [&](auto& m) {
+      return quant::quantize_model_gptq<F>(Bk{}, m, calib, {.act_order = true});
+    });
+  }
+  row("AWQ", [&](auto& m) { return quant::quantize_model_awq<F>(Bk{}, m, calib); });
+}
+}  // namespace
+
+// Not part of the suite (hidden tag): prints the quality/size table of docs/compress.md.
+TEST_CASE("quality and size table", "[.table]") {
+  std::printf(
+      "| model | format | method | ppl dense | ppl quantized | ratio | projection bytes | "
+      "model bytes ratio |\n|---|---|---|---|---|---|---|---|\n");
+  const auto d = tiny_data();
+  table_row<quant::int4_g32>("tiny (trained)", tiny(), d.calibration, d.evaluation);
+  table_row<quant::int4_g64>("tiny (trained)", tiny(), d.calibration, d.evaluation);
+  table_row<quant::int4_group<32, false>>("tiny (trained)", tiny(), d.calibration, d.evaluation);
+  table_row<quant::int8_channel>("tiny (trained)", tiny(), d.calibration, d.evaluation);
+  table_row<quant::nf4>("tiny (trained)", tiny(), d.calibration, d.evaluation);
+  auto fx = io::load_hf_checkpoint<float>(test::llama_a() / "model");
+  const auto calib = sampled(fx, 7, 32), evalset = sampled(fx, 8, 32);
+  table_row<quant::int4_g64>("llama_a fixture", fx, calib, evalset);
+  table_row<quant::int4_group<64, false>>("llama_a fixture", fx, calib, evalset);
+}

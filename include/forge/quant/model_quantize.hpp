@@ -24,6 +24,7 @@
 // the report) unless `dense_fallback` is false, in which case they are a forge::error.
 
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -47,7 +48,7 @@ struct layer_error {
   std::string name{};     ///< module key, e.g. "model.layers.0.self_attn.q_proj"
   double error = 0;       ///< tr(ΔW H ΔWᵀ) / out of the installed weight (ΔW = W - Q)
   double rtn_error = 0;   ///< the same for plain RTN of the same (unscaled) weight
-  double awq_ratio = -1;  ///< AWQ: chosen exponent α (−1: not AWQ)
+  double awq_ratio = -1;  ///< AWQ: chosen exponent α (−1: no scale search for this layer)
 };
 
 /// What a whole-model quantization did.
@@ -241,6 +242,62 @@ inline std::vector<std::vector<std::pair<std::string, model::linear<float>*>>> l
           {{p + "mlp.down_proj", &L.down_proj}}};
 }
 
+/// AWQ's weight clipping (llm-awq auto_clip; int4 formats): for each output row and group of
+/// the scaled weight ws (rows x cols), the largest magnitude kept is max|w|·(1 − i/20) for
+/// the i in 0..9 that minimises the group's output error eᵀ H_s e, e = w − Q(clamp(w)),
+/// with H_s = diag(1/s) H diag(1/s) the Hessian of the scaled inputs X/s. ws is clamped in
+/// place. The reference does not clip q_proj and k_proj (their errors are amplified by the
+/// attention scores); the caller skips them likewise.
+template <class F>
+void awq_clip(std::vector<float>& ws, std::int64_t rows, std::int64_t cols, const hessian& h,
+              std::span<const float> s) {
+  if constexpr (is_int4_group_v<F>) {
+    constexpr std::int64_t G = F::group_size;
+    constexpr int grid = 20, steps = 10;
+    parallel_for(0, rows, [&](std::ptrdiff_t r) {
+      std::vector<float> w(G), c(G);
+      std::vector<double> e(G);
+      for (std::int64_t g = 0; g < cols / G; ++g) {
+        float* wr = ws.data() + r * cols + g * G;
+        std::copy(wr, wr + G, w.begin());
+        float mx = 0;
+        for (float v : w) mx = std::max(mx, std::fabs(v));
+        double best = std::numeric_limits<double>::infinity();
+        float best_mx = mx;
+        for (int i = 0; i < steps; ++i) {
+          const float lim = mx * (1.0f - float(i) / grid);
+          for (std::int64_t k = 0; k < G; ++k)
+            c[std::size_t(k)] = std::clamp(w[std::size_t(k)], -lim, lim);
+          const auto q = F::quantize(c, 1, G);
+          const auto dq = dequantize(q);
+          for (std::int64_t k = 0; k < G; ++k)
+            e[std::size_t(k)] = double(w[std::size_t(k)]) - dq[std::size_t(k)];
+          double err = 0;
+          for (std::int64_t a = 0; a < G; ++a) {
+            double acc = 0;
+            for (std::int64_t b = 0; b < G; ++b)
+              acc +=
+                  h(g * G + a, g * G + b) / (double(s[std::size_t(g * G + b)])) * e[std::size_t(b)];
+            err += e[std::size_t(a)] / double(s[std::size_t(g * G + a)]) * acc;
+          }
+          if (err < best) best = err, best_mx = lim;
+        }
+        for (std::int64_t k = 0; k < G; ++k)
+          wr[k] = std::clamp(w[std::size_t(k)], -best_mx, best_mx);
+      }
+    });
+  }
+}
+
+/// Runs every check before anything changes, so a model is never left half quantized.
+template <class F>
+void precheck(model::causal_lm<float>& m, const model_quant_options& o) {
+  model_quant_report scratch;
+  for (std::size_t li = 0; li < m.layers.size(); ++li)
+    for (auto& g : layer_groups(m, li))
+      for (auto& [key, l] : g) check_fits<F>(key, *l, o, scratch);
+}
+
 }  // namespace detail
 
 /// Round-to-nearest quantization of every decoder projection of `m` into format F, with
@@ -249,6 +306,7 @@ template <QuantFormat F, class Bk>
 model_quant_report quantize_model_rtn(Bk, model::causal_lm<float>& m,
                                       const model_quant_options& o = {}) {
   model_quant_report rep;
+  detail::precheck<F>(m, o);
   for (std::size_t li = 0; li < m.layers.size(); ++li)
     for (auto& g : detail::layer_groups(m, li))
       for (auto& [key, l] : g) {
@@ -268,6 +326,7 @@ model_quant_report quantize_model_gptq(Bk be, model::causal_lm<float>& m,
                                        const gptq_params& p = {},
                                        const model_quant_options& o = {}) {
   model_quant_report rep;
+  detail::precheck<F>(m, o);
   for (std::size_t li = 0; li < m.layers.size(); ++li)
     for (auto& g : detail::layer_groups(m, li)) {
       std::vector<std::pair<std::string, model::linear<float>*>> todo;
@@ -296,6 +355,7 @@ model_quant_report quantize_model_gptq(Bk be, model::causal_lm<float>& m,
 struct awq_options {
   int grid = 20;                 ///< α ∈ {0, 1/grid, ..., (grid-1)/grid} (the reference's 20)
   std::int64_t max_rows = 4096;  ///< calibration token rows kept per group for the search
+  bool clip = true;              ///< llm-awq's weight clipping (auto_clip) after scaling
 };
 
 /// AWQ of every decoder projection into format F (see the header comment), calibrated on
@@ -306,6 +366,7 @@ model_quant_report quantize_model_awq(Bk be, model::causal_lm<float>& m,
                                       const awq_options& a = {},
                                       const model_quant_options& o = {}) {
   model_quant_report rep;
+  detail::precheck<F>(m, o);
   const auto& c = m.config;
   const bool per_head_v = c.num_key_value_heads == c.num_attention_heads;
   for (std::size_t li = 0; li < m.layers.size(); ++li) {
@@ -358,18 +419,20 @@ model_quant_report quantize_model_awq(Bk be, model::causal_lm<float>& m,
         const auto& h = caps[gi]->h();
         auto r = quantize_rtn<F>(l->weight.value, l->out, l->in);
         layer_error e{.name = key, .rtn_error = detail::hessian_error(l->weight.value, r, h)};
-        if (scales[gi].empty()) {
-          e.error = e.rtn_error;
-          rep.layers.push_back(e);
-          detail::install<Bk>(*l, std::move(r), rep);
-          continue;
-        }
-        auto q = quantize_awq<F>(l->weight.value, l->out, l->in, scales[gi]);
+        // W·diag(s) (s = 1 where the group is not scaled), clipped, then RTN.
+        std::vector<float> s = scales[gi];
+        if (s.empty()) s.assign(std::size_t(l->in), 1.0f);
+        std::vector<float> ws(l->weight.value);
+        for (std::int64_t row = 0; row < l->out; ++row)
+          for (std::int64_t i = 0; i < l->in; ++i)
+            ws[std::size_t(row * l->in + i)] *= s[std::size_t(i)];
+        const bool query_or_key = key.ends_with("q_proj") || key.ends_with("k_proj");
+        if (a.clip && !query_or_key) detail::awq_clip<F>(ws, l->out, l->in, h, s);
+        auto q = F::quantize(ws, l->out, l->in);
         // The error in the original coordinates: dequant(q)·diag(1/s) against W.
         auto d = dequantize(q);
         double total = 0;
         {
-          const auto& s = scales[gi];
           const std::int64_t n = l->in;
           std::vector<double> dw(static_cast<std::size_t>(n));
           for (std::int64_t row = 0; row < l->out; ++row) {
