@@ -172,3 +172,32 @@ TEST_CASE("load_gptq_checkpoint rejects a checkpoint without a GPTQ quantization
     CHECK(std::string(e.what()).find("quantization_config") != std::string::npos);
   }
 }
+
+TEST_CASE("compress<distill>: a 1-layer student from the 2-layer model, measured and saved") {
+  auto d = calib_data();
+  d.train = test::generic_text(2000, 41);
+  auto p = pipeline(compress<distill>{{.layers = {1},
+                                       .max_steps = 60,
+                                       .batch_size = 16,
+                                       .learning_rate = 3e-3,
+                                       .warmup_steps = 10,
+                                       .measure = {.latency_tokens = 4}},
+                                      d,
+                                      accept(task_score_delta >= -0.2)});
+  const auto out = test::scratch("compress_distill");
+  auto r = p.run(base(), Bk{}, {.out = out, .seed = 2});
+  INFO(r.summary);
+  REQUIRE(r.passed);
+  REQUIRE(r.model->layers.size() == 1);
+  const auto& s = r.stages[0];
+  // One of two decoder layers kept: embeddings, norms and head are shared, so the ratio
+  // lies between 1/2 and 1. Counted: 2-layer model weights vs 1-layer.
+  const auto ratio = s.metrics.get("memory_ratio").value();
+  const auto& c = base().config;
+  const double layer = 4.0 * 64 * 64 + 3.0 * 64 * 128 + 2 * 64;
+  const double shared = 2.0 * double(c.vocab_size) * 64 + 64;
+  CHECK(ratio == Approx((shared + layer) / (shared + 2 * layer)).epsilon(1e-12));
+  CHECK(s.metrics.get("perplexity_ratio").value() < 1.5);
+  auto loaded = io::load_hf_checkpoint<float>(out / "01_compress" / "model");
+  CHECK(model::model_digest(loaded) == model::model_digest(*r.model));
+}

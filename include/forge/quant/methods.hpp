@@ -30,6 +30,7 @@
 #include "forge/eval/task.hpp"
 #include "forge/govern/hash.hpp"
 #include "forge/io/atomic_file.hpp"
+#include "forge/objectives/distill.hpp"
 #include "forge/pipeline/method.hpp"
 #include "forge/pipeline/metrics.hpp"
 #include "forge/pipeline/stage_context.hpp"
@@ -45,6 +46,7 @@ struct compress_data {
   std::vector<std::vector<std::int64_t>> evaluation{};   ///< held-out text for perplexity
   std::vector<eval::task_item> task{};                   ///< optional exact-match task items
   std::vector<std::int64_t> eos{};                       ///< tokens that end a task answer
+  std::vector<data::sft_example> train{};                ///< distillation text (compress<distill>)
   std::string name = "compression data";                 ///< how reports name it
   /// SHA-256 of every part, for the stage report.
   std::string sha256() const {
@@ -60,6 +62,9 @@ struct compress_data {
     for (const auto& t : task)
       h.update(t.prompt.data(), t.prompt.size() * 8).update(t.answer.data(), t.answer.size() * 8);
     h.update(eos.data(), eos.size() * 8);
+    for (const auto& e : train)
+      h.update(e.input_ids.data(), e.input_ids.size() * 4)
+          .update(e.labels.data(), e.labels.size() * 4);
     return h.hex_digest();
   }
 };
@@ -97,6 +102,26 @@ struct awq_method_params {
   compress_measure measure{};
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(awq_method_params, grid, max_rows, measure)
+
+/// Parameters of distillation into a shallower student (layer selection from the teacher).
+struct distill_params {
+  std::vector<std::size_t> layers{};  ///< teacher layers the student keeps (empty: every 2nd)
+  std::int64_t max_steps = 100;
+  std::int64_t batch_size = 8;
+  double learning_rate = 1e-3;
+  double weight_decay = 0;
+  std::string schedule = "cosine";  ///< constant, linear or cosine
+  std::int64_t warmup_steps = 0;
+  double max_grad_norm = 1.0;
+  double alpha = 0.5;                 ///< weight of the KL term
+  double temperature = 2.0;           ///< softening temperature T
+  std::string direction = "forward";  ///< "forward" KL(teacher ‖ student) or "reverse"
+  std::int32_t pad_id = 0;
+  compress_measure measure{};
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(distill_params, layers, max_steps, batch_size, learning_rate,
+                                   weight_decay, schedule, warmup_steps, max_grad_norm, alpha,
+                                   temperature, direction, pad_id, measure)
 
 namespace quant {
 
@@ -304,6 +329,68 @@ struct awq_as {
                                                 {.dense_fallback = p.measure.dense_fallback});
                                           },
                                           {});
+  }
+};
+
+namespace quant::detail {
+/// The format tag of a dense student (compression.json's "format").
+struct dense_student {
+  static constexpr const char* name = "dense f32 student";
+};
+}  // namespace quant::detail
+
+/// Knowledge distillation (Hinton et al. 2015) into a student with fewer decoder layers,
+/// initialised by layer selection from the input model (the teacher), trained on
+/// `compress_data::train` with α·T²·KL + (1 − α)·CE. Writes the student in HF layout
+/// (model/) besides compression.json.
+struct distill {
+  static constexpr std::string_view name = "distill";
+  using params = distill_params;
+  using data = compress_data;
+  using accepts = compress_inputs;
+  using produces = repr::dense_f32;
+  using backends = cpu_backends;
+  template <Backend B>
+  static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
+                                                     const data& d, model::causal_lm<float> m) {
+    require(p.direction == "forward" || p.direction == "reverse",
+            {.what = "unknown KL direction",
+             .place = "distill_params.direction",
+             .expected = "forward or reverse",
+             .found = p.direction});
+    auto layers = p.layers;
+    if (layers.empty())
+      for (std::size_t i = 0; i < m.layers.size(); i += 2) layers.push_back(i);
+    const train::distill_train_options o{
+        .max_steps = p.max_steps,
+        .batch_size = p.batch_size,
+        .max_grad_norm = p.max_grad_norm,
+        .optim = {.lr = p.learning_rate, .weight_decay = p.weight_decay},
+        .sched = {.kind = train::parse_schedule_kind(p.schedule), .warmup_steps = p.warmup_steps},
+        .seed = ctx.seed,
+        .pad_id = p.pad_id,
+        .loss = {.alpha = p.alpha,
+                 .temperature = p.temperature,
+                 .direction = p.direction == "forward" ? objectives::kl_direction::forward
+                                                       : objectives::kl_direction::reverse}};
+    auto r = quant::detail::run_compress<quant::detail::dense_student>(
+        ctx, p.measure, d, std::move(m),
+        [&](model::causal_lm<float>& teacher) {
+          auto student = train::init_student_from_teacher(teacher, layers);
+          train::train_distill(ctx.backend, student, teacher, d.train, o);
+          student.set_trainable(false);
+          student.enable_grads();
+          teacher = std::move(student);
+          return quant::model_quant_report{};
+        },
+        {});
+    if (p.measure.save_checkpoint) {
+      io::save_hf_checkpoint(r.model, ctx.artifact_dir / "model");
+      for (const char* f :
+           {"model/config.json", "model/model.safetensors", "model/generation_config.json"})
+        r.artifacts.push_back(f);
+    }
+    return r;
   }
 };
 
