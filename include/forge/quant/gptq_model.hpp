@@ -85,7 +85,7 @@ void save_gptq_checkpoint(const model::causal_lm<float>& m, const std::filesyste
   if (!dynamic.empty()) qc["dynamic"] = dynamic;
   cfg["quantization_config"] = qc;
   io::write_atomic(dir / "config.json", cfg.dump(2) + "\n");
-  nlohmann::json g;
+  nlohmann::json g = nlohmann::json::object();  // "{}" when nothing is set, never "null"
   if (m.generation.bos_token_id) g["bos_token_id"] = *m.generation.bos_token_id;
   if (m.generation.pad_token_id) g["pad_token_id"] = *m.generation.pad_token_id;
   const auto& eos = m.generation.eos_token_ids;
@@ -141,21 +141,30 @@ model::causal_lm<float> load_gptq_checkpoint(const std::filesystem::path& dir) {
                  .expected = exp,
                  .found = found});
   };
-  if (!j.contains("quantization_config") || !j["quantization_config"].is_object())
-    bad_cfg("", "an object with quant_method \"gptq\"", "none");
-  const auto& qc = j["quantization_config"];
-  if (qc.value("quant_method", std::string()) != "gptq")
-    bad_cfg("quant_method", "\"gptq\"", qc.value("quant_method", std::string("none")));
-  if (!qc.contains("bits") || !qc["bits"].is_number_integer() || qc["bits"].get<int>() != 4)
-    bad_cfg("bits", "4", qc.contains("bits") ? qc["bits"].dump() : "none");
-  if (!qc.contains("group_size") || !qc["group_size"].is_number_integer())
-    bad_cfg("group_size", "32, 64 or 128", "none");
-  const int G = qc["group_size"].get<int>();
-  if (G != 32 && G != 64 && G != 128) bad_cfg("group_size", "32, 64 or 128", std::to_string(G));
-  const bool sym = qc.value("sym", true);
-  const std::string cf = qc.value("checkpoint_format", std::string("gptq"));
-  if (cf != "gptq" && cf != "gptq_v2") bad_cfg("checkpoint_format", "gptq or gptq_v2", cf);
-  const auto fmt = cf == "gptq" ? gptq_format::v1 : gptq_format::v2;
+  int G = 0;
+  bool sym = true;
+  gptq_format fmt = gptq_format::v1;
+  try {
+    if (!j.contains("quantization_config") || !j["quantization_config"].is_object())
+      bad_cfg("", "an object with quant_method \"gptq\"", "none");
+    const auto& qc = j["quantization_config"];
+    if (qc.value("quant_method", std::string()) != "gptq")
+      bad_cfg("quant_method", "\"gptq\"", qc.value("quant_method", std::string("none")));
+    if (!qc.contains("bits") || !qc["bits"].is_number_integer() || qc["bits"].get<int>() != 4)
+      bad_cfg("bits", "4", qc.contains("bits") ? qc["bits"].dump() : "none");
+    if (!qc.contains("group_size") || !qc["group_size"].is_number_integer())
+      bad_cfg("group_size", "32, 64 or 128", "none");
+    G = qc["group_size"].get<int>();
+    if (G != 32 && G != 64 && G != 128) bad_cfg("group_size", "32, 64 or 128", std::to_string(G));
+    sym = qc.value("sym", true);
+    const std::string cf = qc.value("checkpoint_format", std::string("gptq"));
+    if (cf != "gptq" && cf != "gptq_v2") bad_cfg("checkpoint_format", "gptq or gptq_v2", cf);
+    fmt = cf == "gptq" ? gptq_format::v1 : gptq_format::v2;
+  } catch (const nlohmann::json::exception& e) {
+    throw error({.what = std::string("quantization_config field of the wrong type: ") + e.what(),
+                 .file = cfg_path.string(),
+                 .place = "quantization_config"});
+  }
 
   auto f = io::safetensors_file::open(dir / "model.safetensors");
   // Which projections are quantized: those with a .qweight tensor.
@@ -189,6 +198,13 @@ model::causal_lm<float> load_gptq_checkpoint(const std::filesystem::path& dir) {
                    .file = f.source(),
                    .place = "tensor " + t.name});
   }
+  for (const auto& q : quantized)
+    if (f.find(q + ".weight"))
+      throw error(
+          {.what = "projection stored both quantized and dense",
+           .file = f.source(),
+           .place = "tensor " + q + ".weight",
+           .expected = "either " + q + ".qweight/.qzeros/.scales/.g_idx or " + q + ".weight"});
   auto fill = [&](const model::parameter_spec& s, std::vector<float>& v) {
     const std::string prefix = s.name.substr(0, s.name.rfind('.'));
     if (quantized.count(prefix) && s.name.ends_with(".weight")) return;  // replaced below
