@@ -20,26 +20,13 @@
 #include "forge/backend/cuda/check.cuh"
 #include "forge/backend/cuda/context.cuh"
 #include "forge/backend/cuda/memory.cuh"
+#include "forge/quant/nf4_code.hpp"
 
 namespace forge::cuda {
 
-/// The 16 NF4 code values (QLoRA appendix E; bitsandbytes), as f32.
-inline constexpr float nf4_values[16] = {-1.0f,
-                                         -0.6961928009986877f,
-                                         -0.5250730514526367f,
-                                         -0.39491748809814453f,
-                                         -0.28444138169288635f,
-                                         -0.18477343022823334f,
-                                         -0.09105003625154495f,
-                                         0.0f,
-                                         0.07958029955625534f,
-                                         0.16093020141124725f,
-                                         0.24611230194568634f,
-                                         0.33791524171829224f,
-                                         0.44070982933044434f,
-                                         0.5626170039176941f,
-                                         0.7229568362236023f,
-                                         1.0f};
+/// The 16 NF4 code values (QLoRA appendix E; bitsandbytes), as f32: the one table of
+/// quant/nf4_code.hpp.
+inline constexpr const float (&nf4_values)[16] = quant::nf4_code_values;
 
 /// An NF4 matrix resident on the device (host packing kept; absmax as f32 per 64 weights).
 struct nf4_matrix {
