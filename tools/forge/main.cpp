@@ -4,12 +4,15 @@
 //   forge inspect PATH                   summarise a GGUF file, a safetensors file, a PEFT
 //                                        adapter directory or a Hugging Face model directory
 //   forge generate MODEL_DIR --prompt T  greedy or sampled continuation of a prompt
+//   forge run PIPELINE.yaml [--out DIR]  run a pipeline described in YAML (docs/deploy.md)
+//   forge keygen FILE                    new Ed25519 key: FILE (secret, mode 0600), FILE.pub
 //
 // Exit codes: 0 success; 1 usage error (bad or missing arguments); 2 input error (a file
 // that cannot be read or parsed, a model that cannot be loaded); 3 a stage gate failed;
 // 4 verification failed. Errors are printed to stderr as one line "forge: <what>" followed
 // by the context forge::error carries (file, place, expected, found).
 
+#include <yaml-cpp/yaml.h>
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -27,7 +30,9 @@
 #include "forge/io/peft_adapter.hpp"
 #include "forge/io/safetensors.hpp"
 #include "forge/model/generate.hpp"
+#include "forge/model/init.hpp"
 #include "forge/text/load_tokenizer.hpp"
+#include "registry.hpp"
 
 namespace fs = std::filesystem;
 
@@ -116,6 +121,18 @@ int inspect_path(const fs::path& p) {
                       .expected = "a .gguf or .safetensors file, or a model/adapter directory"});
 }
 
+int keygen(const fs::path& file) {
+  if (fs::exists(file))
+    throw forge::error(
+        {.what = "refusing to overwrite an existing key file", .file = file.string()});
+  const auto k = forge::govern::signing_key::generate();
+  forge::govern::save_signing_key(file, k);
+  forge::govern::save_public_key(file.string() + ".pub", k.public_part());
+  std::cout << "secret key: " << file.string() << " (mode 0600; never put it in a release)\n"
+            << "public key: " << file.string() << ".pub  " << k.public_part().hex() << "\n";
+  return ok;
+}
+
 int verify(const fs::path& dir, const std::string& key_file) {
   forge::govern::public_key key{};
   if (key_file.empty()) {
@@ -148,10 +165,187 @@ int generate(const fs::path& dir, const std::string& prompt, std::int64_t max_ne
   return ok;
 }
 
+// YAML -> JSON (scalars: bool, integer, number, else string), naming the position on error.
+forge::json to_json(const YAML::Node& n, const std::string& file) {
+  using forge::json;
+  switch (n.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      return nullptr;
+    case YAML::NodeType::Sequence: {
+      json a = json::array();
+      for (const auto& x : n) a.push_back(to_json(x, file));
+      return a;
+    }
+    case YAML::NodeType::Map: {
+      json o = json::object();
+      for (const auto& kv : n) o[kv.first.as<std::string>()] = to_json(kv.second, file);
+      return o;
+    }
+    case YAML::NodeType::Scalar: {
+      const std::string s = n.Scalar();
+      if (n.Tag() == "!") return s;  // quoted: a string
+      if (s == "true" || s == "True") return true;
+      if (s == "false" || s == "False") return false;
+      try {
+        std::size_t used = 0;
+        const long long i = std::stoll(s, &used);
+        if (used == s.size()) return i;
+      } catch (const std::exception&) {
+      }
+      try {
+        std::size_t used = 0;
+        const double d = std::stod(s, &used);
+        if (used == s.size()) return d;
+      } catch (const std::exception&) {
+      }
+      return s;
+    }
+  }
+  return nullptr;
+}
+
+forge::model::causal_lm<float> builtin_model(std::uint64_t seed) {
+  forge::model::model_config c;
+  c.vocab_size = 512;
+  c.hidden_size = 64;
+  c.intermediate_size = 128;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 16;
+  c.max_position_embeddings = 256;
+  c.rms_norm_eps = 1e-5;
+  return forge::model::random_model<float>(c, {.seed = seed, .initializer_range = 0.02});
+}
+
+int run(const fs::path& file, const std::string& out_override) {
+  using forge::json;
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(file.string());
+  } catch (const YAML::Exception& e) {
+    throw forge::error({.what = "cannot read the pipeline YAML: " + e.msg,
+                        .file = file.string(),
+                        .place = "line " + std::to_string(e.mark.line + 1) + ", column " +
+                                 std::to_string(e.mark.column + 1)});
+  }
+  const json cfg = to_json(root, file.string());
+  const std::string src = file.string();
+  if (!cfg.is_object())
+    throw forge::error({.what = "the pipeline YAML must be a mapping", .file = src});
+  static const std::set<std::string> top = {"model", "tokenizer", "backend", "seed",
+                                            "out",   "order",     "stages"};
+  for (const auto& [k, _] : cfg.items())
+    if (!top.count(k))
+      throw forge::error({.what = "unknown key",
+                          .file = src,
+                          .place = k,
+                          .expected = "model, tokenizer, backend, seed, out, order, stages"});
+  const auto model_spec = forge::get_field<std::string>(cfg, "model", src);
+  const auto backend = forge::get_field_or<std::string>(cfg, "backend", "simd", src);
+  if (backend != "simd" && backend != "cpu")
+    throw forge::error({.what = "unsupported backend for the command-line tool",
+                        .file = src,
+                        .place = "backend",
+                        .expected = "simd (the host CPU's SIMD kernels)",
+                        .found = backend});
+  const auto seed = forge::get_field_or<std::uint64_t>(cfg, "seed", 0, src);
+  const auto order = forge::get_field_or<std::string>(cfg, "order", "paper", src);
+  if (order != "paper" && order != "research")
+    throw forge::error({.what = "unknown order",
+                        .file = src,
+                        .place = "order",
+                        .expected = "paper or research",
+                        .found = order});
+  const fs::path base = file.parent_path();
+  auto rel = [&](const std::string& p) {
+    return fs::path(p).is_absolute() ? fs::path(p) : base / p;
+  };
+  fs::path out = out_override.empty()
+                     ? rel(forge::get_field_or<std::string>(cfg, "out", "forge-run", src))
+                     : fs::path(out_override);
+  std::string tok_dir = forge::get_field_or<std::string>(cfg, "tokenizer", "", src);
+  if (tok_dir.empty() && model_spec != "builtin") tok_dir = model_spec;
+
+  // The plan: every stage resolved and checked before anything runs.
+  if (!cfg.contains("stages") || !cfg.at("stages").is_array() || cfg.at("stages").empty())
+    throw forge::error({.what = "the pipeline has no stages",
+                        .file = src,
+                        .place = "stages",
+                        .expected = "a list of stages"});
+  std::vector<forge::cli::planned_stage> plan;
+  std::size_t i = 0;
+  for (const auto& s : cfg.at("stages")) {
+    ++i;
+    const std::string at = "stages[" + std::to_string(i) + "]";
+    forge::cli::planned_stage p;
+    p.kind =
+        forge::cli::parse_kind(forge::get_field<std::string>(s, "kind", src, at), src + ": " + at);
+    const auto method = forge::get_field<std::string>(s, "method", src, at);
+    p.where = "stage " + std::to_string(i) + " (" + std::string(forge::name_of(p.kind)) + "<" +
+              method + ">)";
+    p.method = &forge::cli::methods().at(p.kind, method, src + ": " + p.where);
+    p.params = s.contains("params") ? s.at("params") : json::object();
+    if (p.method->name == "signed_release") {
+      // Paths in a release's parameters are relative to the YAML file.
+      for (const char* k : {"signing_key", "tokenizer_dir", "datasheet"})
+        if (p.params.contains(k) && p.params.at(k).is_string())
+          p.params[k] = rel(p.params.at(k).get<std::string>()).string();
+      if (!p.params.contains("tokenizer_dir") && !tok_dir.empty())
+        p.params["tokenizer_dir"] = rel(tok_dir).string();
+    }
+    (void)p.method->resolved_params(p.params, src + ": " + p.where);  // unknown keys, types
+    if (s.contains("data")) {
+      if (!s.at("data").is_object())
+        throw forge::error({.what = "data must map roles to JSONL files",
+                            .file = src,
+                            .place = p.where + ": data"});
+      for (const auto& [role, f] : s.at("data").items()) {
+        const fs::path path = rel(f.get<std::string>());
+        if (!fs::is_regular_file(path))
+          throw forge::error({.what = "data file not found",
+                              .file = path.string(),
+                              .place = src + ": " + p.where + ": data." + role});
+        p.files[role] = path;
+      }
+    }
+    if (s.contains("gate"))
+      for (const auto& c : s.at("gate"))
+        p.gate.push_back(forge::cli::parse_criterion(c.get<std::string>(), src + ": " + p.where));
+    plan.push_back(std::move(p));
+  }
+  try {
+    forge::cli::check_plan(plan, "dense f32", order == "paper");
+  } catch (const forge::error& e) {
+    throw forge::error({.what = e.what(), .file = src});
+  }
+
+  auto model = model_spec == "builtin" ? builtin_model(seed)
+                                       : forge::io::load_hf_checkpoint<float>(rel(model_spec));
+  std::optional<forge::text::any_tokenizer> tok;
+  if (!tok_dir.empty()) tok.emplace(forge::text::load_tokenizer(rel(tok_dir)));
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto rep = forge::cli::run_plan(
+      plan, std::move(model), out, seed, tok ? &*tok : nullptr,
+      [&](const forge::cli::planned_stage& s, std::size_t n) {
+        std::cerr << "[" << n << "/" << plan.size() << "] " << s.where << " ... "
+                  << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
+                  << " s\n";
+      });
+  if (!rep.passed) {
+    std::cerr << "forge: gate failed at " << *rep.failure << "\n  reports: " << out.string()
+              << "\n";
+    return gate_failed;
+  }
+  std::cout << "pipeline passed; reports in " << out.string() << "\n";
+  return ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"forge: post-training of language models (verify, inspect, generate)"};
+  CLI::App app{"forge: post-training of language models (run, verify, inspect, generate)"};
   app.footer(
       "Exit codes: 0 ok, 1 usage error, 2 input error, 3 gate failed, 4 verification failed.");
   app.require_subcommand(1);
@@ -180,6 +374,16 @@ int main(int argc, char** argv) {
   g->add_option("--temperature", g_temp, "sampling temperature")->capture_default_str();
   g->add_option("--seed", g_seed, "sampling seed")->capture_default_str();
 
+  auto* kg = app.add_subcommand("keygen", "Make an Ed25519 signing key pair");
+  std::string kg_file;
+  kg->add_option("FILE", kg_file, "secret key file to create (FILE.pub gets the public key)")
+      ->required();
+
+  auto* r = app.add_subcommand("run", "Run a pipeline described in a YAML file");
+  std::string r_file, r_out;
+  r->add_option("PIPELINE", r_file, "pipeline YAML (docs/deploy.md)")->required();
+  r->add_option("--out", r_out, "output directory (overrides the YAML's out)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -193,6 +397,8 @@ int main(int argc, char** argv) {
   try {
     if (*v) return verify(v_dir, v_key);
     if (*in) return inspect_path(in_path);
+    if (*r) return run(r_file, r_out);
+    if (*kg) return keygen(kg_file);
     if (*g) return generate(g_dir, g_prompt, g_max, g_sample, g_temp, g_seed);
   } catch (const forge::error& e) {
     std::cerr << "forge: " << e.what() << "\n";
