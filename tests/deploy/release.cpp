@@ -152,7 +152,7 @@ TEST_CASE("adapt<lora> -> deploy<signed_release>: a verified release that binds 
     fs::copy(rel, copy, fs::copy_options::recursive);
     auto s = io::read_file(copy / e.path);
     if (s.empty()) continue;
-    s[s.size() / 2] = char(s[s.size() / 2] ^ 0x20);
+    s[s.size() / 2] = char(s[s.size() / 2] ^ 0x20);  // e.g. a hex digit's case
     io::write_atomic(copy / e.path, s);
     const auto t = govern::verify_release(copy, pub);
     ++tried;
