@@ -113,6 +113,19 @@ TEST_CASE("forge: keygen, run, verify, tamper, inspect") {
   CHECK(o.rc == 4);
   CHECK(o.out.find("bad signature") != std::string::npos);
 
+  // The built-in model (random weights, the fixture's tokenizer) runs the same pipeline.
+  write(dir / "builtin.yaml",
+        "model: builtin\ntokenizer: " + (forge::test::llama_a() / "model").string() +
+            "\nout: run3\nstages:\n  - {kind: adapt, method: lora, params: {max_steps: 1}, "
+            "data: {train: train.jsonl}}\n  - {kind: deploy, method: signed_release, params: "
+            "{gguf: [f32], signing_key: release.key, load_requests: 2, load_new_tokens: 2}}\n");
+  const auto b = forge_cli("run " + q(dir / "builtin.yaml"));
+  INFO(b.out);
+  CHECK(b.rc == 0);
+  CHECK(forge_cli("verify " + q(dir / "run3" / "02_deploy" / "release") + " --key " +
+                  q(dir / "release.key.pub"))
+            .rc == 0);
+
   // A gate below the measured load-test latency: exit 3, naming the criterion.
   write(dir / "slo.yaml", pipeline_yaml("run2", "load_p95_ms <= 0.000001"));
   const auto g = forge_cli("run " + q(dir / "slo.yaml"));

@@ -216,6 +216,7 @@ forge::model::causal_lm<float> builtin_model(std::uint64_t seed) {
   c.head_dim = 16;
   c.max_position_embeddings = 256;
   c.rms_norm_eps = 1e-5;
+  c.sliding_window.assign(std::size_t(c.num_hidden_layers), 0);  // no sliding window
   return forge::model::random_model<float>(c, {.seed = seed, .initializer_range = 0.02});
 }
 
