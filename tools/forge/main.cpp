@@ -5,6 +5,9 @@
 //                                        adapter directory or a Hugging Face model directory
 //   forge generate MODEL_DIR --prompt T  greedy or sampled continuation of a prompt
 //   forge run PIPELINE.yaml [--out DIR]  run a pipeline described in YAML (docs/deploy.md)
+//   forge quantize MODEL_DIR --to FORMAT --out PATH [--method rtn|gptq --calib JSONL]
+//   forge eval MODEL_DIR [--perplexity JSONL] [--task JSONL]
+//   forge chat MODEL_DIR                 interactive; one user turn per stdin line
 //   forge keygen FILE                    new Ed25519 key: FILE (secret, mode 0600), FILE.pub
 //
 // Exit codes: 0 success; 1 usage error (bad or missing arguments); 2 input error (a file
@@ -23,6 +26,7 @@
 
 #include "forge/backend/backend.hpp"
 #include "forge/core/error.hpp"
+#include "forge/eval/task.hpp"
 #include "forge/govern/release.hpp"
 #include "forge/govern/signing.hpp"
 #include "forge/io/gguf.hpp"
@@ -31,7 +35,11 @@
 #include "forge/io/safetensors.hpp"
 #include "forge/model/generate.hpp"
 #include "forge/model/init.hpp"
+#include "forge/quant/gptq.hpp"
+#include "forge/quant/hessian.hpp"
+#include "forge/text/chat_template.hpp"
 #include "forge/text/load_tokenizer.hpp"
+#include "forge/train/trainer.hpp"
 #include "registry.hpp"
 
 namespace fs = std::filesystem;
@@ -119,6 +127,181 @@ int inspect_path(const fs::path& p) {
   throw forge::error({.what = "unknown file type",
                       .file = p.string(),
                       .expected = "a .gguf or .safetensors file, or a model/adapter directory"});
+}
+
+// Records the inputs of a linear layer into a GPTQ Hessian; adds nothing to the output.
+class hessian_recorder final : public forge::model::linear_adapter<float> {
+ public:
+  explicit hessian_recorder(std::int64_t in) : acc(in), in_(in) {}
+  void forward(const float* x, std::int64_t rows, float*) override {
+    acc.add_batch(std::span<const float>(x, std::size_t(rows * in_)), rows);
+  }
+  void backward(const float*, const float*, std::int64_t, float*) override {}
+  forge::quant::hessian_accumulator acc;
+
+ private:
+  std::int64_t in_;
+};
+
+using simd_be = forge::backend::simd<>;
+
+template <int G, bool Sym>
+void quantize_int4(forge::model::causal_lm<float>& m, const std::string& method,
+                   const std::vector<forge::data::sft_example>& calib) {
+  using F = forge::quant::int4_group<G, Sym>;
+  auto layers = forge::adapters::linear_layers(m);
+  std::map<std::string, std::shared_ptr<hessian_recorder>> rec;
+  if (method == "gptq") {
+    for (auto [key, lin] : layers)
+      if (key != "lm_head") {
+        rec[key] = std::make_shared<hessian_recorder>(lin->in);
+        lin->adapters.push_back(rec[key]);
+      }
+    forge::progress bar("calibration", calib.size());
+    for (const auto& e : calib) {
+      std::vector<std::int64_t> ids(e.input_ids.begin(), e.input_ids.end());
+      forge::model::workspace<float> ws;
+      forge::model::forward(simd_be{}, m, ws,
+                            {.batch = 1, .seq = std::int64_t(ids.size()), .input_ids = ids},
+                            {.logits = forge::model::logits_for::last});
+      bar.advance(1);
+    }
+    for (auto [key, lin] : layers) lin->adapters.clear();
+  }
+  forge::progress bar("quantize", layers.size() - 1);
+  for (auto [key, lin] : layers) {
+    if (key == "lm_head") continue;
+    auto q = method == "gptq" ? forge::quant::quantize_gptq<F>(lin->weight.value, lin->out, lin->in,
+                                                               rec[key]->acc.get())
+                              : F::quantize(lin->weight.value, lin->out, lin->in);
+    lin->base = std::make_shared<forge::adapters::quantized_base<simd_be, F>>(std::move(q));
+    lin->weight.value = {};
+    bar.advance(1);
+  }
+}
+
+int quantize(const fs::path& dir, const std::string& to, const fs::path& out,
+             const std::string& method, int group, bool sym, const std::string& calib_file) {
+  if (method != "rtn" && method != "gptq")
+    throw forge::error({.what = "unknown quantization method",
+                        .place = "--method",
+                        .expected = "rtn or gptq",
+                        .found = method});
+  auto m = forge::io::load_hf_checkpoint<float>(dir);
+  if (to.rfind("gguf-", 0) == 0) {
+    if (method != "rtn")
+      throw forge::error({.what = "GGUF blocks are quantized round-to-nearest (ggml's reference)",
+                          .place = "--method",
+                          .expected = "rtn",
+                          .found = method});
+    const auto type = forge::exports::parse_gguf_export_type(to.substr(5));
+    forge::exports::save_llama_gguf(m, forge::exports::gguf_tokenizer_from_hf(dir), out, type,
+                                    dir.filename().string());
+    std::cout << "wrote " << out.string() << " (" << fs::file_size(out) << " bytes)\n";
+    return ok;
+  }
+  if (to != "gptq")
+    throw forge::error({.what = "unknown target format",
+                        .place = "--to",
+                        .expected = "gguf-f32, gguf-f16, gguf-q8_0, gguf-q4_0 or gptq",
+                        .found = to});
+  std::vector<forge::data::sft_example> calib;
+  if (method == "gptq") {
+    if (calib_file.empty())
+      throw forge::error({.what = "GPTQ needs calibration text",
+                          .place = "--calib",
+                          .expected = "a JSONL file of {\"text\": ...} records"});
+    calib = forge::cli::detail::sft_examples(calib_file, forge::text::load_tokenizer(dir));
+  }
+  switch (group * 2 + int(sym)) {
+    case 64:
+      quantize_int4<32, false>(m, method, calib);
+      break;
+    case 65:
+      quantize_int4<32, true>(m, method, calib);
+      break;
+    case 128:
+      quantize_int4<64, false>(m, method, calib);
+      break;
+    case 129:
+      quantize_int4<64, true>(m, method, calib);
+      break;
+    case 256:
+      quantize_int4<128, false>(m, method, calib);
+      break;
+    case 257:
+      quantize_int4<128, true>(m, method, calib);
+      break;
+    default:
+      throw forge::error({.what = "unsupported group size",
+                          .place = "--group",
+                          .expected = "32, 64 or 128",
+                          .found = std::to_string(group)});
+  }
+  forge::exports::save_gptq_checkpoint<simd_be>(m, out, dir);
+  std::cout << "wrote " << out.string() << " (GPTQ layout, int4 g" << group
+            << (sym ? " sym" : " asym") << ", " << method << ")\n";
+  return ok;
+}
+
+int eval_cmd(const fs::path& dir, const std::string& ppl_file, const std::string& task_file) {
+  if (ppl_file.empty() && task_file.empty())
+    throw forge::error(
+        forge::error_info{.what = "nothing to evaluate", .expected = "--perplexity or --task"});
+  auto m = forge::io::load_hf_checkpoint<float>(dir);
+  const auto tok = forge::text::load_tokenizer(dir);
+  const std::int32_t pad = tok.pad_id().value_or(tok.eos_id().value_or(0));
+  if (!ppl_file.empty()) {
+    const auto xs = forge::cli::detail::sft_examples(ppl_file, tok);
+    const double loss = forge::train::mean_loss(simd_be{}, m, xs, 8, pad);
+    std::cout << "perplexity: " << forge::str(std::exp(loss)) << " (mean loss " << forge::str(loss)
+              << " nats over " << xs.size() << " records)\n";
+  }
+  if (!task_file.empty()) {
+    forge::cli::stage_inputs in{{{"train", task_file}, {"task", task_file}}, &tok, "eval"};
+    // Task files hold prompt/answer records; read them as Adapt's task split.
+    std::vector<forge::eval::task_item> items;
+    std::size_t n = 0;
+    for (const auto& j : forge::cli::detail::read_json_lines(task_file)) {
+      const std::string where = "record " + std::to_string(++n);
+      const auto p = tok.encode(forge::get_field<std::string>(j, "prompt", task_file, where), true);
+      const auto a =
+          tok.encode(forge::get_field<std::string>(j, "answer", task_file, where), false);
+      items.push_back({{p.begin(), p.end()}, {a.begin(), a.end()}});
+    }
+    (void)in;
+    std::vector<std::int64_t> eos;
+    if (auto e = tok.eos_id()) eos.push_back(*e);
+    const auto s = forge::eval::evaluate_task(simd_be{}, m, items, eos);
+    std::cout << "exact_match: " << forge::str(s.exact_match) << " (" << items.size()
+              << " items)\n";
+  }
+  return ok;
+}
+
+int chat(const fs::path& dir, std::int64_t max_new, const std::string& system) {
+  auto m = forge::io::load_hf_checkpoint<float>(dir);
+  const auto tok = forge::text::load_tokenizer(dir);
+  const auto tmpl = forge::text::load_chat_template(dir);
+  auto opts = forge::text::chat_options_from_config(dir);
+  opts.add_generation_prompt = true;
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  if (!system.empty()) messages.push_back({{"role", "system"}, {"content", system}});
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line.empty()) continue;
+    messages.push_back({{"role", "user"}, {"content", line}});
+    const auto text = forge::text::apply_chat_template(tmpl, messages, opts);
+    const auto ids32 = tok.encode(text, false);
+    forge::model::generation_options o;
+    o.max_new_tokens = max_new;
+    const auto r = forge::model::generate(simd_be{}, m, {{ids32.begin(), ids32.end()}}, o);
+    std::vector<std::int32_t> outt(r.tokens[0].begin(), r.tokens[0].end());
+    const std::string reply = tok.decode(outt, true);
+    messages.push_back({{"role", "assistant"}, {"content", reply}});
+    std::cout << "assistant: " << reply << "\n" << std::flush;
+  }
+  return ok;
 }
 
 int keygen(const fs::path& file) {
@@ -375,6 +558,32 @@ int main(int argc, char** argv) {
   g->add_option("--temperature", g_temp, "sampling temperature")->capture_default_str();
   g->add_option("--seed", g_seed, "sampling seed")->capture_default_str();
 
+  auto* qz =
+      app.add_subcommand("quantize", "Quantize a Hugging Face model to GGUF or the GPTQ layout");
+  std::string qz_dir, qz_to, qz_out, qz_method = "rtn", qz_calib;
+  int qz_group = 128;
+  bool qz_sym = false;
+  qz->add_option("MODEL_DIR", qz_dir, "Hugging Face model directory")->required();
+  qz->add_option("--to", qz_to, "gguf-f32, gguf-f16, gguf-q8_0, gguf-q4_0 or gptq")->required();
+  qz->add_option("--out", qz_out, "output file (GGUF) or directory (GPTQ)")->required();
+  qz->add_option("--method", qz_method, "rtn or gptq (GPTQ layout only)")->capture_default_str();
+  qz->add_option("--group", qz_group, "int4 group size: 32, 64 or 128")->capture_default_str();
+  qz->add_flag("--sym", qz_sym, "symmetric int4 (no zero points)");
+  qz->add_option("--calib", qz_calib, "calibration JSONL ({\"text\": ...}) for --method gptq");
+
+  auto* ev = app.add_subcommand("eval", "Perplexity on a JSONL text file, exact match on a task");
+  std::string ev_dir, ev_ppl, ev_task;
+  ev->add_option("MODEL_DIR", ev_dir, "Hugging Face model directory")->required();
+  ev->add_option("--perplexity", ev_ppl, "JSONL of {\"text\"} or {\"prompt\", \"completion\"}");
+  ev->add_option("--task", ev_task, "JSONL of {\"prompt\", \"answer\"} (greedy exact match)");
+
+  auto* ch = app.add_subcommand("chat", "Chat on stdin/stdout with the model's chat template");
+  std::string ch_dir, ch_system;
+  std::int64_t ch_max = 64;
+  ch->add_option("MODEL_DIR", ch_dir, "Hugging Face model directory")->required();
+  ch->add_option("--system", ch_system, "system message");
+  ch->add_option("--max-new-tokens", ch_max, "tokens per reply")->capture_default_str();
+
   auto* kg = app.add_subcommand("keygen", "Make an Ed25519 signing key pair");
   std::string kg_file;
   kg->add_option("FILE", kg_file, "secret key file to create (FILE.pub gets the public key)")
@@ -400,6 +609,9 @@ int main(int argc, char** argv) {
     if (*in) return inspect_path(in_path);
     if (*r) return run(r_file, r_out);
     if (*kg) return keygen(kg_file);
+    if (*qz) return quantize(qz_dir, qz_to, qz_out, qz_method, qz_group, qz_sym, qz_calib);
+    if (*ev) return eval_cmd(ev_dir, ev_ppl, ev_task);
+    if (*ch) return chat(ch_dir, ch_max, ch_system);
     if (*g) return generate(g_dir, g_prompt, g_max, g_sample, g_temp, g_seed);
   } catch (const forge::error& e) {
     std::cerr << "forge: " << e.what() << "\n";
