@@ -19,6 +19,7 @@
 #include <fstream>
 
 #include "../support/fixtures.hpp"
+#include "forge/core/rng.hpp"
 #include "forge/deploy/export.hpp"
 #include "forge/model/forward.hpp"
 #include "forge/model/generate.hpp"
@@ -150,4 +151,55 @@ json.dump(out, open(f"{d}/llama_cpp.json", "w"))
       worst = std::max(worst, double(std::fabs(a[i] - b[i])));
     CHECK(worst <= 0.03 * double(*hi - *lo));
   }
+}
+
+TEST_CASE("llama-cpp-python applies forge's GGUF LoRA adapter like forge does") {
+  const auto py = test::python();
+  REQUIRE_FALSE(py.empty());  // CI always provides the reference-tool venv (scripts/venv.sh)
+  const auto dir = test::scratch("deploy_llama_cpp_lora");
+  const auto fixture = test::llama_a();
+  auto m = io::load_hf_checkpoint<float>(fixture / "model");
+  const json gen = load_json(fixture / "generate.json");
+  const auto prompt = gen.at("prompt_ids").get<std::vector<std::int64_t>>();
+  const auto base_tokens = greedy(m, prompt);
+  // Every projection adapted (q and k exercise the rope row permutation of lora_b), with
+  // B drawn large enough that the continuation changes.
+  auto set = adapters::attach_lora(be_t{}, m,
+                                   {.rank = 4, .alpha = 8, .target_modules = {"all-linear"}}, 5);
+  philox g(8, 0);
+  for (auto& mod : set.modules)
+    for (auto& b : mod->B) b = float(g.normal() * 0.2);
+  const auto tok = exports::gguf_tokenizer_from_hf(fixture / "model");
+  exports::save_llama_gguf(io::load_hf_checkpoint<float>(fixture / "model"), tok, dir / "base.gguf",
+                           exports::gguf_export_type::f32, "llama_a");
+  exports::save_lora_gguf(m, dir / "lora.gguf");
+  const auto want = greedy(m, prompt);
+  REQUIRE(want != base_tokens);  // the adapter matters, so agreement is not by chance
+
+  std::ofstream(dir / "run.py") << R"PY(
+import sys, json
+import numpy as np
+import llama_cpp
+d, prompt, n_new = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+llm = llama_cpp.Llama(model_path=f"{d}/base.gguf", lora_path=f"{d}/lora.gguf", n_ctx=64,
+                      n_threads=1, logits_all=True, verbose=False)
+llm.reset()
+llm.eval(prompt)
+toks = []
+for _ in range(n_new):
+    t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    toks.append(t)
+    llm.eval([t])
+json.dump({"tokens": toks}, open(f"{d}/llama_cpp.json", "w"))
+)PY";
+  std::string ids = "[";
+  for (std::size_t i = 0; i < prompt.size(); ++i) {
+    if (i) ids += ",";
+    ids += std::to_string(prompt[i]);
+  }
+  ids += "]";
+  const std::string cmd = py + " " + (dir / "run.py").string() + " " + dir.string() + " '" + ids +
+                          "' " + std::to_string(n_new);
+  REQUIRE(std::system(cmd.c_str()) == 0);  // fails when llama_cpp is not installed
+  CHECK(load_json(dir / "llama_cpp.json")["tokens"].get<std::vector<std::int64_t>>() == want);
 }

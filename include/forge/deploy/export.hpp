@@ -428,4 +428,42 @@ inline void save_llama_gguf(const model::causal_lm<float>& m, const io::gguf_tok
   io::write_gguf(path, md, views);
 }
 
+/// Writes the LoRA adapters attached to `m` as a llama.cpp GGUF LoRA adapter
+/// (convert_lora_to_gguf.py layout): general.type = "adapter", adapter.lora.alpha = s·r, and
+/// per adapted weight `<name>.lora_a` (PEFT's lora_A, [r, in]) and `<name>.lora_b` ([out, r],
+/// rows rope-permuted for attn_q / attn_k like the base weight), in F32. forge::error for DoRA
+/// (llama.cpp has no magnitude vector) or when no adapter is attached.
+inline void save_lora_gguf(const model::causal_lm<float>& m, const std::filesystem::path& path) {
+  const auto set = attached_adapters(m);
+  require(!set.modules.empty(),
+          {.what = "the model has no LoRA adapters to export", .place = "GGUF LoRA export"});
+  require(!set.config.use_dora, {.what = "llama.cpp's GGUF LoRA format cannot hold DoRA adapters",
+                                 .place = "GGUF LoRA export",
+                                 .expected = "plain LoRA adapters"});
+  io::gguf_metadata md;
+  io::add_lora_adapter_metadata(md, float(set.config.alpha));
+  std::vector<std::vector<std::byte>> bufs;
+  bufs.reserve(set.modules.size() * 2);
+  std::vector<io::gguf_tensor_view> views;
+  for (const auto& mod : set.modules) {
+    const auto [na, nb] = io::gguf_lora_names(mod->name + ".weight");
+    auto bytes_of = [](const std::vector<float>& v) {
+      std::vector<std::byte> b(v.size() * 4);
+      std::memcpy(b.data(), v.data(), b.size());
+      return b;
+    };
+    bufs.push_back(bytes_of(mod->A));
+    views.push_back({na, io::ggml_type::f32, {mod->rank, mod->in}, bufs.back()});
+    auto b = bytes_of(mod->B);
+    if (io::needs_rope_permute(nb))
+      b = io::permute_rope_rows(
+          b, std::size_t(mod->out),
+          std::size_t(nb.find(".attn_q.") != std::string::npos ? m.config.num_attention_heads
+                                                               : m.config.num_key_value_heads));
+    bufs.push_back(std::move(b));
+    views.push_back({nb, io::ggml_type::f32, {mod->out, mod->rank}, bufs.back()});
+  }
+  io::write_gguf(path, md, views);
+}
+
 }  // namespace forge::exports

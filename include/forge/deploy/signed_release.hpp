@@ -65,7 +65,8 @@ struct signed_release_params {
   std::string intended_use{};
   std::vector<std::string> out_of_scope_uses{};
   std::vector<std::string> limitations{};
-  /// GGUF exports, one file each: any of "f32", "f16", "q8_0", "q4_0" (needs a tokenizer).
+  /// GGUF exports, one file each: any of "f32", "f16", "q8_0", "q4_0" (needs a tokenizer);
+  /// with LoRA adapters attached, also <name>-lora-f32.gguf for llama.cpp's --lora.
   std::vector<std::string> gguf{"f16"};
   bool merged_checkpoint = true;   ///< model/merged/: HF directory, adapters folded in
   bool peft_adapter = true;        ///< model/adapter/: PEFT directory, when adapters are attached
@@ -210,6 +211,12 @@ struct signed_release {
       const std::string file = p.name + "-" + lower + ".gguf";
       exports::save_llama_gguf(m, *tok, ex / "gguf" / file, type, p.name);
     }
+    const bool plain_lora = [&] {
+      const auto a = exports::attached_adapters(m);
+      return !a.modules.empty() && !a.config.use_dora;
+    }();
+    if (!p.gguf.empty() && plain_lora)  // the adapter for llama.cpp's --lora, beside the model
+      exports::save_lora_gguf(m, ex / "gguf" / (p.name + "-lora-f32.gguf"));
     if (!p.gguf.empty()) add_dir(ex / "gguf", "model/gguf");
     if (p.merged_checkpoint) {
       exports::save_merged_checkpoint(m, ex / "merged", p.tokenizer_dir);
