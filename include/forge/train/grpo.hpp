@@ -221,7 +221,7 @@ grpo_result train_grpo(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
     const auto b = objectives::make_sequence_batch(rows, o.pad_id);
     std::vector<double> ref(std::size_t(b.batch * b.seq), 0.0), old;
     if (o.beta != 0) {
-      adapters_disabled<T> off(m);
+      adapters_disabled<T> off(m, lora);
       model::forward(be, m, ws_ref,
                      {.batch = b.batch,
                       .seq = b.seq,

@@ -18,8 +18,10 @@
 //                     cached value drops its example from training, counted in the result
 //   live              recomputed for each micro-batch from the same model with its LoRA
 //                     adapters switched off, so no second copy of the weights is held
-// Either way the reference is the model as it was given (with LoRA: the base without
-// adapters). Cached and live values are equal up to float summation order (see the test).
+// Either way the reference is the model with the trained adapters (`lora`) switched off:
+// with freshly attached adapters (B = 0) that is the model as it was given, so other
+// adapters underneath (e.g. an SFT adapter from the Adapt stage) stay part of it. Cached and live
+// values are equal up to float summation order (see the test).
 //
 // Determinism as in train_sft: pair k of the run is perm_e[k mod n] with perm_e a Philox
 // (seed, e) shuffle; the LoRA dropout mask of micro-batch j of step s is keyed s·accum + j.
@@ -48,15 +50,21 @@
 
 namespace forge::train {
 
-/// Switches every linear adapter of a model off for its lifetime (the layers' adapter lists
-/// are set aside and restored), so that the model computes its base. No weights are copied.
+/// Switches linear adapters of a model off for its lifetime: those of `set` (when given) or
+/// every adapter; they are set aside and restored in place. No weights are copied.
 template <class T>
 class adapters_disabled {
  public:
-  explicit adapters_disabled(model::causal_lm<T>& m) {
+  explicit adapters_disabled(model::causal_lm<T>& m, const adapters::lora_set<T>* set = nullptr) {
     for (auto [key, lin] : adapters::linear_layers(m)) {
-      saved_.push_back({lin, std::move(lin->adapters)});
-      lin->adapters.clear();
+      std::vector<std::shared_ptr<model::linear_adapter<T>>> keep;
+      for (auto& a : lin->adapters) {
+        const bool off = !set || std::any_of(set->modules.begin(), set->modules.end(),
+                                             [&](const auto& mod) { return mod.get() == a.get(); });
+        if (!off) keep.push_back(a);
+      }
+      saved_.push_back({lin, lin->adapters});
+      lin->adapters = std::move(keep);
     }
   }
   ~adapters_disabled() {
@@ -124,14 +132,14 @@ inline objectives::sequence_batch pair_batch(std::span<const data::preference_ex
 }  // namespace detail
 
 /// Reference log-probs of pairs `pick` (and, for KTO, of the unpaired examples `kto_pick`'s
-/// KL rows), computed now from `m` with its adapters off: chosen[|pick|], rejected[|pick|],
-/// kl[|kto_pick|].
+/// KL rows), computed now from `m` with the adapters of `trained` off (all adapters when it
+/// is null): chosen[|pick|], rejected[|pick|], kl[|kto_pick|].
 template <class T, class Bk>
-reference_cache live_reference(Bk be, model::causal_lm<T>& m,
-                               std::span<const data::preference_example> xs,
-                               std::span<const std::size_t> pick,
-                               std::span<const std::size_t> kto_pick, std::int32_t pad) {
-  adapters_disabled<T> off(m);
+reference_cache live_reference(
+    Bk be, model::causal_lm<T>& m, std::span<const data::preference_example> xs,
+    std::span<const std::size_t> pick, std::span<const std::size_t> kto_pick, std::int32_t pad,
+    const std::type_identity_t<adapters::lora_set<T>>* trained = nullptr) {
+  adapters_disabled<T> off(m, trained);
   model::workspace<T> ws;
   reference_cache c;
   if (!pick.empty()) {
@@ -148,22 +156,23 @@ reference_cache live_reference(Bk be, model::causal_lm<T>& m,
 }
 
 /// The reference cache of every example (one pair, or one KL row, per forward), computed
-/// from `m` with its adapters off. `kto` adds the KL rows of the 2n unpaired examples.
+/// from `m` with the adapters of `trained` off (all when null). `kto` adds the KL rows of the 2n
+/// unpaired examples.
 template <class T, class Bk>
-reference_cache compute_reference_cache(Bk be, model::causal_lm<T>& m,
-                                        std::span<const data::preference_example> xs, bool kto,
-                                        std::int32_t pad) {
+reference_cache compute_reference_cache(
+    Bk be, model::causal_lm<T>& m, std::span<const data::preference_example> xs, bool kto,
+    std::int32_t pad, const std::type_identity_t<adapters::lora_set<T>>* trained = nullptr) {
   reference_cache c;
   for (std::size_t i = 0; i < xs.size(); ++i) {
     const std::size_t one[1] = {i};
-    auto r = live_reference(be, m, xs, one, {}, pad);
+    auto r = live_reference(be, m, xs, one, {}, pad, trained);
     c.chosen.push_back(r.chosen[0]);
     c.rejected.push_back(r.rejected[0]);
   }
   if (kto)
     for (std::size_t k = 0; k < 2 * xs.size(); ++k) {
       const std::size_t one[1] = {k};
-      c.kl.push_back(live_reference(be, m, xs, {}, one, pad).kl[0]);
+      c.kl.push_back(live_reference(be, m, xs, {}, one, pad, trained).kl[0]);
     }
   return c;
 }
@@ -181,11 +190,10 @@ struct preference_scores {
 /// Scores `xs` under the current model (no gradients), in batches of `batch` pairs, with
 /// reference log-probs from `cache` (indexed as xs) or, when it is null, live.
 template <class T, class Bk>
-preference_scores evaluate_preferences(Bk be, model::causal_lm<T>& m,
-                                       std::span<const data::preference_example> xs,
-                                       const preference_objective& obj,
-                                       const reference_cache* cache, std::int64_t batch,
-                                       std::int32_t pad) {
+preference_scores evaluate_preferences(
+    Bk be, model::causal_lm<T>& m, std::span<const data::preference_example> xs,
+    const preference_objective& obj, const reference_cache* cache, std::int64_t batch,
+    std::int32_t pad, const std::type_identity_t<adapters::lora_set<T>>* trained = nullptr) {
   preference_scores s;
   model::workspace<T> ws;
   const auto pair_opts = obj.kto
@@ -204,7 +212,7 @@ preference_scores evaluate_preferences(Bk be, model::causal_lm<T>& m,
       if (cache) {
         for (auto k : pick) rc.push_back(cache->chosen[k]), rr.push_back(cache->rejected[k]);
       } else {
-        auto r = live_reference(be, m, xs, pick, {}, pad);
+        auto r = live_reference(be, m, xs, pick, {}, pad, trained);
         rc = r.chosen, rr = r.rejected;
       }
     }
@@ -225,6 +233,57 @@ preference_scores evaluate_preferences(Bk be, model::causal_lm<T>& m,
     s.loss /= n, s.accuracy /= n, s.margin /= n, s.chosen_reward /= n, s.rejected_reward /= n;
   }
   return s;
+}
+
+/// Mean per-token KL(π ‖ π_ref) = Σ_v π(v)·(log π(v) − log π_ref(v)) in nats, over the
+/// completion positions of the pairs' chosen answers, the reference being `m` with the
+/// adapters of `trained` off (all when null). In batches of `batch` pairs.
+template <class T, class Bk>
+double reference_kl(Bk be, model::causal_lm<T>& m, std::span<const data::preference_example> xs,
+                    std::int64_t batch, std::int32_t pad,
+                    const std::type_identity_t<adapters::lora_set<T>>* trained = nullptr) {
+  double total = 0;
+  std::int64_t n = 0;
+  model::workspace<T> ws;
+  for (std::size_t i = 0; i < xs.size(); i += std::size_t(batch)) {
+    std::vector<objectives::completion_sequence> rows;
+    for (std::size_t j = i; j < std::min(xs.size(), i + std::size_t(batch)); ++j)
+      rows.push_back({xs[j].prompt, xs[j].chosen});
+    const auto b = objectives::make_sequence_batch(rows, pad);
+    const model::model_input<T> in{.batch = b.batch,
+                                   .seq = b.seq,
+                                   .input_ids = b.input_ids,
+                                   .attention_mask = b.attention_mask};
+    const auto zp = model::forward(be, m, ws, in);
+    const std::vector<T> pol(zp.begin(), zp.end());
+    std::vector<T> ref;
+    {
+      adapters_disabled<T> off(m, trained);
+      const auto zr = model::forward(be, m, ws, in);
+      ref.assign(zr.begin(), zr.end());
+    }
+    const std::int64_t V = m.config.vocab_size;
+    auto log_softmax = [V](const T* z, std::vector<double>& out) {
+      double mx = double(z[0]);
+      for (std::int64_t v = 1; v < V; ++v) mx = std::max(mx, double(z[v]));
+      double s = 0;
+      for (std::int64_t v = 0; v < V; ++v) s += std::exp(double(z[v]) - mx);
+      out.resize(std::size_t(V));
+      for (std::int64_t v = 0; v < V; ++v) out[std::size_t(v)] = double(z[v]) - mx - std::log(s);
+    };
+    std::vector<double> lp, lq;
+    for (std::int64_t t = 0; t < b.batch * b.seq; ++t) {
+      if (b.targets[std::size_t(t)] == backend::ignore_index) continue;
+      log_softmax(pol.data() + t * V, lp);
+      log_softmax(ref.data() + t * V, lq);
+      double kl = 0;
+      for (std::int64_t v = 0; v < V; ++v)
+        kl += std::exp(lp[std::size_t(v)]) * (lp[std::size_t(v)] - lq[std::size_t(v)]);
+      total += kl;
+      ++n;
+    }
+  }
+  return n ? total / double(n) : 0.0;
 }
 
 /// Preference-trainer settings (defaults: TRL's DPOConfig where it has one).
@@ -298,7 +357,7 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
   reference_cache own;
   if (obj.needs_reference() && !live && !cache) {
     if (lora) lora->train(false);
-    own = compute_reference_cache(be, m, train, obj.kto, o.pad_id);
+    own = compute_reference_cache(be, m, train, obj.kto, o.pad_id, lora);
     cache = &own;
   }
   res.reference_seconds =
@@ -384,11 +443,11 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
     e.metrics["loss"] = tr.loss;
     if (!val.empty()) {
       if (!live && obj.needs_reference() && !val_cached) {
-        val_cache = compute_reference_cache(be, m, val, false, o.pad_id);
+        val_cache = compute_reference_cache(be, m, val, false, o.pad_id, lora);
         val_cached = true;
       }
       const auto v = evaluate_preferences(be, m, val, obj, live ? nullptr : &val_cache,
-                                          o.batch_size, o.pad_id);
+                                          o.batch_size, o.pad_id, lora);
       e.metrics["val_accuracy"] = v.accuracy, e.metrics["val_margin"] = v.margin;
       e.metrics["val_loss"] = v.loss;
     }
@@ -424,7 +483,7 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
         if (obj.needs_reference()) {
           if (live) {
             const auto tr = std::chrono::steady_clock::now();
-            auto r = live_reference(be, m, train, pick, {}, o.pad_id);
+            auto r = live_reference(be, m, train, pick, {}, o.pad_id, lora);
             res.reference_seconds +=
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - tr).count();
             rc = std::move(r.chosen), rr = std::move(r.rejected);
@@ -461,7 +520,7 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
           const auto tr = std::chrono::steady_clock::now();
           std::vector<std::size_t> pairs;
           for (auto k : pick) pairs.push_back(k % train.size());
-          auto r = live_reference(be, m, train, pairs, pick, o.pad_id);
+          auto r = live_reference(be, m, train, pairs, pick, o.pad_id, lora);
           for (std::size_t q = 0; q < pick.size(); ++q)
             ref.push_back(pick[q] < train.size() ? r.chosen[q] : r.rejected[q]);
           ref_kl = std::move(r.kl);
