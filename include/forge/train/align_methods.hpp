@@ -28,6 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "forge/adapters/methods.hpp"  // model::model_digest, which the pipeline runner needs
 #include "forge/adapters/qlora.hpp"
 #include "forge/eval/safety.hpp"
 #include "forge/eval/task.hpp"
