@@ -152,3 +152,34 @@ TEST_CASE("align<...<dense_f32>> alone: every method is a one-word swap") {
   REQUIRE(rs.failure);
   CHECK(rs.failure->describe().find("kl_to_reference") != std::string::npos);
 }
+
+TEST_CASE("align<grpo<dense_f32>>: prompts and a verifiable reward through the pipeline") {
+  omp_set_num_threads(1);
+  const auto base = model::random_model<float>(test::tiny_config(), {.seed = 6});
+  auto d = pref_data();
+  const auto items = test::upper_items(16, 9, 1);
+  for (const auto& it : items) d.prompts.push_back(it.prompt);
+  d.reward = [items](std::size_t i, std::span<const std::int64_t> y) {
+    const auto& a = items[i].answer;
+    return y.size() == a.size() + 1 && std::equal(a.begin(), a.end(), y.begin()) ? 1.0 : 0.0;
+  };
+  auto p = pipeline(align<grpo<repr::dense_f32>>{{.max_steps = 3,
+                                                  .prompts_per_step = 2,
+                                                  .num_generations = 4,
+                                                  .max_new_tokens = 5,
+                                                  .learning_rate = 1e-3},
+                                                 d,
+                                                 accept(kl_to_reference <= 10.0)});
+  auto r = p.run(base, backend::simd<>{}, {.out = test::scratch("align_pipeline_grpo"), .seed = 4});
+  REQUIRE(r.stages.size() == 1);
+  CHECK(r.passed);
+  CHECK(r.stages[0].method == "grpo");
+  for (auto k : {"kl_to_reference", "preference_accuracy", "helpfulness_delta", "refusal_accuracy"})
+    CHECK(r.stages[0].metrics.get(k).has_value());
+  // No prompts: a clear error.
+  d.prompts.clear();
+  REQUIRE_THROWS_WITH(
+      pipeline(align<grpo<repr::dense_f32>>{{}, d})
+          .run(base, backend::simd<>{}, {.out = test::scratch("align_pipeline_grpo_bad")}),
+      Catch::Contains("prompts and a reward"));
+}
