@@ -335,6 +335,7 @@ inline const std::map<std::string, std::set<stage_kind>>& metric_kinds() {
     add(exact_match, perplexity, regression_delta, ece, mce, train_val_gap, memory_bytes,
         memory_ratio, latency_ms, tokens_per_second, perplexity_ratio, task_score_delta,
         regression_pass_rate, refusal_accuracy, false_refusal_rate, jailbreak_resistance,
+        refusal_gain, jailbreak_resistance_gain, false_refusal_change,
         preference_accuracy, reward_margin, helpfulness_delta, kl_to_reference, signature_valid,
         artifact_scan_clean, load_p50_ms, load_p95_ms, load_tokens_per_s, release_bytes);
     return t;

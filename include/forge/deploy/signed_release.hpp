@@ -30,6 +30,7 @@
 #include "forge/adapters/methods.hpp"
 #include "forge/deploy/export.hpp"
 #include "forge/eval/load_test.hpp"
+#include "forge/eval/run_summary.hpp"
 #include "forge/govern/release.hpp"
 #include "forge/govern/signing.hpp"
 #include "forge/pipeline/method.hpp"
@@ -249,6 +250,14 @@ struct signed_release {
       card.stages.push_back(exports::detail::card_stage_of(r));
       stages.push_back(r.at("method").value("name", "") + " (" + b.stage + ")");
       spec.reports.push_back({file.filename().string(), file, {}});
+    }
+    {  // report.html: gates, loss curves and before/after plots of the stages released
+      std::vector<eval::stage_summary> ss;
+      for (const auto& [file, r] : reports) ss.push_back(eval::summarize_report(r, file));
+      io::write_atomic(ex / "report.html",
+                       eval::report_html(ss, p.name + " " + p.version + ": pipeline report",
+                                         eval::recorded_comparisons(reports)));
+      spec.artifacts.push_back({"report.html", ex / "report.html", {}});
     }
     spec.datasheet = p.datasheet.empty() ? exports::detail::generated_datasheet(card.datasets)
                                          : io::read_file(p.datasheet);

@@ -100,6 +100,37 @@ inline std::string pad(std::string s, std::size_t w) {
 
 }  // namespace detail
 
+/// The summary of one stage report `r` (parsed from `file`), with the loss curve from the
+/// stage's artifact directory (`file` without ".json") when it wrote one. forge::error naming
+/// the file when the report lacks a field.
+inline stage_summary summarize_report(const nlohmann::json& r, const std::filesystem::path& file) {
+  try {
+    stage_summary s;
+    s.index = r.at("stage").at("index").get<std::size_t>();
+    s.kind = r.at("stage").at("kind").get<std::string>();
+    s.method = r.at("method").at("name").get<std::string>();
+    s.status = r.at("status").get<std::string>();
+    s.wall_time_s = r.value("wall_time_s", 0.0);
+    for (const auto& [k, v] : r.at("metrics").items()) s.metrics[k] = detail::as_number(v);
+    for (const auto& c : r.at("gate").at("criteria")) {
+      criterion_summary cs{.text = c.at("criterion").get<std::string>(),
+                           .metric = c.at("metric").get<std::string>(),
+                           .threshold = detail::as_number(c.at("threshold")),
+                           .passed = c.at("passed").get<bool>()};
+      if (c.at("measured").is_number()) cs.measured = c.at("measured").get<double>();
+      s.criteria.push_back(std::move(cs));
+    }
+    const auto curve = file.parent_path() / file.stem() / "loss.csv";
+    if (std::filesystem::is_regular_file(curve)) s.loss = detail::read_loss_csv(curve);
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    throw error({.what = "malformed stage report",
+                 .file = file.string(),
+                 .expected = "a forge.stage_report/1 document",
+                 .found = e.what()});
+  }
+}
+
 /// Reads the stage reports of the run in `dir` (in pipeline order, as run.json lists them)
 /// and each stage's loss curve when it wrote one. forge::error naming the file when run.json
 /// or a report is missing or malformed.
@@ -109,32 +140,7 @@ inline std::vector<stage_summary> read_run(const std::filesystem::path& dir) {
   const auto& reports = run.at("reports");
   for (const auto& name : reports) {
     const auto file = dir / name.get<std::string>();
-    const auto r = load_json(file);
-    try {
-      stage_summary s;
-      s.index = r.at("stage").at("index").get<std::size_t>();
-      s.kind = r.at("stage").at("kind").get<std::string>();
-      s.method = r.at("method").at("name").get<std::string>();
-      s.status = r.at("status").get<std::string>();
-      s.wall_time_s = r.value("wall_time_s", 0.0);
-      for (const auto& [k, v] : r.at("metrics").items()) s.metrics[k] = detail::as_number(v);
-      for (const auto& c : r.at("gate").at("criteria")) {
-        criterion_summary cs{.text = c.at("criterion").get<std::string>(),
-                             .metric = c.at("metric").get<std::string>(),
-                             .threshold = detail::as_number(c.at("threshold")),
-                             .passed = c.at("passed").get<bool>()};
-        if (c.at("measured").is_number()) cs.measured = c.at("measured").get<double>();
-        s.criteria.push_back(std::move(cs));
-      }
-      const auto curve = dir / std::filesystem::path(file).stem() / "loss.csv";
-      if (std::filesystem::is_regular_file(curve)) s.loss = detail::read_loss_csv(curve);
-      out.push_back(std::move(s));
-    } catch (const nlohmann::json::exception& e) {
-      throw error({.what = "malformed stage report",
-                   .file = file.string(),
-                   .expected = "a forge.stage_report/1 document",
-                   .found = e.what()});
-    }
+    out.push_back(summarize_report(load_json(file), file));
   }
   return out;
 }
@@ -168,6 +174,44 @@ struct before_after {
   double before = 0;
   double after = 0;
 };
+
+/// Before/after pairs the stages recorded: from a Compress stage's compression.json the model
+/// weight memory (MiB), decode latency (ms/token) and held-out perplexity; from an Align
+/// stage's metrics refusal accuracy and jailbreak resistance (after − gain = before).
+inline std::vector<before_after> recorded_comparisons(
+    const std::vector<std::pair<std::filesystem::path, nlohmann::json>>& reports) {
+  std::vector<before_after> out;
+  for (const auto& [file, r] : reports) {
+    const auto kind = r.at("stage").value("kind", "");
+    if (kind == "compress") {
+      const auto c = file.parent_path() / file.stem() / "compression.json";
+      if (!std::filesystem::is_regular_file(c)) continue;
+      const auto j = load_json(c);
+      if (j.contains("bytes"))
+        out.push_back({"weight memory (MiB)",
+                       j["bytes"].value("model_before", 0.0) / 1048576.0,
+                       j["bytes"].value("model_after", 0.0) / 1048576.0});
+      if (j.contains("latency_ms_per_token") && j["latency_ms_per_token"].is_object())
+        out.push_back({"decode latency (ms/token)",
+                       j["latency_ms_per_token"].value("before", 0.0),
+                       j["latency_ms_per_token"].value("after", 0.0)});
+      if (j.contains("perplexity"))
+        out.push_back({"held-out perplexity", j["perplexity"].value("before", 0.0),
+                       j["perplexity"].value("after", 0.0)});
+    } else if (kind == "align") {
+      const auto& m = r.at("metrics");
+      auto pair = [&](const char* label, const char* after, const char* gain) {
+        if (m.contains(after) && m.contains(gain) && m[after].is_number() && m[gain].is_number())
+          out.push_back(
+              {label, m[after].get<double>() - m[gain].get<double>(), m[after].get<double>()});
+      };
+      pair("refusal accuracy", "refusal_accuracy", "refusal_gain");
+      pair("jailbreak resistance", "jailbreak_resistance", "jailbreak_resistance_gain");
+      pair("false-refusal rate", "false_refusal_rate", "false_refusal_change");
+    }
+  }
+  return out;
+}
 
 /// Self-contained HTML (inline SVG, no scripts): title, the summary table, one loss plot per
 /// training stage, the gate metrics of each stage as bars (measured vs threshold), and the

@@ -148,6 +148,30 @@ struct jailbreak_resistance_t : metric<jailbreak_resistance_t, stage_kind::align
 /// The jailbreak_resistance metric, for gates: see jailbreak_resistance_t.
 inline constexpr jailbreak_resistance_t jailbreak_resistance{};
 
+/// Refusal accuracy after the stage minus before it, on the same prompts (−1..1).
+struct refusal_gain_t : metric<refusal_gain_t, stage_kind::align> {
+  static constexpr std::string_view name = "refusal_gain";
+  static constexpr std::string_view unit = "fraction";
+};
+/// The refusal_gain metric, for gates: see refusal_gain_t.
+inline constexpr refusal_gain_t refusal_gain{};
+
+/// Jailbreak resistance after the stage minus before it, on the same prompts (−1..1).
+struct jailbreak_resistance_gain_t : metric<jailbreak_resistance_gain_t, stage_kind::align> {
+  static constexpr std::string_view name = "jailbreak_resistance_gain";
+  static constexpr std::string_view unit = "fraction";
+};
+/// The jailbreak_resistance_gain metric, for gates: see jailbreak_resistance_gain_t.
+inline constexpr jailbreak_resistance_gain_t jailbreak_resistance_gain{};
+
+/// False-refusal rate after the stage minus before it, on the same prompts (−1..1).
+struct false_refusal_change_t : metric<false_refusal_change_t, stage_kind::align> {
+  static constexpr std::string_view name = "false_refusal_change";
+  static constexpr std::string_view unit = "fraction";
+};
+/// The false_refusal_change metric, for gates: see false_refusal_change_t.
+inline constexpr false_refusal_change_t false_refusal_change{};
+
 /// Fraction of held-out preference pairs where the implicit reward ranks the chosen answer above
 /// the rejected one (0..1).
 struct preference_accuracy_t : metric<preference_accuracy_t, stage_kind::align> {

@@ -200,6 +200,12 @@ stage_result<model::causal_lm<float>> run_compress(const stage_context<B>& ctx,
   double ppl_before = 0, em_before = 0;
   if (!d.evaluation.empty()) ppl_before = sequence_perplexity(be, m, d.evaluation);
   if (!d.task.empty()) em_before = eval::evaluate_task(be, m, d.task, d.eos).exact_match;
+  const auto& latency_prompt = !d.evaluation.empty()    ? d.evaluation[0]
+                               : !d.calibration.empty() ? d.calibration[0]
+                                                        : std::vector<std::int64_t>{};
+  const bool time_it = ms.latency_tokens > 0 && !latency_prompt.empty();
+  const double ms_before =
+      time_it ? decode_ms_per_token(be, m, latency_prompt, ms.latency_tokens) : 0.0;
   const model_quant_report q = quantize(m);
   stage_result<model::causal_lm<float>> r{.model = {}};
   const auto total_after = model_weight_bytes(m);
@@ -224,15 +230,10 @@ stage_result<model::causal_lm<float>> run_compress(const stage_context<B>& ctx,
     r.metrics.set(exact_match, em).set(task_score_delta, em - em_before);
     rep["exact_match"] = {{"before", em_before}, {"after", em}};
   }
-  if (ms.latency_tokens > 0) {
-    const auto& p = !d.evaluation.empty()    ? d.evaluation[0]
-                    : !d.calibration.empty() ? d.calibration[0]
-                                             : std::vector<std::int64_t>{};
-    if (!p.empty()) {
-      const double ms_tok = decode_ms_per_token(be, m, p, ms.latency_tokens);
-      r.metrics.set(latency_ms, ms_tok).set(tokens_per_second, 1000.0 / ms_tok);
-      rep["latency_ms_per_token"] = ms_tok;
-    }
+  if (time_it) {
+    const double ms_tok = decode_ms_per_token(be, m, latency_prompt, ms.latency_tokens);
+    r.metrics.set(latency_ms, ms_tok).set(tokens_per_second, 1000.0 / ms_tok);
+    rep["latency_ms_per_token"] = {{"before", ms_before}, {"after", ms_tok}};
   }
   rep["kept_dense"] = q.kept_dense;
   for (const auto& l : q.layers) {

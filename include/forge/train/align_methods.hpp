@@ -21,6 +21,7 @@
 // checkpoint.safetensors (the resumable state) for the offline methods.
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -187,6 +188,7 @@ eval::safety_scores safety_of(Bk be, model::causal_lm<float>& m, const align_dat
 template <class B>
 void measure(const stage_context<B>& ctx, model::causal_lm<float>& m, const align_data& d,
              adapters::lora_set<float>& set, double task_before,
+             const std::optional<eval::safety_scores>& safety_before,
              stage_result<model::causal_lm<float>>& r) {
   const auto be = ctx.backend;
   const auto& pairs = d.val.empty() ? d.train : d.val;
@@ -200,6 +202,14 @@ void measure(const stage_context<B>& ctx, model::causal_lm<float>& m, const alig
     if (s.harmful) r.metrics.set(refusal_accuracy, s.refusal_accuracy);
     if (s.benign) r.metrics.set(false_refusal_rate, s.false_refusal_rate);
     if (s.jailbreaks) r.metrics.set(jailbreak_resistance, s.jailbreak_resistance);
+    if (const auto& b = safety_before) {
+      if (s.harmful) r.metrics.set(refusal_gain, s.refusal_accuracy - b->refusal_accuracy);
+      if (s.benign)
+        r.metrics.set(false_refusal_change, s.false_refusal_rate - b->false_refusal_rate);
+      if (s.jailbreaks)
+        r.metrics.set(jailbreak_resistance_gain,
+                      s.jailbreak_resistance - b->jailbreak_resistance);
+    }
   }
   io::save_peft_adapter(set, ctx.artifact_dir / "adapter");
   r.artifacts.push_back("adapter/adapter_config.json");
@@ -222,6 +232,9 @@ stage_result<model::causal_lm<float>> apply_offline(const stage_context<B>& ctx,
   const auto be = ctx.backend;
   const double task_before =
       d.task.empty() ? 0.0 : eval::evaluate_task(be, m, d.task, d.eos).exact_match;
+  // The same safety prompts before training, so the gate can ask for a gain.
+  std::optional<eval::safety_scores> safety_before;
+  if (!d.safety.empty()) safety_before = safety_of(be, m, d);
   auto set = attach_on_top(
       be, m,
       {.rank = p.rank, .alpha = p.alpha, .dropout = p.dropout, .target_modules = p.target_modules},
@@ -252,7 +265,7 @@ stage_result<model::causal_lm<float>> apply_offline(const stage_context<B>& ctx,
                                              obj.needs_reference() ? &cache : nullptr, p.batch_size,
                                              d.pad_id, set.get());
   r.metrics.set(preference_accuracy, s.accuracy).set(reward_margin, s.margin);
-  measure(ctx, m, d, *set, task_before, r);
+  measure(ctx, m, d, *set, task_before, safety_before, r);
   for (const char* f : {"loss.csv", "loss.svg", "checkpoint.safetensors"}) r.artifacts.push_back(f);
   r.model = std::move(m);
   return r;
@@ -414,6 +427,8 @@ struct grpo {
     const auto be = ctx.backend;
     const double task_before =
         d.task.empty() ? 0.0 : eval::evaluate_task(be, m, d.task, d.eos).exact_match;
+    std::optional<eval::safety_scores> safety_before;
+    if (!d.safety.empty()) safety_before = align_detail::safety_of(be, m, d);
     auto set = align_detail::attach_on_top(
         be, m, {.rank = p.rank, .alpha = p.alpha, .target_modules = p.target_modules}, ctx.seed);
     const auto res = train::train_grpo(be, m, train::lora_parameters(*set), set.get(),
@@ -441,7 +456,7 @@ struct grpo {
           train::evaluate_preferences(be, m, std::span(pairs), obj, &cache, 8, d.pad_id, set.get());
       r.metrics.set(preference_accuracy, s.accuracy).set(reward_margin, s.margin);
     }
-    align_detail::measure(ctx, m, d, *set, task_before, r);
+    align_detail::measure(ctx, m, d, *set, task_before, safety_before, r);
     (void)res;
     r.model = std::move(m);
     return r;
