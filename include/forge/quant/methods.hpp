@@ -106,6 +106,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(awq_method_params, grid, max_rows, measure)
 /// Parameters of distillation into a shallower student (layer selection from the teacher).
 struct distill_params {
   std::vector<std::size_t> layers{};  ///< teacher layers the student keeps (empty: every 2nd)
+  std::int64_t intermediate = 0;      ///< student MLP width (0: the teacher's)
   std::int64_t max_steps = 100;
   std::int64_t batch_size = 8;
   double learning_rate = 1e-3;
@@ -119,9 +120,9 @@ struct distill_params {
   std::int32_t pad_id = 0;
   compress_measure measure{};
 };
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(distill_params, layers, max_steps, batch_size, learning_rate,
-                                   weight_decay, schedule, warmup_steps, max_grad_norm, alpha,
-                                   temperature, direction, pad_id, measure)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(distill_params, layers, intermediate, max_steps, batch_size,
+                                   learning_rate, weight_decay, schedule, warmup_steps,
+                                   max_grad_norm, alpha, temperature, direction, pad_id, measure)
 
 namespace quant {
 
@@ -376,7 +377,7 @@ struct distill {
     auto r = quant::detail::run_compress<quant::detail::dense_student>(
         ctx, p.measure, d, std::move(m),
         [&](model::causal_lm<float>& teacher) {
-          auto student = train::init_student_from_teacher(teacher, layers);
+          auto student = train::init_student_from_teacher(teacher, layers, p.intermediate);
           train::train_distill(ctx.backend, student, teacher, d.train, o);
           student.set_trainable(false);
           student.enable_grads();
