@@ -12,6 +12,9 @@
 //   model/            int4 formats: the GPTQ checkpoint layout (quant/gptq_model.hpp)
 //   compression.json  bytes (projections and whole model, before/after), perplexities, task
 //                     scores, latency, and each projection's output error vs RTN's
+// `compress<distill>` makes a shallower (and optionally narrower) student by layer selection
+// and trains it against the input model with the distillation loss (objectives/distill.hpp);
+// it writes model/ in HF layout.
 // Metrics: memory_bytes (every weight of the output model: dense parameters in f32 plus the
 // quantized bases), memory_ratio (that over the same count for the input model — whole
 // model, embeddings and head included; compression.json also gives the projections-only
