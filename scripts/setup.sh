@@ -6,7 +6,8 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git
       libxtensor-dev xtl-dev libxsimd-dev libeigen3-dev libboost-dev librange-v3-dev catch2
       nlohmann-json3-dev libsodium-dev libpcre2-dev libutf8proc-dev libsentencepiece-dev
-      libyaml-cpp-dev libcli11-dev libbenchmark-dev libomp-dev python3 python3-venv python3-pip)
+      libyaml-cpp-dev libcli11-dev libbenchmark-dev libomp-dev libopenmpi-dev openmpi-bin
+      python3 python3-venv python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

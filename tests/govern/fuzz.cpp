@@ -85,6 +85,18 @@ TEST_CASE("governance parsers survive mutated input with only forge::error") {
     auto b = read_report_binding(t, "reports/01_align.json");
     (void)check_bindings(bound, {b});
   });
+  // The pipeline's nested layout (pipeline/run.hpp) of the same binding.
+  const auto& base = test::sample_spec().card.base_model_sha256;
+  const json nested = {
+      {"schema", "forge.stage_report/1"},
+      {"stage", {{"index", 1}, {"kind", "adapt"}, {"of", 2}}},
+      {"input", {{"sha256", base}, {"accepted_representations", {"dense f32"}}}},
+      {"output", {{"sha256", sha256_hex(std::string_view("adapted model"))}}},
+      {"data", {{{"name", "sql-sft"}, {"sha256", sha256_hex(std::string_view("sft data"))}}}}};
+  fuzz("pipeline report", nested.dump(2), 40000, 6, [&](const std::string& t) {
+    auto b = read_report_binding(t, "reports/01_adapt.json");
+    (void)check_bindings(bound, {b});
+  });
   fuzz("public key", public_key_text(key.public_part()), 20000, 3,
        [](const std::string& t) { (void)parse_public_key(t, "signing_key.pub"); });
   fuzz("signature", io::read_file(dir / "release" / "MANIFEST.json.sig"), 10000, 4,

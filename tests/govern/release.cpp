@@ -335,3 +335,77 @@ TEST_CASE("assembling the same release twice gives identical bytes") {
     CHECK(io::read_file(root / "a" / e.path) == io::read_file(root / "b" / e.path));
   }
 }
+
+namespace {
+/// A report in the layout pipeline/run.hpp writes (nested stage/input/output/data).
+std::string pipeline_report(int index, const std::string& kind, const std::string& in,
+                            const json& out, const std::string& data_name,
+                            const std::string& data_hash) {
+  json j = {{"schema", "forge.stage_report/1"},
+            {"stage", {{"index", index}, {"kind", kind}, {"of", 2}}},
+            {"method", {{"name", "x"}, {"parameters", json::object()}}},
+            {"status", "passed"},
+            {"input", {{"sha256", in}, {"accepted_representations", {"dense f32"}}}},
+            {"output", {{"sha256", out}, {"representation", "dense f32"}}},
+            {"data", {{{"name", data_name}, {"sha256", data_hash}}}},
+            {"artifacts", json::array()},
+            {"metrics", json::object()}};
+  return j.dump(2) + "\n";
+}
+}  // namespace
+
+TEST_CASE("the pipeline's nested stage reports bind like the flat layout") {
+  const signing_key key(kSeed);
+  auto spec = test::sample_spec();
+  const auto& base = spec.card.base_model_sha256;
+  const auto adapted = sha256_hex(std::string_view("adapted model"));
+  const auto aligned = sha256_hex(std::string_view("aligned model"));
+  spec.reports = {
+      {"01_adapt.json",
+       {},
+       pipeline_report(1, "adapt", base, adapted, "sql-sft", spec.card.datasets[0].sha256)},
+      {"02_align.json",
+       {},
+       pipeline_report(2, "align", adapted, aligned, "prefs", spec.card.datasets[1].sha256)}};
+  auto root = test::scratch("release_pipeline_layout");
+  assemble_release(root / "ok", spec, key);
+  const auto ok = verify_release(root / "ok", key.public_part());
+  INFO(ok.summary());
+  CHECK(ok.ok());
+
+  // Each binding read from the nested layout is checked: base model, chain, dataset hash.
+  auto refused = [&](std::size_t which, const std::string& text) {
+    auto s = spec;
+    s.reports[which].content = text;
+    CHECK_THROWS_WITH(
+        assemble_release(root / ("bad" + std::to_string(which) + std::to_string(text.size())), s,
+                         key),
+        Catch::Contains("do not bind"));
+  };
+  refused(0, pipeline_report(1, "adapt", sha256_hex(std::string_view("other base")), adapted,
+                             "sql-sft", spec.card.datasets[0].sha256));
+  refused(1, pipeline_report(2, "align", aligned, aligned, "prefs", spec.card.datasets[1].sha256));
+  refused(1, pipeline_report(2, "align", adapted, aligned, "prefs", base));
+  refused(1, pipeline_report(2, "align", adapted, aligned, "unknown-set",
+                             spec.card.datasets[1].sha256));
+  // A null output (a stage that stopped) leaves the chain unchecked, as in the flat layout.
+  {
+    auto s = spec;
+    s.reports[0].content =
+        pipeline_report(1, "adapt", base, nullptr, "sql-sft", spec.card.datasets[0].sha256);
+    assemble_release(root / "null_output", s, key);
+    CHECK(verify_release(root / "null_output", key.public_part()).ok());
+  }
+  // Malformed nested reports are errors naming the file and the field.
+  for (const auto& [field, value] :
+       std::vector<std::pair<std::string, json>>{{"schema", "forge.stage_report/9"},
+                                                 {"input", "not an object"},
+                                                 {"data", json{{"name", "x"}}},
+                                                 {"stage", json::object()}}) {
+    auto j = json::parse(spec.reports[0].content);
+    j[field] = value;
+    INFO(field);
+    CHECK_THROWS_WITH(read_report_binding(j.dump(), "reports/01_adapt.json"),
+                      Catch::Contains("reports/01_adapt.json") && Catch::Contains(field));
+  }
+}

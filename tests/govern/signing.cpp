@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
+#include <cctype>
 
 #include "../support/fixtures.hpp"
 #include "forge/govern/signing.hpp"
@@ -80,6 +81,17 @@ TEST_CASE("secret key files are written 0600 and refused when others can read th
   io::write_atomic(dir / "short.pub", std::string("forge-ed25519-public-key-v1\nabcd\n"));
   CHECK_THROWS_WITH(load_public_key(dir / "short.pub"), Catch::Contains("malformed key"));
   CHECK_THROWS_WITH(parse_signature("zz", "sig"), Catch::Contains("malformed signature"));
+  // Only the canonical form is a signature file: the same bytes in upper case, or with other
+  // whitespace, are changes to a file the manifest cannot list, and must not go unnoticed.
+  const std::string good = k.sign("m").hex() + "\n";
+  CHECK(parse_signature(good, "sig") == k.sign("m"));
+  std::string upper = good;
+  for (auto& c : upper) c = char(std::toupper(static_cast<unsigned char>(c)));
+  REQUIRE(upper != good);
+  CHECK_THROWS_WITH(parse_signature(upper, "sig"), Catch::Contains("malformed signature"));
+  CHECK_THROWS(parse_signature(good + " ", "sig"));
+  CHECK_THROWS(parse_signature(good.substr(0, 128), "sig"));
+  CHECK_THROWS(parse_signature(good.substr(0, 128) + "\r\n", "sig"));
 }
 
 TEST_CASE("two generated keys differ and do not verify each other's signatures") {

@@ -163,11 +163,17 @@ struct verify_result {
   }
 };
 
-/// A stage report as far as verification reads it. Minimal schema (other fields ignored):
-///   {"stage": "adapt", "index": 0, "input_hash": "<sha256>", "output_hash": "<sha256>",
-///    "data_hashes": {"<dataset name>": "<sha256>", ...}}
-/// `index` orders the stages (file name order when absent); `output_hash` and
-/// `data_hashes` are optional.
+/// A stage report as far as verification reads it. Two layouts are read (other fields are
+/// ignored):
+///  * the pipeline's report (`"schema": "forge.stage_report/1"`, written by pipeline/run.hpp):
+///      {"schema": "forge.stage_report/1", "stage": {"index": 1, "kind": "adapt", ...},
+///       "input": {"sha256": "<sha256>", ...}, "output": {"sha256": "<sha256>" | null, ...},
+///       "data": [{"name": "<dataset name>", "sha256": "<sha256>"}, ...], ...}
+///  * the flat layout of reports made by other tools (no "schema" field):
+///      {"stage": "adapt", "index": 0, "input_hash": "<sha256>", "output_hash": "<sha256>",
+///       "data_hashes": {"<dataset name>": "<sha256>", ...}}
+/// `index` orders the stages (file name order when absent); the output hash and the data
+/// hashes are optional.
 struct report_binding {
   std::string file{};
   std::string stage{};
@@ -177,16 +183,73 @@ struct report_binding {
   std::map<std::string, std::string> data_hashes{};
 };
 
-/// Reads a report's binding fields; forge::error naming the file and field if malformed.
+/// The schema name of the pipeline's stage reports.
+inline constexpr const char* stage_report_schema = "forge.stage_report/1";
+
+namespace detail {
+inline const json& object_field(const json& j, const char* key, const std::string& file) {
+  if (!j.is_object() || !j.contains(key) || !j.at(key).is_object())
+    throw error({.what = "stage report field is missing or not an object",
+                 .file = file,
+                 .place = key,
+                 .expected = "a JSON object",
+                 .found = j.is_object() && j.contains(key) ? j.at(key).type_name() : "absent"});
+  return j.at(key);
+}
+
+// The pipeline's nested layout (pipeline/run.hpp, stage_json).
+inline void read_pipeline_report(const json& j, const std::string& file, report_binding& b) {
+  const json& stage = object_field(j, "stage", file);
+  b.stage = get_field<std::string>(stage, "kind", file, "stage");
+  b.index = get_field_or<long long>(stage, "index", -1, file, "stage");
+  b.input_hash = get_field<std::string>(object_field(j, "input", file), "sha256", file, "input");
+  const json& out = object_field(j, "output", file);
+  if (out.contains("sha256") && !out.at("sha256").is_null())
+    b.output_hash = get_field<std::string>(out, "sha256", file, "output");
+  if (!j.contains("data")) return;
+  if (!j.at("data").is_array())
+    throw error({.what = "stage report field is not an array",
+                 .file = file,
+                 .place = "data",
+                 .expected = "an array of {name, sha256}",
+                 .found = j.at("data").type_name()});
+  std::size_t i = 0;
+  for (const auto& d : j.at("data")) {
+    const std::string where = "data[" + std::to_string(i++) + "]";
+    const auto name = get_field<std::string>(d, "name", file, where);
+    const auto hash = get_field<std::string>(d, "sha256", file, where);
+    if (!b.data_hashes.emplace(name, hash).second && b.data_hashes[name] != hash)
+      throw error({.what = "a stage report names one dataset with two hashes",
+                   .file = file,
+                   .place = where,
+                   .expected = b.data_hashes[name],
+                   .found = hash});
+  }
+}
+}  // namespace detail
+
+/// Reads a report's binding fields (either layout above); forge::error naming the file and
+/// field if malformed.
 inline report_binding read_report_binding(const std::string& text, const std::string& file) {
   const json j = parse_json(text, file);
   report_binding b;
   b.file = file;
-  b.stage = get_field<std::string>(j, "stage", file);
-  b.index = get_field_or<long long>(j, "index", -1, file);
-  b.input_hash = get_field<std::string>(j, "input_hash", file);
-  b.output_hash = get_field_or<std::string>(j, "output_hash", "", file);
-  b.data_hashes = get_field_or<std::map<std::string, std::string>>(j, "data_hashes", {}, file);
+  if (j.is_object() && j.contains("schema")) {
+    const auto schema = get_field<std::string>(j, "schema", file);
+    if (schema != stage_report_schema)
+      throw error({.what = "unknown stage report schema",
+                   .file = file,
+                   .place = "schema",
+                   .expected = stage_report_schema,
+                   .found = schema});
+    detail::read_pipeline_report(j, file, b);
+  } else {
+    b.stage = get_field<std::string>(j, "stage", file);
+    b.index = get_field_or<long long>(j, "index", -1, file);
+    b.input_hash = get_field<std::string>(j, "input_hash", file);
+    b.output_hash = get_field_or<std::string>(j, "output_hash", "", file);
+    b.data_hashes = get_field_or<std::map<std::string, std::string>>(j, "data_hashes", {}, file);
+  }
   auto check = [&](const std::string& h, const std::string& field) {
     if (!manifest::is_sha256_hex(h))
       throw error({.what = "malformed hash",
@@ -195,9 +258,9 @@ inline report_binding read_report_binding(const std::string& text, const std::st
                    .expected = "64 lowercase hex characters",
                    .found = h});
   };
-  check(b.input_hash, "input_hash");
-  if (!b.output_hash.empty()) check(b.output_hash, "output_hash");
-  for (const auto& [k, v] : b.data_hashes) check(v, "data_hashes." + k);
+  check(b.input_hash, "input hash");
+  if (!b.output_hash.empty()) check(b.output_hash, "output hash");
+  for (const auto& [k, v] : b.data_hashes) check(v, "hash of dataset " + k);
   return b;
 }
 

@@ -212,16 +212,20 @@ inline public_key load_public_key(const std::filesystem::path& path) {
   return parse_public_key(io::read_file(path), path.string());
 }
 
-/// Parses a signature from 128 hex characters (surrounding whitespace ignored).
+/// Parses a signature file: exactly 128 lowercase hex characters and a newline, the form
+/// forge writes. Any other byte sequence (upper case, extra whitespace) is refused, so that
+/// no change to the signature file, which the manifest cannot list, goes unnoticed.
 inline signature parse_signature(std::string_view text, const std::string& source) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' '))
-    text.remove_suffix(1);
   signature s;
-  if (!detail::unhex(text, s.bytes))
+  const bool canonical = text.size() == 129 && text.back() == '\n' &&
+                         std::all_of(text.begin(), text.end() - 1, [](char c) {
+                           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+                         });
+  if (!canonical || !detail::unhex(text.substr(0, 128), s.bytes))
     throw error({.what = "malformed signature",
                  .file = source,
-                 .expected = "128 hex characters",
-                 .found = std::to_string(text.size()) + " characters"});
+                 .expected = "128 lowercase hex characters and a newline",
+                 .found = std::to_string(text.size()) + " bytes"});
   return s;
 }
 

@@ -218,7 +218,7 @@ void save_hf_checkpoint(const model::causal_lm<T>& m, const std::filesystem::pat
   auto cfg = m.config;
   cfg.torch_dtype = declared;
   write_atomic(dir / "config.json", model::to_json(cfg).dump(2) + "\n");
-  nlohmann::json g;
+  nlohmann::json g = nlohmann::json::object();  // "{}" when no ids are set, never "null"
   if (m.generation.bos_token_id) g["bos_token_id"] = *m.generation.bos_token_id;
   if (m.generation.pad_token_id) g["pad_token_id"] = *m.generation.pad_token_id;
   const auto& eos = m.generation.eos_token_ids;

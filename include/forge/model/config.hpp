@@ -13,6 +13,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -25,29 +26,29 @@ namespace forge::model {
 /// The three supported model classes (the "architectures" entry of config.json).
 enum class architecture { llama, mistral, qwen2 };
 
+/// How config.json names each architecture: the transformers class ("LlamaForCausalLM") and
+/// the `model_type` ("llama"). The one table every conversion below reads.
+struct architecture_spelling {
+  architecture arch;
+  std::string_view class_name;
+  std::string_view model_type;
+};
+inline constexpr architecture_spelling architecture_spellings[] = {
+    {architecture::llama, "LlamaForCausalLM", "llama"},
+    {architecture::mistral, "MistralForCausalLM", "mistral"},
+    {architecture::qwen2, "Qwen2ForCausalLM", "qwen2"}};
+
 /// The class name transformers uses ("LlamaForCausalLM", ...).
 inline std::string architecture_name(architecture a) {
-  switch (a) {
-    case architecture::llama:
-      return "LlamaForCausalLM";
-    case architecture::mistral:
-      return "MistralForCausalLM";
-    case architecture::qwen2:
-      return "Qwen2ForCausalLM";
-  }
+  for (const auto& s : architecture_spellings)
+    if (s.arch == a) return std::string(s.class_name);
   return "?";
 }
 
 /// The `model_type` string of config.json ("llama", "mistral", "qwen2").
 inline std::string model_type_name(architecture a) {
-  switch (a) {
-    case architecture::llama:
-      return "llama";
-    case architecture::mistral:
-      return "mistral";
-    case architecture::qwen2:
-      return "qwen2";
-  }
+  for (const auto& s : architecture_spellings)
+    if (s.arch == a) return std::string(s.model_type);
   return "?";
 }
 
@@ -314,18 +315,20 @@ inline model_config parse_config(const nlohmann::json& j, const std::string& sou
     arch_name = a[0].get<std::string>();
   }
   const auto model_type = r.string("model_type");
-  if (arch_name == "LlamaForCausalLM" || (!arch_name && model_type == "llama"))
-    c.arch = architecture::llama;
-  else if (arch_name == "MistralForCausalLM" || (!arch_name && model_type == "mistral"))
-    c.arch = architecture::mistral;
-  else if (arch_name == "Qwen2ForCausalLM" || (!arch_name && model_type == "qwen2"))
-    c.arch = architecture::qwen2;
-  else
+  const architecture_spelling* found = nullptr;
+  std::string known;
+  for (const auto& sp : architecture_spellings) {
+    if (arch_name ? *arch_name == sp.class_name : model_type == sp.model_type) found = &sp;
+    if (!known.empty()) known += ", ";
+    known += arch_name ? sp.class_name : sp.model_type;
+  }
+  if (!found)
     throw error({.what = "unsupported architecture",
                  .file = source,
                  .place = arch_name ? "key architectures" : "key model_type",
-                 .expected = "LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM",
+                 .expected = known,
                  .found = arch_name ? *arch_name : model_type.value_or("nothing")});
+  c.arch = found->arch;
 
   c.vocab_size = r.integer("vocab_size", {}, 1, std::int64_t(1) << 24);
   c.hidden_size = r.integer("hidden_size", {}, 1, std::int64_t(1) << 20);

@@ -27,6 +27,7 @@
 #include "forge/core/rng.hpp"
 #include "forge/objectives/sft.hpp"
 #include "forge/train/checkpoint.hpp"
+#include "forge/dist/communicator.hpp"
 #include "forge/train/clip.hpp"
 #include "forge/train/schedule.hpp"
 
@@ -61,6 +62,15 @@ struct trainer_options {
   bool show_progress = false;
   std::int64_t halt_after = 0;  ///< >0: checkpoint and return after this step (a pause)
   bool resume = true;           ///< continue from out_dir/checkpoint.safetensors if present
+  /// Data parallelism: the process group training together (null: this process alone).
+  /// Each optimizer step's grad_accum micro-batches are split into contiguous blocks, one per
+  /// rank (grad_accum must be a multiple of the group size); gradients, loss and token counts
+  /// are summed in rank order, so every rank takes the same optimizer step; only rank 0
+  /// writes checkpoints and loss curves. The result equals one process with the same
+  /// grad_accum bit for bit when each rank holds one micro-batch per step (grad_accum equal to
+  /// the group size) — the sums are then the same two-term sums in the same order — and within
+  /// float rounding of the accumulation order otherwise.
+  dist::communicator* comm = nullptr;
 };
 
 /// What a run did.
@@ -104,6 +114,32 @@ inline std::filesystem::path checkpoint_path(const std::filesystem::path& dir) {
   return dir / "checkpoint.safetensors";
 }
 
+namespace detail {
+
+/// Sums a step's gradients (one flat buffer, so one collective per bucket), loss, token
+/// count and non-finite count over the group, in rank order.
+template <class T>
+void reduce_step(dist::communicator& c, const std::vector<trainable<T>>& ps, double& loss,
+                 std::int64_t& tokens, double& nonfinite) {
+  std::size_t n = 0;
+  for (const auto& p : ps) n += p.grad.size();
+  std::vector<T> flat;
+  flat.reserve(n);
+  for (const auto& p : ps) flat.insert(flat.end(), p.grad.begin(), p.grad.end());
+  c.all_reduce_sum(std::span<T>(flat));
+  std::size_t at = 0;
+  for (const auto& p : ps) {
+    std::copy(flat.begin() + std::ptrdiff_t(at), flat.begin() + std::ptrdiff_t(at + p.grad.size()),
+              p.grad.begin());
+    at += p.grad.size();
+  }
+  double scalars[3] = {loss, double(tokens), nonfinite};
+  c.all_reduce_sum(std::span<double>(scalars));
+  loss = scalars[0], tokens = std::int64_t(scalars[1]), nonfinite = scalars[2];
+}
+
+}  // namespace detail
+
 /// Trains `params` of `m` on `train` (SFT examples) as `o` says; `lora` (may be null) gets
 /// dropout switched on while training. Validation loss and perplexity on `val` and the
 /// metrics of `evaluate` are measured every eval_every steps and at the end. Throws
@@ -118,6 +154,14 @@ train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
   require(o.batch_size >= 1 && o.grad_accum >= 1 && o.max_steps >= 1,
           {.what = "batch_size, grad_accum and max_steps must be positive",
            .place = "trainer_options"});
+  const int world = o.comm ? o.comm->size() : 1, rank = o.comm ? o.comm->rank() : 0;
+  const bool writer = rank == 0;
+  require(o.grad_accum % world == 0,
+          {.what = "grad_accum must be a multiple of the number of data-parallel ranks",
+           .place = "trainer_options.grad_accum",
+           .expected = "a multiple of " + std::to_string(world),
+           .found = std::to_string(o.grad_accum)});
+  const std::int64_t per_rank = o.grad_accum / world;
   adamw<T> opt(std::move(params), o.optim);
   schedule sched = o.sched;
   if (sched.total_steps == 0) sched.total_steps = o.max_steps;
@@ -180,13 +224,13 @@ train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
     return stop;
   };
   auto save = [&] {
-    if (ckpt.empty()) return;
+    if (ckpt.empty() || !writer) return;
     save_checkpoint(ckpt, opt, st);
     write_loss_curve(o.out_dir, st.log, st.evals);
   };
 
   std::optional<progress> bar;
-  if (o.show_progress) bar.emplace("train", std::uint64_t(o.max_steps - st.step));
+  if (o.show_progress && writer) bar.emplace("train", std::uint64_t(o.max_steps - st.step));
   const auto t0 = std::chrono::steady_clock::now();
   model::workspace<T> ws;
   if (lora) lora->train(true);
@@ -204,33 +248,55 @@ train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
                           : objectives::make_batch(train, pick, o.pad_id));
       targets += micro.back().targets();
     }
-    zero_grads(opt.params());
-    double loss = 0;
+    // This rank's block of micro-batches. Each micro-batch's gradient is computed from zero
+    // and added to the step's sum in micro-batch order, so the sum's bits do not depend on
+    // how backward accumulates internally, nor on how the micro-batches are spread over ranks.
+    double loss = 0, nonfinite = 0;
     std::int64_t tokens = 0;
-    for (std::size_t j = 0; j < micro.size(); ++j) {
-      const auto t = micro[j].targets();
+    std::vector<std::vector<T>> sum;
+    for (std::int64_t j = rank * per_rank; j < (rank + 1) * per_rank; ++j) {
+      const auto& mb = micro[std::size_t(j)];
+      const auto t = mb.targets();
       if (t == 0) continue;
-      if (lora) lora->set_dropout_step(std::uint64_t(st.step * o.grad_accum) + j);
+      zero_grads(opt.params());
+      if (lora) lora->set_dropout_step(std::uint64_t(st.step * o.grad_accum + j));
       const double w = double(t) / double(targets);
-      const double l = objectives::sft_forward_loss(be, m, ws, micro[j], w, true, o.recompute);
-      if (!std::isfinite(l)) {
-        if (lora) lora->train(false);
-        throw error({.what = "training loss is not finite; stopped",
-                     .place = "step " + std::to_string(st.step + 1),
-                     .expected = "a finite loss (last good checkpoint: " +
-                                 (ckpt.empty() ? std::string("none") : ckpt.string()) + ")",
-                     .found = str(l)});
-      }
+      const double l = objectives::sft_forward_loss(be, m, ws, mb, w, true, o.recompute);
+      if (!std::isfinite(l)) nonfinite += 1;
       model::backward(be, m, ws);
       loss += l * w;
-      for (auto v : micro[j].attention_mask) tokens += v;
+      for (auto v : mb.attention_mask) tokens += v;
+      const auto& ps = opt.params();
+      if (sum.empty()) {
+        for (const auto& p : ps) sum.emplace_back(p.grad.begin(), p.grad.end());
+      } else {
+        for (std::size_t k = 0; k < ps.size(); ++k)
+          for (std::size_t i = 0; i < ps[k].grad.size(); ++i) sum[k][i] += ps[k].grad[i];
+      }
+    }
+    {
+      const auto& ps = opt.params();
+      for (std::size_t k = 0; k < ps.size(); ++k)
+        if (sum.empty())
+          std::fill(ps[k].grad.begin(), ps[k].grad.end(), T(0));
+        else
+          std::copy(sum[k].begin(), sum[k].end(), ps[k].grad.begin());
+    }
+    res.tokens += tokens;
+    if (world > 1) detail::reduce_step(*o.comm, opt.params(), loss, tokens, nonfinite);
+    if (nonfinite > 0) {
+      if (lora) lora->train(false);
+      throw error({.what = "training loss is not finite; stopped",
+                   .place = "step " + std::to_string(st.step + 1),
+                   .expected = "a finite loss (last good checkpoint: " +
+                               (ckpt.empty() ? std::string("none") : ckpt.string()) + ")",
+                   .found = str(loss)});
     }
     const double norm = clip_grad_norm(opt.params(), o.max_grad_norm);
     const double lr = o.optim.lr * sched.factor(st.step);
     opt.step(lr);
     ++st.step;
     st.log.push_back({st.step, loss, lr, norm, tokens});
-    res.tokens += tokens;
     if (bar) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       char b[32];

@@ -1,0 +1,591 @@
+#pragma once
+// Offline preference training (DPO and its variants, SimPO, ORPO, KTO) on tokenised pairs:
+// shuffled micro-batches of pairs, gradient accumulation, global-norm clipping, AdamW with a
+// schedule, evaluation of preference accuracy and reward margin, the loss curve and atomic
+// checkpoints from which a run resumes bit-identically — the SFT trainer's machinery
+// (train/trainer.hpp) with a preference objective (objectives/preference.hpp).
+//
+// One micro-batch of B pairs runs as one forward over 2B rows [chosen…, rejected…] (TRL's
+// concatenated forward), the loss's dL/dπ scaled by 1/grad_accum, and one backward.
+// KTO unpairs the pairs as TRL's unpair_preference_dataset does: example k < n is pair k's
+// chosen completion (desirable), example n + k its rejected one (undesirable); the KL row
+// of example k is its prompt with the completion of example k − 1 (mod 2n), TRL's rotation.
+// The KL rows run without gradient (the estimate is detached).
+//
+// Reference log-probs (the methods that need them):
+//   cached (default)  computed once before training, one pair at a time, and kept per
+//                     example (2 doubles per pair, 2 more per KTO example); a non-finite
+//                     cached value drops its example from training, counted in the result
+//   live              recomputed for each micro-batch from the same model with its LoRA
+//                     adapters switched off, so no second copy of the weights is held
+// Either way the reference is the model with the trained adapters (`lora`) switched off:
+// with freshly attached adapters (B = 0) that is the model as it was given, so other
+// adapters underneath (e.g. an SFT adapter from the Adapt stage) stay part of it. Cached and live
+// values are equal up to float summation order (see the test).
+//
+// Determinism as in train_sft: pair k of the run is perm_e[k mod n] with perm_e a Philox
+// (seed, e) shuffle; the LoRA dropout mask of micro-batch j of step s is keyed s·accum + j.
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "forge/adapters/lora.hpp"
+#include "forge/core/progress.hpp"
+#include "forge/core/rng.hpp"
+#include "forge/data/preference.hpp"
+#include "forge/objectives/preference.hpp"
+#include "forge/train/checkpoint.hpp"
+#include "forge/train/clip.hpp"
+#include "forge/train/loss_curve.hpp"
+#include "forge/train/schedule.hpp"
+#include "forge/train/trainer.hpp"
+
+namespace forge::train {
+
+/// Switches linear adapters of a model off for its lifetime: those of `set` (when given) or
+/// every adapter; they are set aside and restored in place. No weights are copied.
+template <class T>
+class adapters_disabled {
+ public:
+  explicit adapters_disabled(model::causal_lm<T>& m, const adapters::lora_set<T>* set = nullptr) {
+    for (auto [key, lin] : adapters::linear_layers(m)) {
+      std::vector<std::shared_ptr<model::linear_adapter<T>>> keep;
+      for (auto& a : lin->adapters) {
+        const bool off = !set || std::any_of(set->modules.begin(), set->modules.end(),
+                                             [&](const auto& mod) { return mod.get() == a.get(); });
+        if (!off) keep.push_back(a);
+      }
+      saved_.push_back({lin, lin->adapters});
+      lin->adapters = std::move(keep);
+    }
+  }
+  ~adapters_disabled() {
+    for (auto& [lin, a] : saved_) lin->adapters = std::move(a);
+  }
+  adapters_disabled(const adapters_disabled&) = delete;
+  adapters_disabled& operator=(const adapters_disabled&) = delete;
+
+ private:
+  std::vector<std::pair<model::linear<T>*, std::vector<std::shared_ptr<model::linear_adapter<T>>>>>
+      saved_;
+};
+
+/// Where reference log-probs come from.
+enum class reference_mode { cached, live };
+
+/// The objective of a preference run: a pairwise loss or KTO.
+struct preference_objective {
+  bool kto = false;  ///< KTO on the unpaired pairs, else `pair`
+  objectives::pair_loss_options pair{};
+  objectives::kto_options kto_opts{};
+  /// True when reference log-probs are needed.
+  bool needs_reference() const { return kto || objectives::needs_reference(pair.kind); }
+  /// The loss's name (TRL's loss_type, "kto" for KTO).
+  std::string name() const { return kto ? "kto" : std::string(objectives::name_of(pair.kind)); }
+};
+
+/// Reference log-probs per example: pair i's chosen/rejected, and for KTO the KL row of each
+/// unpaired example (2n values). Empty vectors where not computed.
+struct reference_cache {
+  std::vector<double> chosen{}, rejected{};
+  std::vector<double> kl{};  ///< KTO only: [2n] reference log-probs of the KL rows
+  /// Bytes the cache holds.
+  std::size_t bytes() const {
+    return (chosen.size() + rejected.size() + kl.size()) * sizeof(double);
+  }
+};
+
+namespace detail {
+
+using objectives::completion_sequence;
+
+/// Unpaired example k of n pairs (KTO): its prompt and completion.
+inline completion_sequence kto_row(std::span<const data::preference_example> xs, std::size_t k) {
+  const std::size_t n = xs.size();
+  const auto& e = xs[k % n];
+  return {e.prompt, k < n ? std::span<const std::int32_t>(e.chosen)
+                          : std::span<const std::int32_t>(e.rejected)};
+}
+/// The KL row of unpaired example k: its prompt, example k−1's completion.
+inline completion_sequence kto_kl_row(std::span<const data::preference_example> xs, std::size_t k) {
+  const std::size_t n2 = 2 * xs.size();
+  return {kto_row(xs, k).prompt, kto_row(xs, objectives::kto_kl_partner(k, n2)).completion};
+}
+
+/// Pair rows [chosen…, rejected…] of the pairs `pick`.
+inline objectives::sequence_batch pair_batch(std::span<const data::preference_example> xs,
+                                             std::span<const std::size_t> pick, std::int32_t pad) {
+  std::vector<completion_sequence> rows;
+  for (auto i : pick) rows.push_back({xs[i].prompt, xs[i].chosen});
+  for (auto i : pick) rows.push_back({xs[i].prompt, xs[i].rejected});
+  return objectives::make_sequence_batch(rows, pad);
+}
+
+}  // namespace detail
+
+/// Reference log-probs of pairs `pick` (and, for KTO, of the unpaired examples `kto_pick`'s
+/// KL rows), computed now from `m` with the adapters of `trained` off (all adapters when it
+/// is null): chosen[|pick|], rejected[|pick|], kl[|kto_pick|].
+template <class T, class Bk>
+reference_cache live_reference(
+    Bk be, model::causal_lm<T>& m, std::span<const data::preference_example> xs,
+    std::span<const std::size_t> pick, std::span<const std::size_t> kto_pick, std::int32_t pad,
+    const std::type_identity_t<adapters::lora_set<T>>* trained = nullptr) {
+  adapters_disabled<T> off(m, trained);
+  model::workspace<T> ws;
+  reference_cache c;
+  if (!pick.empty()) {
+    const auto lp = objectives::sequence_logprobs(be, m, ws, detail::pair_batch(xs, pick, pad));
+    c.chosen.assign(lp.begin(), lp.begin() + std::ptrdiff_t(pick.size()));
+    c.rejected.assign(lp.begin() + std::ptrdiff_t(pick.size()), lp.end());
+  }
+  if (!kto_pick.empty()) {
+    std::vector<objectives::completion_sequence> rows;
+    for (auto k : kto_pick) rows.push_back(detail::kto_kl_row(xs, k));
+    c.kl = objectives::sequence_logprobs(be, m, ws, objectives::make_sequence_batch(rows, pad));
+  }
+  return c;
+}
+
+/// The reference cache of every example (one pair, or one KL row, per forward), computed
+/// from `m` with the adapters of `trained` off (all when null). `kto` adds the KL rows of the 2n
+/// unpaired examples.
+template <class T, class Bk>
+reference_cache compute_reference_cache(
+    Bk be, model::causal_lm<T>& m, std::span<const data::preference_example> xs, bool kto,
+    std::int32_t pad, const std::type_identity_t<adapters::lora_set<T>>* trained = nullptr) {
+  reference_cache c;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const std::size_t one[1] = {i};
+    auto r = live_reference(be, m, xs, one, {}, pad, trained);
+    c.chosen.push_back(r.chosen[0]);
+    c.rejected.push_back(r.rejected[0]);
+  }
+  if (kto)
+    for (std::size_t k = 0; k < 2 * xs.size(); ++k) {
+      const std::size_t one[1] = {k};
+      c.kl.push_back(live_reference(be, m, xs, {}, one, pad, trained).kl[0]);
+    }
+  return c;
+}
+
+/// Preference metrics over pairs: the objective's mean loss and its rewards' accuracy and
+/// margin (for KTO the implicit rewards β(π − ρ) of the pairs, as TRL logs them).
+struct preference_scores {
+  double loss = 0;
+  double accuracy = 0;  ///< fraction of pairs with chosen reward > rejected reward
+  double margin = 0;    ///< mean chosen − rejected reward (nats·β)
+  double chosen_reward = 0, rejected_reward = 0;
+  std::size_t pairs = 0;
+};
+
+/// Scores `xs` under the current model (no gradients), in batches of `batch` pairs, with
+/// reference log-probs from `cache` (indexed as xs) or, when it is null, live.
+template <class T, class Bk>
+preference_scores evaluate_preferences(
+    Bk be, model::causal_lm<T>& m, std::span<const data::preference_example> xs,
+    const preference_objective& obj, const reference_cache* cache, std::int64_t batch,
+    std::int32_t pad, const std::type_identity_t<adapters::lora_set<T>>* trained = nullptr) {
+  preference_scores s;
+  model::workspace<T> ws;
+  const auto pair_opts = obj.kto
+                             ? objectives::pair_loss_options{.kind = objectives::pair_loss::sigmoid,
+                                                             .beta = obj.kto_opts.beta}
+                             : obj.pair;
+  for (std::size_t i = 0; i < xs.size(); i += std::size_t(batch)) {
+    std::vector<std::size_t> pick;
+    for (std::size_t j = i; j < std::min(xs.size(), i + std::size_t(batch)); ++j) pick.push_back(j);
+    const auto b = detail::pair_batch(xs, pick, pad);
+    const auto lp = objectives::sequence_logprobs(be, m, ws, b);
+    const std::size_t B = pick.size();
+    std::vector<double> pc(lp.begin(), lp.begin() + std::ptrdiff_t(B)),
+        pr(lp.begin() + std::ptrdiff_t(B), lp.end()), rc, rr;
+    if (obj.needs_reference()) {
+      if (cache) {
+        for (auto k : pick) rc.push_back(cache->chosen[k]), rr.push_back(cache->rejected[k]);
+      } else {
+        auto r = live_reference(be, m, xs, pick, {}, pad, trained);
+        rc = r.chosen, rr = r.rejected;
+      }
+    }
+    std::vector<std::int64_t> nc(b.completion_tokens.begin(),
+                                 b.completion_tokens.begin() + std::ptrdiff_t(B)),
+        nr(b.completion_tokens.begin() + std::ptrdiff_t(B), b.completion_tokens.end());
+    const auto r = objectives::preference_loss(pair_opts, {pc, pr, rc, rr, nc, nr});
+    s.loss += r.loss * double(B);
+    for (std::size_t k = 0; k < B; ++k) {
+      s.accuracy += r.chosen_rewards[k] > r.rejected_rewards[k];
+      s.margin += r.chosen_rewards[k] - r.rejected_rewards[k];
+      s.chosen_reward += r.chosen_rewards[k], s.rejected_reward += r.rejected_rewards[k];
+    }
+    s.pairs += B;
+  }
+  if (s.pairs) {
+    const double n = double(s.pairs);
+    s.loss /= n, s.accuracy /= n, s.margin /= n, s.chosen_reward /= n, s.rejected_reward /= n;
+  }
+  return s;
+}
+
+/// Mean per-token KL(π ‖ π_ref) = Σ_v π(v)·(log π(v) − log π_ref(v)) in nats, over the
+/// completion positions of the pairs' chosen answers, the reference being `m` with the
+/// adapters of `trained` off (all when null). In batches of `batch` pairs.
+template <class T, class Bk>
+double reference_kl(Bk be, model::causal_lm<T>& m, std::span<const data::preference_example> xs,
+                    std::int64_t batch, std::int32_t pad,
+                    const std::type_identity_t<adapters::lora_set<T>>* trained = nullptr) {
+  double total = 0;
+  std::int64_t n = 0;
+  model::workspace<T> ws;
+  for (std::size_t i = 0; i < xs.size(); i += std::size_t(batch)) {
+    std::vector<objectives::completion_sequence> rows;
+    for (std::size_t j = i; j < std::min(xs.size(), i + std::size_t(batch)); ++j)
+      rows.push_back({xs[j].prompt, xs[j].chosen});
+    const auto b = objectives::make_sequence_batch(rows, pad);
+    const model::model_input<T> in{.batch = b.batch,
+                                   .seq = b.seq,
+                                   .input_ids = b.input_ids,
+                                   .attention_mask = b.attention_mask};
+    const auto zp = model::forward(be, m, ws, in);
+    const std::vector<T> pol(zp.begin(), zp.end());
+    std::vector<T> ref;
+    {
+      adapters_disabled<T> off(m, trained);
+      const auto zr = model::forward(be, m, ws, in);
+      ref.assign(zr.begin(), zr.end());
+    }
+    const std::int64_t V = m.config.vocab_size;
+    auto log_softmax = [V](const T* z, std::vector<double>& out) {
+      double mx = double(z[0]);
+      for (std::int64_t v = 1; v < V; ++v) mx = std::max(mx, double(z[v]));
+      double s = 0;
+      for (std::int64_t v = 0; v < V; ++v) s += std::exp(double(z[v]) - mx);
+      out.resize(std::size_t(V));
+      for (std::int64_t v = 0; v < V; ++v) out[std::size_t(v)] = double(z[v]) - mx - std::log(s);
+    };
+    std::vector<double> lp, lq;
+    for (std::int64_t t = 0; t < b.batch * b.seq; ++t) {
+      if (b.targets[std::size_t(t)] == backend::ignore_index) continue;
+      log_softmax(pol.data() + t * V, lp);
+      log_softmax(ref.data() + t * V, lq);
+      double kl = 0;
+      for (std::int64_t v = 0; v < V; ++v)
+        kl += std::exp(lp[std::size_t(v)]) * (lp[std::size_t(v)] - lq[std::size_t(v)]);
+      total += kl;
+      ++n;
+    }
+  }
+  return n ? total / double(n) : 0.0;
+}
+
+/// Preference-trainer settings (defaults: TRL's DPOConfig where it has one).
+struct preference_trainer_options {
+  preference_objective objective{};
+  reference_mode reference = reference_mode::cached;
+  std::int64_t max_steps = 100;  ///< optimizer steps
+  std::int64_t batch_size = 8;   ///< pairs per micro-batch (KTO: unpaired examples)
+  std::int64_t grad_accum = 1;   ///< micro-batches per optimizer step
+  double max_grad_norm = 1.0;    ///< global-norm clipping (≤ 0: off)
+  adamw_options optim{.lr = 1e-6};
+  schedule sched{};                   ///< total_steps 0 → max_steps
+  std::int64_t eval_every = 0;        ///< 0: evaluate only at the end
+  std::int64_t checkpoint_every = 0;  ///< 0: checkpoint only at the end (needs out_dir)
+  std::filesystem::path out_dir{};    ///< checkpoint.safetensors, loss.csv, loss.svg
+  std::uint64_t seed = 0;
+  std::int32_t pad_id = 0;
+  bool recompute = false;  ///< gradient checkpointing
+  bool show_progress = false;
+  std::int64_t halt_after = 0;  ///< >0: checkpoint and return after this step (a pause)
+  bool resume = true;           ///< continue from out_dir/checkpoint.safetensors if present
+};
+
+/// What a preference run did.
+struct preference_train_result {
+  std::int64_t steps = 0;
+  bool resumed = false;
+  std::vector<log_entry> log{};     ///< loss per step (nats), lr, grad norm, tokens
+  std::vector<eval_entry> evals{};  ///< accuracy, margin, loss on train (and held-out) pairs
+  std::int64_t tokens = 0;          ///< tokens through the policy in this process
+  double seconds = 0;               ///< wall time of the training loop in this process
+  double reference_seconds = 0;     ///< wall time spent on reference log-probs
+  std::size_t skipped_nonfinite_reference = 0;  ///< pairs dropped: cached reference not finite
+  std::size_t reference_cache_bytes = 0;
+  double tokens_per_second() const { return seconds > 0 ? double(tokens) / seconds : 0.0; }
+};
+
+/// Trains `params` of `m` on preference pairs `train` with objective `o.objective`; `lora`
+/// (may be null) gets dropout on while training and is what live references switch off.
+/// `cache` (may be null) supplies precomputed reference log-probs (indexed as `train`);
+/// otherwise cached mode computes them first. Held-out pairs `val` are scored at every
+/// evaluation ("val_accuracy", "val_margin", "val_loss"; train pairs: "accuracy",
+/// "margin", "loss" on at most 64 of them). forge::error when the loss is not finite, when
+/// a live reference is asked for without LoRA adapters, or for KTO with fewer than 2 pairs.
+template <class T, class Bk>
+preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
+                                         std::vector<trainable<T>> params,
+                                         std::type_identity_t<adapters::lora_set<T>>* lora,
+                                         std::span<const data::preference_example> train,
+                                         std::span<const data::preference_example> val,
+                                         const preference_trainer_options& o,
+                                         const reference_cache* cache = nullptr) {
+  const auto& obj = o.objective;
+  require(!train.empty(), {.what = "no preference pairs", .place = "train_preference"});
+  require(o.batch_size >= 1 && o.grad_accum >= 1 && o.max_steps >= 1,
+          {.what = "batch_size, grad_accum and max_steps must be positive",
+           .place = "preference_trainer_options"});
+  require(!obj.kto || train.size() >= 2,
+          {.what = "KTO needs at least 2 pairs (the KL rows pair prompts with other completions)",
+           .place = "train_preference",
+           .found = std::to_string(train.size())});
+  const bool live = obj.needs_reference() && o.reference == reference_mode::live;
+  require(!live || (lora && !lora->modules.empty()),
+          {.what = "a live reference needs LoRA adapters (the reference is the base with "
+                   "adapters off)",
+           .place = "preference_trainer_options.reference",
+           .expected = "reference_mode::cached, or a LoRA set",
+           .found = "live without adapters"});
+  preference_train_result res;
+  const auto t_ref0 = std::chrono::steady_clock::now();
+  reference_cache own;
+  if (obj.needs_reference() && !live && !cache) {
+    if (lora) lora->train(false);
+    own = compute_reference_cache(be, m, train, obj.kto, o.pad_id, lora);
+    cache = &own;
+  }
+  res.reference_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_ref0).count();
+  if (cache) {
+    require(cache->chosen.size() == train.size() && cache->rejected.size() == train.size() &&
+                (!obj.kto || cache->kl.size() == 2 * train.size()),
+            {.what = "reference cache does not match the training pairs",
+             .place = "train_preference",
+             .expected = std::to_string(train.size()) + " pairs",
+             .found = std::to_string(cache->chosen.size())});
+    res.reference_cache_bytes = cache->bytes();
+  }
+  // The examples a step draws from: pairs, or unpaired examples for KTO; those whose cached
+  // reference is not finite are dropped and counted.
+  const std::size_t n_all = obj.kto ? 2 * train.size() : train.size();
+  std::vector<std::size_t> usable;
+  for (std::size_t k = 0; k < n_all; ++k) {
+    bool ok = true;
+    if (cache && obj.needs_reference()) {
+      const std::size_t p = k % train.size();
+      const double v = obj.kto ? (k < train.size() ? cache->chosen[p] : cache->rejected[p])
+                               : cache->chosen[p] + cache->rejected[p];
+      ok = std::isfinite(v) && (!obj.kto || std::isfinite(cache->kl[k]));
+    }
+    if (ok)
+      usable.push_back(k);
+    else
+      ++res.skipped_nonfinite_reference;
+  }
+  require(!usable.empty(), {.what = "no preference pair has a finite reference log-probability",
+                            .place = "train_preference"});
+
+  adamw<T> opt(std::move(params), o.optim);
+  schedule sched = o.sched;
+  if (sched.total_steps == 0) sched.total_steps = o.max_steps;
+  trainer_state st;
+  st.seed = o.seed;
+  const auto ckpt = o.out_dir.empty() ? std::filesystem::path() : checkpoint_path(o.out_dir);
+  if (!ckpt.empty() && o.resume && std::filesystem::exists(ckpt)) {
+    st = load_checkpoint(ckpt, opt);
+    require(st.seed == o.seed, {.what = "checkpoint was made with another seed",
+                                .file = ckpt.string(),
+                                .expected = std::to_string(o.seed),
+                                .found = std::to_string(st.seed)});
+    res.resumed = true;
+  }
+  if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
+
+  const std::size_t n = usable.size();
+  std::int64_t perm_epoch = -1;
+  std::vector<std::size_t> perm(n);
+  auto example_at = [&](std::int64_t k) {
+    const std::int64_t e = k / std::int64_t(n);
+    if (e != perm_epoch) {
+      for (std::size_t i = 0; i < n; ++i) perm[i] = usable[i];
+      philox g(o.seed, std::uint64_t(e));
+      for (std::size_t i = n; i > 1; --i) std::swap(perm[i - 1], perm[g.below(std::uint32_t(i))]);
+      perm_epoch = e;
+    }
+    return perm[std::size_t(k % std::int64_t(n))];
+  };
+
+  // Training-set metrics on up to 64 pairs whose reference is finite.
+  std::vector<data::preference_example> train_eval;
+  reference_cache train_eval_cache;
+  for (std::size_t p = 0; p < train.size() && train_eval.size() < 64; ++p) {
+    if (cache && !(std::isfinite(cache->chosen[p]) && std::isfinite(cache->rejected[p]))) continue;
+    train_eval.push_back(train[p]);
+    if (cache)
+      train_eval_cache.chosen.push_back(cache->chosen[p]),
+          train_eval_cache.rejected.push_back(cache->rejected[p]);
+  }
+  reference_cache val_cache;
+  bool val_cached = false;
+  auto run_eval = [&] {
+    if (lora) lora->train(false);
+    eval_entry e{.step = st.step, .metrics = {}};
+    const auto tr =
+        evaluate_preferences(be, m, std::span<const data::preference_example>(train_eval), obj,
+                             cache ? &train_eval_cache : nullptr, o.batch_size, o.pad_id);
+    e.metrics["accuracy"] = tr.accuracy, e.metrics["margin"] = tr.margin;
+    e.metrics["loss"] = tr.loss;
+    if (!val.empty()) {
+      if (!live && obj.needs_reference() && !val_cached) {
+        val_cache = compute_reference_cache(be, m, val, false, o.pad_id, lora);
+        val_cached = true;
+      }
+      const auto v = evaluate_preferences(be, m, val, obj, live ? nullptr : &val_cache,
+                                          o.batch_size, o.pad_id, lora);
+      e.metrics["val_accuracy"] = v.accuracy, e.metrics["val_margin"] = v.margin;
+      e.metrics["val_loss"] = v.loss;
+    }
+    st.evals.push_back(e);
+    if (lora) lora->train(true);
+  };
+  auto save = [&] {
+    if (ckpt.empty()) return;
+    save_checkpoint(ckpt, opt, st);
+    write_loss_curve(o.out_dir, st.log, st.evals);
+  };
+
+  std::optional<progress> bar;
+  if (o.show_progress) bar.emplace("align", std::uint64_t(o.max_steps - st.step));
+  const auto t0 = std::chrono::steady_clock::now();
+  model::workspace<T> ws, ws_kl;
+  if (lora) lora->train(true);
+  const double accum_scale = 1.0 / double(o.grad_accum);
+  while (st.step < o.max_steps) {
+    zero_grads(opt.params());
+    double loss = 0;
+    std::int64_t tokens = 0;
+    for (std::int64_t j = 0; j < o.grad_accum; ++j) {
+      std::vector<std::size_t> pick;
+      for (std::int64_t i = 0; i < o.batch_size; ++i)
+        pick.push_back(example_at(st.examples_seen++));
+      if (lora) lora->set_dropout_step(std::uint64_t(st.step * o.grad_accum + j));
+      double l = 0;
+      if (!obj.kto) {
+        const auto b = detail::pair_batch(train, pick, o.pad_id);
+        const std::size_t B = pick.size();
+        std::vector<double> rc, rr;
+        if (obj.needs_reference()) {
+          if (live) {
+            const auto tr = std::chrono::steady_clock::now();
+            auto r = live_reference(be, m, train, pick, {}, o.pad_id, lora);
+            res.reference_seconds +=
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - tr).count();
+            rc = std::move(r.chosen), rr = std::move(r.rejected);
+          } else {
+            for (auto k : pick) rc.push_back(cache->chosen[k]), rr.push_back(cache->rejected[k]);
+          }
+        }
+        const auto lp = objectives::sequence_logprobs(be, m, ws, b, true, o.recompute);
+        const std::vector<double> pc(lp.begin(), lp.begin() + std::ptrdiff_t(B)),
+            pr(lp.begin() + std::ptrdiff_t(B), lp.end());
+        const std::vector<std::int64_t> nc(b.completion_tokens.begin(),
+                                           b.completion_tokens.begin() + std::ptrdiff_t(B)),
+            nr(b.completion_tokens.begin() + std::ptrdiff_t(B), b.completion_tokens.end());
+        const auto r = objectives::preference_loss(obj.pair, {pc, pr, rc, rr, nc, nr});
+        l = r.loss;
+        std::vector<double> g(r.d_chosen);
+        g.insert(g.end(), r.d_rejected.begin(), r.d_rejected.end());
+        for (auto& v : g) v *= accum_scale;
+        if (std::isfinite(l)) {
+          objectives::sequence_logprobs_backward(ws, b, g);
+          model::backward(be, m, ws);
+        }
+        tokens += b.tokens();
+      } else {
+        std::vector<objectives::completion_sequence> rows, kl_rows;
+        for (auto k : pick) {
+          rows.push_back(detail::kto_row(train, k));
+          kl_rows.push_back(detail::kto_kl_row(train, k));
+        }
+        const auto b = objectives::make_sequence_batch(rows, o.pad_id);
+        const auto bk = objectives::make_sequence_batch(kl_rows, o.pad_id);
+        std::vector<double> ref, ref_kl;
+        if (live) {
+          const auto tr = std::chrono::steady_clock::now();
+          std::vector<std::size_t> pairs;
+          for (auto k : pick) pairs.push_back(k % train.size());
+          auto r = live_reference(be, m, train, pairs, pick, o.pad_id, lora);
+          for (std::size_t q = 0; q < pick.size(); ++q)
+            ref.push_back(pick[q] < train.size() ? r.chosen[q] : r.rejected[q]);
+          ref_kl = std::move(r.kl);
+          res.reference_seconds +=
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - tr).count();
+        } else {
+          for (auto k : pick) {
+            const std::size_t p = k % train.size();
+            ref.push_back(k < train.size() ? cache->chosen[p] : cache->rejected[p]);
+            ref_kl.push_back(cache->kl[k]);
+          }
+        }
+        std::vector<unsigned char> lab;
+        for (auto k : pick) lab.push_back(k < train.size());
+        std::vector<double> pkl;
+        {
+          // The KL estimate is detached: the policy's KL rows run without gradient and
+          // without dropout (TRL runs them under no_grad in the same mode as the policy;
+          // with dropout 0, the default, the two agree).
+          pkl = objectives::sequence_logprobs(be, m, ws_kl, bk);
+        }
+        const auto lp = objectives::sequence_logprobs(be, m, ws, b, true, o.recompute);
+        const auto r = objectives::kto_loss(obj.kto_opts, {lp, ref, lab, pkl, ref_kl});
+        l = r.loss;
+        std::vector<double> g(r.d_policy);
+        for (auto& v : g) v *= accum_scale;
+        objectives::sequence_logprobs_backward(ws, b, g);
+        model::backward(be, m, ws);
+        tokens += b.tokens() + bk.tokens();
+      }
+      if (!std::isfinite(l)) {
+        if (lora) lora->train(false);
+        throw error({.what = "preference loss is not finite; stopped",
+                     .place = "step " + std::to_string(st.step + 1),
+                     .expected = "a finite loss (last good checkpoint: " +
+                                 (ckpt.empty() ? std::string("none") : ckpt.string()) + ")",
+                     .found = str(l)});
+      }
+      loss += l * accum_scale;
+    }
+    const double norm = clip_grad_norm(opt.params(), o.max_grad_norm);
+    const double lr = o.optim.lr * sched.factor(st.step);
+    opt.step(lr);
+    ++st.step;
+    st.log.push_back({st.step, loss, lr, norm, tokens});
+    res.tokens += tokens;
+    if (bar) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.4f", loss);
+      bar->field("loss", buf);
+      bar->advance();
+    }
+    const bool last = st.step == o.max_steps;
+    if (last || (o.eval_every > 0 && st.step % o.eval_every == 0)) run_eval();
+    const bool halt = o.halt_after > 0 && st.step >= o.halt_after;
+    if (last || halt || (o.checkpoint_every > 0 && st.step % o.checkpoint_every == 0)) save();
+    if (halt) break;
+  }
+  if (bar) bar->finish();
+  if (lora) lora->train(false);
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.steps = st.step;
+  res.log = st.log;
+  res.evals = st.evals;
+  return res;
+}
+
+}  // namespace forge::train
