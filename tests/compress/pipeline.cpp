@@ -12,6 +12,7 @@
 #include "../train/tiny_task.hpp"
 #include "forge/pipeline/pipeline.hpp"
 #include "forge/quant/methods.hpp"
+#include "forge/train/align_methods.hpp"
 
 using namespace forge;
 using Bk = backend::simd<>;
@@ -93,6 +94,13 @@ TEST_CASE("adapt<lora> -> compress<gptq> -> align on the int4 base: types, metri
   static_assert(fits_v<lora::produces, G32::accepts>);
   static_assert(fits_v<G32::produces, test::lora_on_int4_test_double::accepts>);
   static_assert(!fits_v<G32::produces, full_finetune::accepts>);
+  // The library's own Align methods compose after GPTQ on the matching int4 base, not another.
+  static_assert(fits_v<gptq::produces, dpo<repr::int4_g128>::accepts>);
+  static_assert(fits_v<G32::produces, dpo<repr::int4_group<32>>::accepts>);
+  static_assert(!fits_v<gptq::produces, dpo<repr::nf4>::accepts>);
+  [[maybe_unused]] auto typed =
+      pipeline(adapt<lora>{}, compress<gptq>{}, align<dpo<repr::int4_g128>>{},
+               align<kto<repr::int4_g128>>{});
   auto p = pipeline(
       adapt<lora>{{.rank = 4,
                    .alpha = 8,
