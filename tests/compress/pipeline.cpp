@@ -12,6 +12,7 @@
 #include "../train/tiny_task.hpp"
 #include "forge/pipeline/pipeline.hpp"
 #include "forge/quant/methods.hpp"
+#include "forge/train/align_methods.hpp"
 
 using namespace forge;
 using Bk = backend::simd<>;
@@ -93,6 +94,13 @@ TEST_CASE("adapt<lora> -> compress<gptq> -> align on the int4 base: types, metri
   static_assert(fits_v<lora::produces, G32::accepts>);
   static_assert(fits_v<G32::produces, test::lora_on_int4_test_double::accepts>);
   static_assert(!fits_v<G32::produces, full_finetune::accepts>);
+  // The library's own Align methods compose after GPTQ on the matching int4 base, not another.
+  static_assert(fits_v<gptq::produces, dpo<repr::int4_g128>::accepts>);
+  static_assert(fits_v<G32::produces, dpo<repr::int4_group<32>>::accepts>);
+  static_assert(!fits_v<gptq::produces, dpo<repr::nf4>::accepts>);
+  [[maybe_unused]] auto typed =
+      pipeline(adapt<lora>{}, compress<gptq>{}, align<dpo<repr::int4_g128>>{},
+               align<kto<repr::int4_g128>>{});
   auto p = pipeline(
       adapt<lora>{{.rank = 4,
                    .alpha = 8,
@@ -200,4 +208,41 @@ TEST_CASE("compress<distill>: a 1-layer student from the 2-layer model, measured
   CHECK(s.metrics.get("perplexity_ratio").value() < 1.5);
   auto loaded = io::load_hf_checkpoint<float>(out / "01_compress" / "model");
   CHECK(model::model_digest(loaded) == model::model_digest(*r.model));
+}
+
+TEST_CASE("compress<rtn_as<int8_channel>> and <nf4>: representation tags and bytes by counting") {
+  static_assert(std::is_same_v<rtn_as<quant::int8_channel>::produces, repr::int8>);
+  static_assert(std::is_same_v<rtn_as<quant::nf4>::produces, repr::nf4>);
+  static_assert(std::is_same_v<gptq::produces, repr::int4_group<128>>);
+  const auto& c = base().config;
+  // Every weight of the dense model in f32, and the projections' share of it.
+  const double embed_head = 2.0 * double(c.vocab_size) * 64, norms = 64 + 2 * 2 * 64;
+  const double proj = 2 * (4.0 * 64 * 64 + 3.0 * 64 * 128);
+  const double before = 4 * (embed_head + norms + proj);
+  auto d = calib_data();
+  {
+    auto p = pipeline(compress<rtn_as<quant::int8_channel>>{{}, d});
+    auto r = p.run(base(), Bk{}, {.out = test::scratch("compress_rtn_int8"), .seed = 1});
+    REQUIRE(r.passed);
+    // int8: one byte per weight plus an f32 scale per output row (rows: 3·64 + 64 + 2·128 +
+    // 64 = 576 per layer).
+    const double after = 4 * (embed_head + norms) + proj + 4.0 * 2 * 576;
+    CHECK(r.stages[0].metrics.get("memory_bytes").value() == after);
+    CHECK(r.stages[0].metrics.get("memory_ratio").value() == Approx(after / before));
+    CHECK(r.stages[0].metrics.get("perplexity_ratio").value() == Approx(1.0).epsilon(1e-3));
+  }
+  {
+    auto p = pipeline(compress<rtn_as<quant::nf4>>{{}, d});
+    auto r = p.run(base(), Bk{}, {.out = test::scratch("compress_rtn_nf4"), .seed = 1});
+    REQUIRE(r.passed);
+    // NF4 with double quantization, per projection of n weights: n/2 code bytes, one 8-bit
+    // absmax code per 64 weights, one f32 per 256 absmax codes (rounded up) and the f32
+    // offset.
+    double q = 0;
+    for (double n :
+         {64.0 * 64, 64.0 * 64, 64.0 * 64, 64.0 * 64, 128.0 * 64, 128.0 * 64, 128.0 * 64})
+      q += n / 2 + n / 64 + 4 * std::ceil(n / 64 / 256) + 4;
+    const double after = 4 * (embed_head + norms) + 2 * q;
+    CHECK(r.stages[0].metrics.get("memory_bytes").value() == after);
+  }
 }

@@ -99,6 +99,16 @@ TEST_CASE("a 1-layer student distilled from the 2-layer tiny model beats CE from
                               << " scratch " << p_c << "; share of teacher's score " << em_d / em_t
                               << "; ablation layer-selected CE only: exact match " << em_s
                               << " perplexity " << p_s);
+  // A narrower student too: 1 layer, MLP width 64 of 128 (magnitude-selected neurons).
+  auto narrow = train::init_student_from_teacher(teacher, {1}, 64);
+  CHECK(narrow.config.intermediate_size == 64);
+  CHECK(narrow.layers[0].down_proj.weight.shape == std::vector<std::int64_t>{64, 64});
+  CHECK(narrow.layers[0].gate_proj.weight.shape == std::vector<std::int64_t>{64, 64});
+  train::train_distill(be, narrow, teacher, text, o);
+  const double em_n = eval::evaluate_task(be, narrow, items, eos).exact_match;
+  const double p_n = ppl(narrow, held);
+  WARN("narrow distilled student (1 layer, MLP 64): exact match " << em_n << " perplexity " << p_n);
+  CHECK(p_n < p_c);
   CHECK(em_t > 0.5);  // the teacher knows the task (else the comparison says nothing)
   CHECK(em_d > em_c);
   CHECK(p_d < p_c);

@@ -13,6 +13,7 @@
 // The student is initialised from the teacher by layer selection (init_student_from_teacher)
 // and trained with train_distill (AdamW, warmup schedule, global-norm clipping of train/).
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -116,16 +117,26 @@ double distill_loss(std::span<const T> student, std::span<const T> teacher,
 namespace forge::train {
 
 /// A student that keeps the teacher's embeddings, final norm and head and the decoder layers
-/// `layers` (teacher indices, in the order given), copied. The teacher's projections must be
-/// dense (no quantized bases); adapters are not copied. forge::error on a bad index.
+/// `layers` (teacher indices, in the order given), copied. With `intermediate` > 0 the MLPs
+/// are also made narrower: each kept layer keeps the `intermediate` hidden neurons i with the
+/// largest ‖gate_i‖·‖up_i‖·‖down_:,i‖ (a data-free magnitude criterion; neurons keep their
+/// order). The teacher's projections must be dense (no quantized bases); adapters are not
+/// copied. forge::error on a bad index or width.
 inline model::causal_lm<float> init_student_from_teacher(const model::causal_lm<float>& teacher,
-                                                         const std::vector<std::size_t>& layers) {
+                                                         const std::vector<std::size_t>& layers,
+                                                         std::int64_t intermediate = 0) {
+  const std::int64_t I = teacher.config.intermediate_size, H = teacher.config.hidden_size;
+  require(intermediate >= 0 && intermediate <= I, {.what = "student intermediate size out of range",
+                                                   .place = "init_student_from_teacher",
+                                                   .expected = "0 (keep) .. " + std::to_string(I),
+                                                   .found = std::to_string(intermediate)});
   require(!layers.empty(),
           {.what = "a student needs at least one layer", .place = "init_student_from_teacher"});
   model::causal_lm<float> s;
   s.config = teacher.config;
   s.generation = teacher.generation;
   s.config.num_hidden_layers = std::int64_t(layers.size());
+  if (intermediate > 0) s.config.intermediate_size = intermediate;
   s.config.sliding_window.clear();
   s.embed_tokens = teacher.embed_tokens;
   s.norm = teacher.norm;
@@ -151,6 +162,52 @@ inline model::causal_lm<float> init_student_from_teacher(const model::causal_lm<
       l->adapters.clear();
       rename(l->weight);
       if (l->bias) rename(*l->bias);
+    }
+    if (intermediate > 0 && intermediate < I) {
+      // Rank neurons, keep the top `intermediate` in their original order.
+      const auto ni = static_cast<std::size_t>(I);
+      std::vector<double> score(ni);
+      for (std::int64_t n = 0; n < I; ++n) {
+        double g = 0, u = 0, d = 0;
+        for (std::int64_t h = 0; h < H; ++h) {
+          const double a = L.gate_proj.weight.value[std::size_t(n * H + h)];
+          const double b = L.up_proj.weight.value[std::size_t(n * H + h)];
+          const double c = L.down_proj.weight.value[std::size_t(h * I + n)];
+          g += a * a, u += b * b, d += c * c;
+        }
+        score[std::size_t(n)] = std::sqrt(g * u * d);
+      }
+      std::vector<std::int64_t> keep(ni);
+      for (std::int64_t n = 0; n < I; ++n) keep[std::size_t(n)] = n;
+      std::stable_sort(keep.begin(), keep.end(), [&](auto a, auto b) {
+        return score[std::size_t(a)] > score[std::size_t(b)];
+      });
+      keep.resize(std::size_t(intermediate));
+      std::sort(keep.begin(), keep.end());
+      auto rows = [&](model::linear<float>& l) {
+        std::vector<float> w(std::size_t(intermediate * H));
+        for (std::size_t k = 0; k < keep.size(); ++k)
+          std::copy_n(l.weight.value.begin() + keep[k] * H, H, w.begin() + std::int64_t(k) * H);
+        l.weight.value = std::move(w);
+        l.weight.shape = {intermediate, H};
+        l.out = intermediate;
+        if (l.bias) {
+          std::vector<float> b(keep.size());
+          for (std::size_t k = 0; k < keep.size(); ++k) b[k] = l.bias->value[std::size_t(keep[k])];
+          l.bias->value = std::move(b);
+          l.bias->shape = {intermediate};
+        }
+      };
+      rows(L.gate_proj);
+      rows(L.up_proj);
+      std::vector<float> w(std::size_t(H * intermediate));
+      for (std::int64_t h = 0; h < H; ++h)
+        for (std::size_t k = 0; k < keep.size(); ++k)
+          w[std::size_t(h * intermediate) + k] =
+              L.down_proj.weight.value[std::size_t(h * I + keep[k])];
+      L.down_proj.weight.value = std::move(w);
+      L.down_proj.weight.shape = {H, intermediate};
+      L.down_proj.in = intermediate;
     }
     s.layers.push_back(std::move(L));
     s.config.sliding_window.push_back(teacher.config.sliding_window[i]);

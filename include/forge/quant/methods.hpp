@@ -12,6 +12,9 @@
 //   model/            int4 formats: the GPTQ checkpoint layout (quant/gptq_model.hpp)
 //   compression.json  bytes (projections and whole model, before/after), perplexities, task
 //                     scores, latency, and each projection's output error vs RTN's
+// `compress<distill>` makes a shallower (and optionally narrower) student by layer selection
+// and trains it against the input model with the distillation loss (objectives/distill.hpp);
+// it writes model/ in HF layout.
 // Metrics: memory_bytes (every weight of the output model: dense parameters in f32 plus the
 // quantized bases), memory_ratio (that over the same count for the input model — whole
 // model, embeddings and head included; compression.json also gives the projections-only
@@ -106,6 +109,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(awq_method_params, grid, max_rows, measure)
 /// Parameters of distillation into a shallower student (layer selection from the teacher).
 struct distill_params {
   std::vector<std::size_t> layers{};  ///< teacher layers the student keeps (empty: every 2nd)
+  std::int64_t intermediate = 0;      ///< student MLP width (0: the teacher's)
   std::int64_t max_steps = 100;
   std::int64_t batch_size = 8;
   double learning_rate = 1e-3;
@@ -119,9 +123,9 @@ struct distill_params {
   std::int32_t pad_id = 0;
   compress_measure measure{};
 };
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(distill_params, layers, max_steps, batch_size, learning_rate,
-                                   weight_decay, schedule, warmup_steps, max_grad_norm, alpha,
-                                   temperature, direction, pad_id, measure)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(distill_params, layers, intermediate, max_steps, batch_size,
+                                   learning_rate, weight_decay, schedule, warmup_steps,
+                                   max_grad_norm, alpha, temperature, direction, pad_id, measure)
 
 namespace quant {
 
@@ -377,7 +381,7 @@ struct distill {
     auto r = quant::detail::run_compress<quant::detail::dense_student>(
         ctx, p.measure, d, std::move(m),
         [&](model::causal_lm<float>& teacher) {
-          auto student = train::init_student_from_teacher(teacher, layers);
+          auto student = train::init_student_from_teacher(teacher, layers, p.intermediate);
           train::train_distill(ctx.backend, student, teacher, d.train, o);
           student.set_trainable(false);
           student.enable_grads();

@@ -41,6 +41,9 @@ namespace forge::quant {
 /// Options shared by the whole-model quantizers.
 struct model_quant_options {
   bool dense_fallback = true;  ///< keep projections F cannot hold dense (else forge::error)
+  /// Report each projection's error and RTN's (GPTQ, AWQ): O(out·in²) per projection, which
+  /// is minutes for 4096-wide layers; off leaves the errors at 0.
+  bool measure_errors = true;
 };
 
 /// One quantized projection: its output error under the captured Hessian, and RTN's.
@@ -341,10 +344,13 @@ model_quant_report quantize_model_gptq(Bk be, model::causal_lm<float>& m,
       for (auto& [key, l] : todo) {
         auto q = quantize_gptq<F>(l->weight.value, l->out, l->in, cap->h(), p);
         detail::canonical_group_order(q);
-        const auto r = quantize_rtn<F>(l->weight.value, l->out, l->in);
-        rep.layers.push_back({.name = key,
-                              .error = detail::hessian_error(l->weight.value, q, cap->h()),
-                              .rtn_error = detail::hessian_error(l->weight.value, r, cap->h())});
+        layer_error e{.name = key};
+        if (o.measure_errors) {
+          const auto r = quantize_rtn<F>(l->weight.value, l->out, l->in);
+          e.error = detail::hessian_error(l->weight.value, q, cap->h());
+          e.rtn_error = detail::hessian_error(l->weight.value, r, cap->h());
+        }
+        rep.layers.push_back(e);
         detail::install<Bk>(*l, std::move(q), rep);
       }
     }
@@ -417,8 +423,10 @@ model_quant_report quantize_model_awq(Bk be, model::causal_lm<float>& m,
         if (!ok[gi][k]) continue;
         auto& [key, l] = groups[gi][k];
         const auto& h = caps[gi]->h();
-        auto r = quantize_rtn<F>(l->weight.value, l->out, l->in);
-        layer_error e{.name = key, .rtn_error = detail::hessian_error(l->weight.value, r, h)};
+        layer_error e{.name = key, .awq_ratio = ratios[gi]};
+        if (o.measure_errors)
+          e.rtn_error = detail::hessian_error(l->weight.value,
+                                              quantize_rtn<F>(l->weight.value, l->out, l->in), h);
         // W·diag(s) (s = 1 where the group is not scaled), clipped, then RTN.
         std::vector<float> s = scales[gi];
         if (s.empty()) s.assign(std::size_t(l->in), 1.0f);
@@ -430,9 +438,9 @@ model_quant_report quantize_model_awq(Bk be, model::causal_lm<float>& m,
         if (a.clip && !query_or_key) detail::awq_clip<F>(ws, l->out, l->in, h, s);
         auto q = F::quantize(ws, l->out, l->in);
         // The error in the original coordinates: dequant(q)·diag(1/s) against W.
-        auto d = dequantize(q);
         double total = 0;
-        {
+        if (o.measure_errors) {
+          const auto d = dequantize(q);
           const std::int64_t n = l->in;
           std::vector<double> dw(static_cast<std::size_t>(n));
           for (std::int64_t row = 0; row < l->out; ++row) {
@@ -447,7 +455,6 @@ model_quant_report quantize_model_awq(Bk be, model::causal_lm<float>& m,
           }
         }
         e.error = total / double(l->out);
-        e.awq_ratio = ratios[gi];
         rep.layers.push_back(e);
         detail::install<Bk>(*l, std::move(q), rep);
       }
