@@ -200,6 +200,18 @@ TEST_CASE("every task answer is correct when recomputed from the prompt") {
     }
   }
   REQUIRE(kinds == std::set<std::string>{"arithmetic", "date", "format", "instruction", "units"});
+  // A kind filter keeps only those kinds and picks the same tasks as the unfiltered list.
+  const auto all = fb::tasks(5, 400, fb::split::train);
+  const auto dates = fb::tasks(5, 40, fb::split::train, {"date", "instruction"});
+  std::size_t j = 0;
+  for (const auto& t : all)
+    if (j < dates.size() && (t.kind == "date" || t.kind == "instruction")) {
+      REQUIRE(t.id == dates[j].id);
+      REQUIRE(t.answer == dates[j].answer);
+      ++j;
+    }
+  REQUIRE(j == dates.size());
+  REQUIRE_THROWS_AS(fb::tasks(5, 1, fb::split::train, {"poetry"}), forge::error);
   const auto recs = fb::sft_records(fb::tasks(5, 10, fb::split::train));
   REQUIRE(recs.size() == 10);
   REQUIRE(recs[0].messages.size() == 2);

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -139,4 +140,33 @@ TEST_CASE("task_items tokenise the chat prompt and the bare answer") {
   // rarely exactly (this is what Adapt improves; the number is reported, not asserted).
   const auto s = forge::eval::evaluate_task(be_t{}, m, items, {*tok.eos_id()});
   WARN("base model exact match on 40 eval tasks: " << s.exact_match);
+}
+
+TEST_CASE("the tokenizers library encodes with the committed tokenizer.json as forge does") {
+  const std::string python = forge::test::python();
+  if (python.empty())
+    FAIL(
+        "FORGE_PYTHON is not set: this test needs a python with pip `tokenizers` "
+        "(configure with -DFORGE_PYTHON=/path/to/venv/bin/python)");
+  const auto tok = fb::load_tokenizer();
+  std::vector<std::string> texts = fb::heldout_text(1, 30);
+  for (const auto& t : fb::tasks(1, 30, fb::split::eval))
+    texts.push_back(fb::render_chat({{"user", t.prompt}, {"assistant", t.answer}}));
+  texts.push_back("Unusual text: caf\u00e9 \u65e5\u672c \U0001F600 <|im_start|>x<|im_end|>");
+  const auto dir = forge::test::scratch("builtin_model_encode");
+  forge::io::write_atomic(dir / "in.json", nlohmann::json(texts).dump());
+  auto q = [](const std::string& s) { return "'" + s + "'"; };  // paths have no quotes
+  const std::string cmd =
+      q(python) + " " +
+      q((forge::test::source_dir() / "tests/builtin/encode_reference.py").string()) + " " +
+      q((fb::model_dir() / "tokenizer.json").string()) + " " + q((dir / "in.json").string()) + " " +
+      q((dir / "out.json").string());
+  INFO("reference command: " << cmd);
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  const auto ref = nlohmann::json::parse(forge::io::read_file(dir / "out.json"));
+  REQUIRE(ref.size() == texts.size());
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    INFO(texts[i]);
+    REQUIRE(tok.encode(texts[i], false) == ref[i].get<std::vector<std::int32_t>>());
+  }
 }

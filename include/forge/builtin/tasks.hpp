@@ -25,6 +25,7 @@
 
 #include "forge/builtin/chat.hpp"
 #include "forge/builtin/detail/gen.hpp"
+#include "forge/core/error.hpp"
 #include "forge/data/records.hpp"
 #include "forge/eval/task.hpp"
 
@@ -177,9 +178,23 @@ inline bool is_eval_prompt(const std::string& prompt) {
 
 }  // namespace detail
 
-/// `n` tasks of generator `seed` on side `s` of the split (kinds mixed uniformly). Task i of a
-/// side depends only on (seed, side, i): a longer list extends a shorter one.
-inline std::vector<task> tasks(std::uint64_t seed, std::size_t n, split s) {
+/// The task kinds, in generation order.
+inline std::vector<std::string> task_kinds() {
+  return {"arithmetic", "units", "date", "format", "instruction"};
+}
+
+/// `n` tasks of generator `seed` on side `s` of the split, restricted to `kinds` (empty: all
+/// kinds, mixed uniformly). Task i of a side depends only on (seed, side, kinds, i): a longer
+/// list extends a shorter one. forge::error for an unknown kind.
+inline std::vector<task> tasks(std::uint64_t seed, std::size_t n, split s,
+                               const std::vector<std::string>& kinds = {}) {
+  const auto all = task_kinds();
+  for (const auto& k : kinds)
+    if (std::find(all.begin(), all.end(), k) == all.end())
+      throw error({.what = "unknown built-in task kind",
+                   .place = "tasks(kinds)",
+                   .expected = "arithmetic, units, date, format or instruction",
+                   .found = k});
   std::vector<task> out;
   out.reserve(n);
   const philox base(seed, 16);
@@ -187,6 +202,7 @@ inline std::vector<task> tasks(std::uint64_t seed, std::size_t n, split s) {
   for (std::uint64_t i = 0; out.size() < n; ++i) {
     detail::picker p{base.fork(i)};
     task t = detail::make_task(p);
+    if (!kinds.empty() && std::find(kinds.begin(), kinds.end(), t.kind) == kinds.end()) continue;
     if (detail::is_eval_prompt(t.prompt) != want_eval) continue;
     t.id = t.kind + "-" + std::to_string(i);
     out.push_back(std::move(t));
