@@ -65,7 +65,8 @@ double reference_loss(const pair_loss_options& o, const std::vector<pair_in>& ps
   }
   double l = tot / double(ps.size());
   if (o.kind == pair_loss::orpo) l += -sum_pc / n_c;
-  if (o.kind == pair_loss::simpo) l += o.sft_weight * (-sum_pc / n_c);
+  // α·NLL(chosen) per chosen token: SimPO's cpo_alpha, the reference losses' rpo_alpha.
+  if (o.kind != pair_loss::orpo) l += o.sft_weight * (-sum_pc / n_c);
   return l;
 }
 
@@ -110,6 +111,8 @@ TEST_CASE("pairwise losses, rewards and gradients equal the reference formulas")
        .simpo_gamma = 1.0,
        .sft_weight = 0.5},
       {.kind = pair_loss::orpo, .beta = 0.1},
+      {.kind = pair_loss::sigmoid, .beta = 0.1, .sft_weight = 1.0},  // DPO + NLL (TRL's RPO)
+      {.kind = pair_loss::ipo, .beta = 0.2, .sft_weight = 0.25},
   };
   for (const auto& o : cases) {
     INFO("loss " << name_of(o.kind) << " beta " << o.beta << " eps " << o.label_smoothing);

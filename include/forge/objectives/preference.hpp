@@ -241,7 +241,7 @@ struct pair_loss_options {
   double beta = 0.1;             ///< β (λ of ORPO)
   double label_smoothing = 0.0;  ///< ε: sigmoid (cDPO), robust, simpo; in [0, 0.5)
   double simpo_gamma = 0.5;      ///< γ, SimPO's target reward margin
-  double sft_weight = 0.0;       ///< α: weight of NLL(chosen) added to simpo (CPO's cpo_alpha)
+  double sft_weight = 0.0;  ///< α: weight of NLL(chosen) added (cpo_alpha / rpo_alpha); not orpo
 };
 
 /// Summed policy / reference log-probs and completion lengths of B pairs. The reference
@@ -400,10 +400,10 @@ inline pair_loss_result preference_loss(const pair_loss_options& o, const pair_l
     r.d_chosen[i] = dc * inv_b, r.d_rejected[i] = dr * inv_b;
   }
   r.loss = total * inv_b;
-  // The batch NLL of the chosen completions: ORPO always, SimPO with α > 0.
-  const double nll_w = o.kind == pair_loss::orpo    ? 1.0
-                       : o.kind == pair_loss::simpo ? o.sft_weight
-                                                    : 0.0;
+  // The batch NLL of the chosen completions: ORPO always; the others with α > 0 (SimPO:
+  // CPO's cpo_alpha; the reference losses: TRL's rpo_alpha, dpo_trainer.py "RPO", which
+  // adds α·NLL(chosen) averaged over the chosen tokens of the batch).
+  const double nll_w = o.kind == pair_loss::orpo ? 1.0 : o.sft_weight;
   if (nll_w != 0) {
     double s = 0;
     for (std::size_t i = 0; i < B; ++i) s += lp.policy_chosen[i];

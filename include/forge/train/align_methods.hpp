@@ -84,7 +84,7 @@ struct align_params {
   double beta = 0.1;             ///< β (λ of ORPO; SimPO's default is 2.0 — set it)
   double label_smoothing = 0.0;  ///< ε: cdpo and robust_dpo need 0 < ε < 0.5
   double simpo_gamma = 0.5;      ///< γ of SimPO
-  double sft_weight = 0.0;       ///< α·NLL(chosen) added to SimPO (CPO's cpo_alpha)
+  double sft_weight = 0.0;  ///< α·NLL(chosen) added: CPO's cpo_alpha (SimPO), TRL's rpo_alpha
   double desirable_weight = 1.0, undesirable_weight = 1.0;  ///< KTO
   std::string reference = "cached";                         ///< cached or live
   int rank = 8;
@@ -158,14 +158,7 @@ template <class Bk>
 std::shared_ptr<adapters::lora_set<float>> attach_on_top(Bk be, model::causal_lm<float>& m,
                                                          const adapters::lora_config& c,
                                                          std::uint64_t seed) {
-  std::vector<std::vector<std::shared_ptr<model::linear_adapter<float>>>> old;
-  auto layers = adapters::linear_layers(m);
-  for (auto& nl : layers) old.push_back(std::exchange(nl.layer->adapters, {}));
-  auto set = std::make_shared<adapters::lora_set<float>>(adapters::attach_lora(be, m, c, seed));
-  for (std::size_t i = 0; i < layers.size(); ++i)
-    layers[i].layer->adapters.insert(layers[i].layer->adapters.begin(), old[i].begin(),
-                                     old[i].end());
-  return set;
+  return std::make_shared<adapters::lora_set<float>>(adapters::attach_lora_on_top(be, m, c, seed));
 }
 
 /// Greedy answers to the safety prompts, scored by the refusal classifier.
@@ -207,8 +200,7 @@ void measure(const stage_context<B>& ctx, model::causal_lm<float>& m, const alig
       if (s.benign)
         r.metrics.set(false_refusal_change, s.false_refusal_rate - b->false_refusal_rate);
       if (s.jailbreaks)
-        r.metrics.set(jailbreak_resistance_gain,
-                      s.jailbreak_resistance - b->jailbreak_resistance);
+        r.metrics.set(jailbreak_resistance_gain, s.jailbreak_resistance - b->jailbreak_resistance);
     }
   }
   io::save_peft_adapter(set, ctx.artifact_dir / "adapter");
@@ -296,7 +288,8 @@ struct dpo {
                                                      const data& d, model::causal_lm<float> m) {
     return align_detail::apply_offline<Base>(
         ctx, p, d, std::move(m),
-        {.pair = {.kind = objectives::pair_loss::sigmoid, .beta = p.beta}});
+        {.pair = {
+             .kind = objectives::pair_loss::sigmoid, .beta = p.beta, .sft_weight = p.sft_weight}});
   }
 };
 
@@ -316,7 +309,8 @@ struct cdpo {
     return align_detail::apply_offline<Base>(ctx, p, d, std::move(m),
                                              {.pair = {.kind = objectives::pair_loss::sigmoid,
                                                        .beta = p.beta,
-                                                       .label_smoothing = p.label_smoothing}});
+                                                       .label_smoothing = p.label_smoothing,
+                                                       .sft_weight = p.sft_weight}});
   }
 };
 
@@ -336,7 +330,8 @@ struct robust_dpo {
     return align_detail::apply_offline<Base>(ctx, p, d, std::move(m),
                                              {.pair = {.kind = objectives::pair_loss::robust,
                                                        .beta = p.beta,
-                                                       .label_smoothing = p.label_smoothing}});
+                                                       .label_smoothing = p.label_smoothing,
+                                                       .sft_weight = p.sft_weight}});
   }
 };
 
@@ -349,7 +344,8 @@ struct ipo {
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
                                                      const data& d, model::causal_lm<float> m) {
     return align_detail::apply_offline<Base>(
-        ctx, p, d, std::move(m), {.pair = {.kind = objectives::pair_loss::ipo, .beta = p.beta}});
+        ctx, p, d, std::move(m),
+        {.pair = {.kind = objectives::pair_loss::ipo, .beta = p.beta, .sft_weight = p.sft_weight}});
   }
 };
 
@@ -362,7 +358,9 @@ struct hinge {
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
                                                      const data& d, model::causal_lm<float> m) {
     return align_detail::apply_offline<Base>(
-        ctx, p, d, std::move(m), {.pair = {.kind = objectives::pair_loss::hinge, .beta = p.beta}});
+        ctx, p, d, std::move(m),
+        {.pair = {
+             .kind = objectives::pair_loss::hinge, .beta = p.beta, .sft_weight = p.sft_weight}});
   }
 };
 
