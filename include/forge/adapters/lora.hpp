@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "forge/adapters/detail/full_match.hpp"
@@ -392,6 +393,31 @@ lora_set<T> attach_lora(Bk, model::causal_lm<T>& m, const lora_config& c, std::u
   m.set_trainable(false);
   m.enable_grads();
   return set;
+}
+
+/// Attaches a fresh LoRA set (as attach_lora) on top of the adapters `m` already carries;
+/// those stay attached, frozen, in front of the new ones, and are not part of the returned
+/// set. How a stage trains new adapters on a model an earlier stage adapted.
+template <class T, class Bk>
+lora_set<T> attach_lora_on_top(Bk be, model::causal_lm<T>& m, const lora_config& c,
+                               std::uint64_t seed = 0) {
+  auto layers = linear_layers(m);
+  std::vector<std::vector<std::shared_ptr<model::linear_adapter<T>>>> old;
+  old.reserve(layers.size());
+  for (auto& nl : layers) old.push_back(std::exchange(nl.layer->adapters, {}));
+  auto restore = [&] {
+    for (std::size_t i = 0; i < layers.size(); ++i)
+      layers[i].layer->adapters.insert(layers[i].layer->adapters.begin(), old[i].begin(),
+                                       old[i].end());
+  };
+  try {
+    auto set = attach_lora(be, m, c, seed);
+    restore();
+    return set;
+  } catch (...) {
+    restore();
+    throw;
+  }
 }
 
 /// Removes the adapters of `set` from the layers of `m` (unmerging first if merged).

@@ -260,6 +260,40 @@ struct qlora {
   }
 };
 
+/// LoRA on a frozen base of representation `Base` — dense or quantized (int4 after GPTQ,
+/// NF4) — and on top of any adapters an earlier stage attached (kept, frozen). The Adapt
+/// method for the orders `research_order` studies where Adapt is not first: Compress → Adapt
+/// (`lora_over<repr::int4_g128>`), Align → Adapt (`lora_over<repr::dense_f32>`).
+template <Representation Base>
+struct lora_over {
+  static constexpr std::string_view name = "lora";
+  using params = lora_params;
+  using data = adapt_data;
+  using accepts = representations<Base, repr::with_lora<Base>>;
+  using produces = repr::with_lora<Base>;
+  using backends = cpu_backends;
+  template <Backend B>
+  static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
+                                                     const data& d, model::causal_lm<float> m) {
+    const double before = adapters::detail::general_ppl(ctx.backend, m, d, p.batch_size);
+    adapters::lora_config c{.rank = p.rank,
+                            .alpha = p.alpha,
+                            .dropout = p.dropout,
+                            .target_modules = p.target_modules,
+                            .use_rslora = p.use_rslora};
+    auto set = std::make_shared<adapters::lora_set<float>>(
+        adapters::attach_lora_on_top(ctx.backend, m, c, ctx.seed));
+    auto params = train::lora_parameters(*set);
+    return adapters::detail::run_adapt(ctx, p, d, std::move(m), std::move(params), set.get(),
+                                       before, [&](model::causal_lm<float>&) {
+                                         io::save_peft_adapter(*set, ctx.artifact_dir / "adapter");
+                                         return std::vector<std::filesystem::path>{
+                                             "adapter/adapter_config.json",
+                                             "adapter/adapter_model.safetensors"};
+                                       });
+  }
+};
+
 /// Full fine-tuning of all (or the selected) parameters; writes the model in HF layout.
 struct full_finetune {
   static constexpr std::string_view name = "full_finetune";
