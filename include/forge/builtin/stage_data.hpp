@@ -34,17 +34,22 @@ namespace forge::builtin {
 
 /// How much of each set to generate. The defaults are the quickstart's.
 struct data_sizes {
-  std::size_t sft_train = 2000;      ///< SFT conversations (train split of the tasks)
-  std::size_t sft_val = 64;          ///< validation conversations (loss, perplexity)
-  std::size_t task_eval = 64;        ///< exact-match items (eval split of the tasks)
-  std::size_t general = 48;          ///< held-out documents (regression perplexity)
-  std::size_t calibration = 32;      ///< calibration documents (GPTQ, AWQ)
-  std::size_t evaluation = 48;       ///< held-out documents (Compress perplexity)
-  std::size_t preference = 600;      ///< helpful/concise preference pairs
-  std::size_t preference_val = 64;   ///< held-out preference pairs
-  std::size_t safety_frames = 3;     ///< framings per harmful/benign template in training
-  std::size_t safety_eval_frames = 1;  ///< framings per template in the evaluation set
-  std::size_t max_length = 256;      ///< tokens per sequence at most (the model's context)
+  std::size_t sft_train = 2000;     ///< SFT conversations (train split of the tasks)
+  std::size_t sft_val = 64;         ///< validation conversations (loss, perplexity)
+  std::size_t task_eval = 64;       ///< exact-match items (eval split of the tasks)
+  std::size_t general = 48;         ///< held-out documents (regression perplexity)
+  std::size_t calibration = 32;     ///< calibration documents (GPTQ, AWQ)
+  std::size_t evaluation = 48;      ///< held-out documents (Compress perplexity)
+  std::size_t preference = 200;     ///< helpful/concise preference pairs
+  std::size_t preference_val = 64;  ///< held-out preference pairs
+  std::size_t safety_repeat = 1;    ///< safety pairs placed after each helpfulness pair
+  /// The refusal the safety pairs teach: short and made of tokens the built-in vocabulary has
+  /// (its corpus has no refusals; the library's longer default refusal is 34 built-in tokens).
+  std::string refusal = "I cannot do that.";
+  std::size_t max_length = 256;  ///< tokens per sequence at most (the model's context)
+  /// SFT and exact-match task kinds (builtin::task_kinds(); empty: all five). The quickstart
+  /// uses the kinds the 4.5M-parameter base can learn within its minutes of LoRA training.
+  std::vector<std::string> task_kinds{};
 };
 
 /// The chat renderer of the built-in format, for data::encode_sft / encode_preference.
@@ -123,11 +128,11 @@ inline std::vector<std::vector<std::int64_t>> token_rows(const std::vector<std::
 inline adapt_data sft_data(const text::any_tokenizer& tok, std::uint64_t seed = 1,
                            const data_sizes& n = {}) {
   adapt_data d;
-  d.train = detail::encode_all(sft_records(tasks(seed, n.sft_train, split::train)), tok,
-                               n.max_length);
-  d.val = detail::encode_all(sft_records(tasks(seed + 1, n.sft_val, split::eval)), tok,
-                             n.max_length);
-  d.task = task_items(tok, tasks(seed + 2, n.task_eval, split::eval));
+  d.train = detail::encode_all(sft_records(tasks(seed, n.sft_train, split::train, n.task_kinds)),
+                               tok, n.max_length);
+  d.val = detail::encode_all(sft_records(tasks(seed + 1, n.sft_val, split::eval, n.task_kinds)),
+                             tok, n.max_length);
+  d.task = task_items(tok, tasks(seed + 2, n.task_eval, split::eval, n.task_kinds));
   d.general = detail::text_examples(heldout_text(seed, n.general), tok, n.max_length);
   d.eos = stop_tokens(tok);
   d.pad_id = pad_id(tok);
@@ -141,16 +146,16 @@ inline compress_data compression_data(const text::any_tokenizer& tok, std::uint6
   compress_data d;
   d.calibration = detail::token_rows(calibration_text(seed, n.calibration), tok, n.max_length);
   d.evaluation = detail::token_rows(heldout_text(seed + 3, n.evaluation), tok, n.max_length);
-  d.task = task_items(tok, tasks(seed + 2, n.task_eval, split::eval));
+  d.task = task_items(tok, tasks(seed + 2, n.task_eval, split::eval, n.task_kinds));
   d.eos = stop_tokens(tok);
   d.name = "built-in calibration and held-out text (seed " + std::to_string(seed) + ")";
   return d;
 }
 
 /// Align: helpful/concise pairs plus safety pairs (refuse harmful requests, answer their
-/// benign look-alikes), held-out pairs, the safety evaluation set (other framings of the
-/// harmful and benign requests, and every jailbreak variant) and the exact-match items for
-/// the helpfulness delta.
+/// benign look-alikes) under request framings 0–2, held-out pairs, the safety evaluation set
+/// (framings 3–4 of the harmful and benign requests, and every jailbreak variant of those)
+/// and the exact-match items for the helpfulness delta.
 /// `tok` is shared because the data keeps it for encoding prompts and decoding answers.
 inline align_data alignment_data(std::shared_ptr<const text::any_tokenizer> shared,
                                  std::uint64_t seed = 1, const data_sizes& n = {}) {
@@ -160,38 +165,41 @@ inline align_data alignment_data(std::shared_ptr<const text::any_tokenizer> shar
   const auto render = chat_renderer();
   const data::preference_options po{.max_length = n.max_length};
   data::data_report report;
+  // Safety prompts: the training pairs use framings 0..2 of every template, the held-out
+  // pairs and the evaluation set framings 3 and 4, so no evaluated prompt was trained on.
+  const std::vector<std::size_t> train_frames{0, 1, 2}, eval_frames{3, 4};
   auto train_records = preference_pairs(seed, n.preference);
   {
-    auto safety_train = eval::harmful_prompts(seed * 7 + 1, n.safety_frames);
-    auto benign = eval::benign_lookalikes(seed * 7 + 1, n.safety_frames);
-    safety_train.insert(safety_train.end(), benign.begin(), benign.end());
-    const auto pairs = eval::safety_preference_pairs(safety_train);
+    auto items = eval::framed_prompts(train_frames, true);
+    const auto benign = eval::framed_prompts(train_frames, false);
+    items.insert(items.end(), benign.begin(), benign.end());
+    const auto pairs = eval::safety_preference_pairs(items, n.refusal);
     // Interleave so every batch sees both kinds of pairs.
     std::vector<data::preference_record> mixed;
     std::size_t a = 0, b = 0;
     while (a < train_records.size() || b < pairs.size()) {
       if (a < train_records.size()) mixed.push_back(train_records[a++]);
-      if (b < pairs.size()) mixed.push_back(pairs[b++]);
+      for (std::size_t k = 0; k < n.safety_repeat && b < pairs.size(); ++k)
+        mixed.push_back(pairs[b++]);
     }
     train_records = std::move(mixed);
   }
   d.train = data::encode_preferences(train_records, tok, render, po, report);
   auto val_records = preference_pairs(seed + 100, n.preference_val);
+  const auto harmful = eval::framed_prompts(eval_frames, true);
+  const auto benign = eval::framed_prompts(eval_frames, false);
   {
-    auto held = eval::harmful_prompts(seed * 7 + 2, 1);
-    auto benign = eval::benign_lookalikes(seed * 7 + 2, 1);
+    auto held = harmful;
     held.insert(held.end(), benign.begin(), benign.end());
-    const auto pairs = eval::safety_preference_pairs(held);
+    const auto pairs = eval::safety_preference_pairs(held, n.refusal);
     val_records.insert(val_records.end(), pairs.begin(), pairs.end());
   }
   d.val = data::encode_preferences(val_records, tok, render, po, report);
-  const auto harmful = eval::harmful_prompts(seed * 7 + 3, n.safety_eval_frames);
-  const auto benign = eval::benign_lookalikes(seed * 7 + 3, n.safety_eval_frames);
   const auto jail = eval::jailbreak_variants(harmful);
   d.safety = harmful;
   d.safety.insert(d.safety.end(), benign.begin(), benign.end());
   d.safety.insert(d.safety.end(), jail.begin(), jail.end());
-  d.task = task_items(tok, tasks(seed + 2, n.task_eval, split::eval));
+  d.task = task_items(tok, tasks(seed + 2, n.task_eval, split::eval, n.task_kinds));
   d.eos = stop_tokens(tok);
   d.pad_id = pad_id(tok);
   d.encode_prompt = [shared](const std::string& p) {

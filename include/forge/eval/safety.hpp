@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "forge/core/error.hpp"
 #include "forge/core/rng.hpp"
 #include "forge/data/records.hpp"
 
@@ -152,6 +153,31 @@ inline std::vector<safety_item> benign_lookalikes(std::uint64_t seed = 0,
     for (std::size_t k = 0; k < frames_per_task; ++k)
       out.push_back({detail::fill(fr[g.below(std::uint32_t(fr.size()))], t.benign), t.category,
                      "benign", false});
+  return out;
+}
+
+/// The number of request framings the generators draw from.
+inline std::size_t request_frame_count() {
+  return detail::request_frames().size();
+}
+
+/// Every template under each framing in `frames` (indices < request_frame_count()): harmful
+/// requests (variant "direct", should_refuse) or their benign look-alikes (variant "benign").
+/// Disjoint frame lists give disjoint prompt sets — how a training set and an evaluation set
+/// of the same templates are kept apart.
+inline std::vector<safety_item> framed_prompts(const std::vector<std::size_t>& frames,
+                                               bool harmful) {
+  const auto& fr = detail::request_frames();
+  std::vector<safety_item> out;
+  for (std::size_t f : frames) {
+    require(f < fr.size(), {.what = "no such request framing",
+                            .place = "framed_prompts",
+                            .expected = "< " + std::to_string(fr.size()),
+                            .found = std::to_string(f)});
+    for (const auto& t : detail::safety_templates())
+      out.push_back({detail::fill(fr[f], harmful ? t.harmful : t.benign), t.category,
+                     harmful ? "direct" : "benign", harmful});
+  }
   return out;
 }
 
@@ -288,8 +314,16 @@ inline std::string helpful_response(const safety_item& it) {
 /// Preference pairs: for harmful items (should_refuse) the refusal is chosen over the
 /// compliance; for benign ones the helpful answer is chosen over the refusal. Ids are
 /// "safety-<index>-<variant>".
+/// `refusal` (optional) replaces refusal_response() as the chosen answer to harmful items and
+/// the rejected answer to benign ones — e.g. a shorter refusal in a small model's vocabulary;
+/// is_refusal must recognise it (forge::error otherwise).
 inline std::vector<data::preference_record> safety_preference_pairs(
-    const std::vector<safety_item>& items) {
+    const std::vector<safety_item>& items, const std::string& refusal = {}) {
+  require(refusal.empty() || is_refusal(refusal),
+          {.what = "the refusal text is not recognised by the refusal classifier",
+           .place = "safety_preference_pairs",
+           .expected = "a text is_refusal() accepts, e.g. \"I cannot do that.\"",
+           .found = refusal});
   std::vector<data::preference_record> out;
   for (std::size_t i = 0; i < items.size(); ++i) {
     const auto& it = items[i];
@@ -297,11 +331,11 @@ inline std::vector<data::preference_record> safety_preference_pairs(
     r.id = "safety-" + std::to_string(i) + "-" + it.variant;
     r.prompt = {{"user", it.prompt}};
     if (it.should_refuse) {
-      r.chosen = {{"assistant", refusal_response(it)}};
+      r.chosen = {{"assistant", refusal.empty() ? refusal_response(it) : refusal}};
       r.rejected = {{"assistant", compliance_response(it)}};
     } else {
       r.chosen = {{"assistant", helpful_response(it)}};
-      r.rejected = {{"assistant", refusal_response(it)}};
+      r.rejected = {{"assistant", refusal.empty() ? refusal_response(it) : refusal}};
     }
     out.push_back(std::move(r));
   }
