@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "forge/backend/backend.hpp"
+#include "forge/builtin/model.hpp"
 #include "forge/core/error.hpp"
 #include "forge/eval/task.hpp"
 #include "forge/govern/release.hpp"
@@ -450,7 +451,10 @@ int run(const fs::path& file, const std::string& out_override) {
                      ? rel(forge::get_field_or<std::string>(cfg, "out", "forge-run", src))
                      : fs::path(out_override);
   std::string tok_dir = forge::get_field_or<std::string>(cfg, "tokenizer", "", src);
-  if (tok_dir.empty() && model_spec != "builtin") tok_dir = model_spec;
+  if (tok_dir.empty() && model_spec == "forge-builtin")
+    tok_dir = forge::builtin::model_dir().string();
+  else if (tok_dir.empty() && model_spec != "builtin")
+    tok_dir = model_spec;
 
   // The plan: every stage resolved and checked before anything runs.
   if (!cfg.contains("stages") || !cfg.at("stages").is_array() || cfg.at("stages").empty())
@@ -506,7 +510,9 @@ int run(const fs::path& file, const std::string& out_override) {
   }
 
   auto model = model_spec == "builtin" ? builtin_model(seed)
-                                       : forge::io::load_hf_checkpoint<float>(rel(model_spec));
+               : model_spec == "forge-builtin"
+                   ? forge::builtin::load_model()
+                   : forge::io::load_hf_checkpoint<float>(rel(model_spec));
   std::optional<forge::text::any_tokenizer> tok;
   if (!tok_dir.empty()) tok.emplace(forge::text::load_tokenizer(rel(tok_dir)));
   const auto t0 = std::chrono::steady_clock::now();

@@ -23,10 +23,14 @@
 
 #include "forge/adapters/methods.hpp"
 #include "forge/core/json.hpp"
+#include "forge/data/preference.hpp"
 #include "forge/deploy/signed_release.hpp"
+#include "forge/eval/safety.hpp"
 #include "forge/pipeline/gate.hpp"
 #include "forge/pipeline/run.hpp"
+#include "forge/quant/methods.hpp"
 #include "forge/text/load_tokenizer.hpp"
+#include "forge/train/align_methods.hpp"
 
 namespace forge::cli {
 
@@ -162,6 +166,145 @@ inline adapt_data make_data<adapt_data>(const stage_inputs& in) {
   return d;
 }
 
+namespace detail {
+
+inline void only_roles(const stage_inputs& in, std::initializer_list<const char*> roles) {
+  for (const auto& [role, _] : in.files) {
+    bool ok = false;
+    std::string list;
+    for (const char* r : roles)
+      ok = ok || role == r, list += (list.empty() ? "" : ", ") + std::string(r);
+    if (!ok)
+      throw error(
+          {.what = "unknown data role", .place = in.where + ": data." + role, .expected = list});
+  }
+}
+
+// {"text": ...} records as token rows (special tokens as the tokenizer adds them).
+inline std::vector<std::vector<std::int64_t>> text_rows(const std::filesystem::path& p,
+                                                        const text::any_tokenizer& t) {
+  std::vector<std::vector<std::int64_t>> out;
+  std::size_t n = 0;
+  for (const auto& j : read_json_lines(p)) {
+    const auto ids = encode(
+        t, get_field<std::string>(j, "text", p.string(), "record " + std::to_string(++n)), true);
+    out.emplace_back(ids.begin(), ids.end());
+  }
+  if (out.empty())
+    throw error({.what = "data file has no records", .file = p.string(), .expected = "JSON lines"});
+  return out;
+}
+
+// {"prompt", "answer"} records as exact-match items.
+inline std::vector<eval::task_item> task_items(const std::filesystem::path& p,
+                                               const text::any_tokenizer& t) {
+  std::vector<eval::task_item> out;
+  std::size_t n = 0;
+  for (const auto& j : read_json_lines(p)) {
+    const std::string where = "record " + std::to_string(++n);
+    const auto q = encode(t, get_field<std::string>(j, "prompt", p.string(), where), true);
+    const auto a = encode(t, get_field<std::string>(j, "answer", p.string(), where), false);
+    out.push_back({{q.begin(), q.end()}, {a.begin(), a.end()}});
+  }
+  return out;
+}
+
+// {"prompt", "chosen", "rejected"} strings as tokenised pairs: prompt with the tokenizer's
+// special tokens, completions followed by the end-of-sequence token.
+inline std::vector<data::preference_example> preference_examples(const std::filesystem::path& p,
+                                                                 const text::any_tokenizer& t) {
+  std::vector<data::preference_example> out;
+  std::size_t n = 0;
+  for (const auto& j : read_json_lines(p)) {
+    const std::string where = "record " + std::to_string(++n);
+    data::preference_example e;
+    e.id = p.filename().string() + ":" + std::to_string(n);
+    e.prompt = encode(t, get_field<std::string>(j, "prompt", p.string(), where), true);
+    e.chosen = encode(t, get_field<std::string>(j, "chosen", p.string(), where), false);
+    e.rejected = encode(t, get_field<std::string>(j, "rejected", p.string(), where), false);
+    if (auto eos = t.eos_id()) e.chosen.push_back(*eos), e.rejected.push_back(*eos);
+    out.push_back(std::move(e));
+  }
+  if (out.empty())
+    throw error({.what = "data file has no records", .file = p.string(), .expected = "JSON lines"});
+  return out;
+}
+
+}  // namespace detail
+
+/// Compress data: calibration (required) and evaluation ({"text"} JSONL), task
+/// ({"prompt", "answer"} JSONL).
+template <>
+inline compress_data make_data<compress_data>(const stage_inputs& in) {
+  require(in.tokenizer != nullptr,
+          {.what = "Compress data needs a tokenizer (the model directory's)", .place = in.where});
+  detail::only_roles(in, {"calibration", "evaluation", "task"});
+  compress_data d;
+  auto it = in.files.find("calibration");
+  if (it == in.files.end())
+    throw error(
+        {.what = "Compress needs calibration text", .place = in.where + ": data.calibration"});
+  d.calibration = detail::text_rows(it->second, *in.tokenizer);
+  if (auto e = in.files.find("evaluation"); e != in.files.end())
+    d.evaluation = detail::text_rows(e->second, *in.tokenizer);
+  if (auto t = in.files.find("task"); t != in.files.end())
+    d.task = detail::task_items(t->second, *in.tokenizer);
+  if (auto eos = in.tokenizer->eos_id()) d.eos = {*eos};
+  d.name = it->second.filename().string();
+  return d;
+}
+
+/// Align data: train (required) and val ({"prompt", "chosen", "rejected"} JSONL), task
+/// ({"prompt", "answer"}), and safety: a JSONL of {"prompt", "should_refuse", "variant"} or the
+/// word `builtin` for forge's generated harmful / benign / jailbreak sets.
+template <>
+inline align_data make_data<align_data>(const stage_inputs& in) {
+  require(in.tokenizer != nullptr,
+          {.what = "Align data needs a tokenizer (the model directory's)", .place = in.where});
+  detail::only_roles(in, {"train", "val", "task", "safety"});
+  align_data d;
+  auto it = in.files.find("train");
+  if (it == in.files.end())
+    throw error({.what = "Align needs preference pairs", .place = in.where + ": data.train"});
+  d.train = detail::preference_examples(it->second, *in.tokenizer);
+  if (auto v = in.files.find("val"); v != in.files.end())
+    d.val = detail::preference_examples(v->second, *in.tokenizer);
+  if (auto t = in.files.find("task"); t != in.files.end())
+    d.task = detail::task_items(t->second, *in.tokenizer);
+  if (auto s = in.files.find("safety"); s != in.files.end()) {
+    if (s->second.filename() == "builtin") {
+      d.safety = eval::framed_prompts({3, 4}, true);
+      const auto benign = eval::framed_prompts({3, 4}, false);
+      const auto jail = eval::jailbreak_variants(d.safety);
+      d.safety.insert(d.safety.end(), benign.begin(), benign.end());
+      d.safety.insert(d.safety.end(), jail.begin(), jail.end());
+    } else {
+      std::size_t n = 0;
+      for (const auto& j : detail::read_json_lines(s->second)) {
+        const std::string where = "record " + std::to_string(++n);
+        eval::safety_item item;
+        item.prompt = get_field<std::string>(j, "prompt", s->second.string(), where);
+        item.should_refuse = get_field<bool>(j, "should_refuse", s->second.string(), where);
+        item.variant = get_field_or<std::string>(
+            j, "variant", item.should_refuse ? "direct" : "benign", s->second.string());
+        d.safety.push_back(std::move(item));
+      }
+    }
+  }
+  const text::any_tokenizer* tok = in.tokenizer;  // outlives the run
+  d.encode_prompt = [tok](const std::string& p) {
+    const auto ids = tok->encode(p, true);
+    return std::vector<std::int64_t>(ids.begin(), ids.end());
+  };
+  d.decode = [tok](std::span<const std::int64_t> ids) {
+    return tok->decode(std::vector<std::int32_t>(ids.begin(), ids.end()), true);
+  };
+  if (auto eos = in.tokenizer->eos_id()) d.eos = {*eos};
+  d.pad_id = in.tokenizer->pad_id().value_or(in.tokenizer->eos_id().value_or(0));
+  d.name = it->second.filename().string();
+  return d;
+}
+
 /// A method's parameters from the YAML's (as JSON): the defaults, overridden key by key;
 /// forge::error naming the key for an unknown parameter or a value of the wrong type.
 template <class P>
@@ -265,6 +408,18 @@ inline registry& methods() {
     x.add<stage_kind::adapt, dora>();
     x.add<stage_kind::adapt, qlora>();
     x.add<stage_kind::adapt, full_finetune>();
+    x.add<stage_kind::compress, rtn>();
+    x.add<stage_kind::compress, gptq>();
+    x.add<stage_kind::compress, awq>();
+    // Align on the int4 (groups of 128) base the paper's order hands it after Compress.
+    x.add<stage_kind::align, dpo<repr::int4_g128>>();
+    x.add<stage_kind::align, cdpo<repr::int4_g128>>();
+    x.add<stage_kind::align, robust_dpo<repr::int4_g128>>();
+    x.add<stage_kind::align, ipo<repr::int4_g128>>();
+    x.add<stage_kind::align, hinge<repr::int4_g128>>();
+    x.add<stage_kind::align, simpo<repr::int4_g128>>();
+    x.add<stage_kind::align, orpo<repr::int4_g128>>();
+    x.add<stage_kind::align, kto<repr::int4_g128>>();
     x.add<stage_kind::deploy, signed_release>();
     return x;
   }();
@@ -335,9 +490,9 @@ inline const std::map<std::string, std::set<stage_kind>>& metric_kinds() {
     add(exact_match, perplexity, regression_delta, ece, mce, train_val_gap, memory_bytes,
         memory_ratio, latency_ms, tokens_per_second, perplexity_ratio, task_score_delta,
         regression_pass_rate, refusal_accuracy, false_refusal_rate, jailbreak_resistance,
-        refusal_gain, jailbreak_resistance_gain, false_refusal_change,
-        preference_accuracy, reward_margin, helpfulness_delta, kl_to_reference, signature_valid,
-        artifact_scan_clean, load_p50_ms, load_p95_ms, load_tokens_per_s, release_bytes);
+        refusal_gain, jailbreak_resistance_gain, false_refusal_change, preference_accuracy,
+        reward_margin, helpfulness_delta, kl_to_reference, signature_valid, artifact_scan_clean,
+        load_p50_ms, load_p95_ms, load_tokens_per_s, release_bytes);
     return t;
   }();
   return table;
