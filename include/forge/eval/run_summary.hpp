@@ -188,12 +188,10 @@ inline std::vector<before_after> recorded_comparisons(
       if (!std::filesystem::is_regular_file(c)) continue;
       const auto j = load_json(c);
       if (j.contains("bytes"))
-        out.push_back({"weight memory (MiB)",
-                       j["bytes"].value("model_before", 0.0) / 1048576.0,
+        out.push_back({"weight memory (MiB)", j["bytes"].value("model_before", 0.0) / 1048576.0,
                        j["bytes"].value("model_after", 0.0) / 1048576.0});
       if (j.contains("latency_ms_per_token") && j["latency_ms_per_token"].is_object())
-        out.push_back({"decode latency (ms/token)",
-                       j["latency_ms_per_token"].value("before", 0.0),
+        out.push_back({"decode latency (ms/token)", j["latency_ms_per_token"].value("before", 0.0),
                        j["latency_ms_per_token"].value("after", 0.0)});
       if (j.contains("perplexity"))
         out.push_back({"held-out perplexity", j["perplexity"].value("before", 0.0),
