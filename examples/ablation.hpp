@@ -29,7 +29,7 @@ using namespace forge;
 
 /// Command-line options shared by the ablation programs:
 ///   OUT_DIR [--seeds N] [--quick] [--only TEXT] [--seed K] [--merge DIR...]
-/// --only / --seed run a subset (variants whose name contains TEXT, seed K) so that runs can
+/// --only / --seed run a subset (the variant named TEXT, seed K) so that runs can
 /// be spread over processes; --merge combines the results.csv of such partial runs into
 /// OUT_DIR's table and charts without running anything.
 struct options {
@@ -74,7 +74,7 @@ struct setup {
   compress_data calibration;
   align_data preferences;
   bool quick = false;
-  std::string only;  ///< run only variants whose name contains this
+  std::string only;  ///< run only the variant of this name
   int seed = 0;      ///< run only this seed (0: all)
   std::int64_t adapt_steps = 200, align_steps = 150;
   double base_bytes = 0, base_latency_ms = 0;
@@ -163,7 +163,7 @@ inline void score(outcome& o, double base_mb, double base_latency_ms) {
 template <class P>
 void run(std::vector<outcome>& rs, const setup& s, const fs::path& out, const std::string& group,
          const std::string& variant, std::uint64_t seed, P p) {
-  if (!s.only.empty() && variant.find(s.only) == std::string::npos) return;
+  if (!s.only.empty() && variant != s.only) return;
   if (s.seed != 0 && std::uint64_t(s.seed) != seed) return;
   outcome o{.group = group, .variant = variant, .seed = seed};
   const fs::path dir = out / group / variant / ("seed" + std::to_string(seed));
