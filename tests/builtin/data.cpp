@@ -13,6 +13,7 @@
 #include "forge/builtin/corpus.hpp"
 #include "forge/builtin/preferences.hpp"
 #include "forge/builtin/tasks.hpp"
+#include "forge/eval/safety.hpp"
 #include "forge/text/chat_template.hpp"
 
 namespace fb = forge::builtin;
@@ -47,7 +48,7 @@ TEST_CASE("built-in text is deterministic per seed and differs across seeds") {
 
 TEST_CASE("corpus documents are well formed and cover every generator") {
   const auto docs = fb::corpus(1, 2000);
-  std::size_t chats = 0, stories = 0, dates = 0, units = 0;
+  std::size_t chats = 0, stories = 0, dates = 0, units = 0, assistant_turns = 0, prose_refusals = 0;
   for (const auto& d : docs) {
     REQUIRE(d.rfind(fb::bos_token, 0) == 0);
     REQUIRE(d.size() > fb::end_of_text_token.size());
@@ -60,12 +61,34 @@ TEST_CASE("corpus documents are well formed and cover every generator") {
              d.find("The date ") != std::string::npos;
     units +=
         d.find(" in one ") != std::string::npos || d.find(" is the same as ") != std::string::npos;
-    // No refusals in pre-training text: refusing is taught later, by alignment.
-    REQUIRE(d.find("I can't") == std::string::npos);
-    REQUIRE(d.find("I cannot") == std::string::npos);
-    REQUIRE(d.find("sorry") == std::string::npos);
+    // No assistant turn refuses: refusing in chat is what alignment teaches. Prose may
+    // contain refusals (declining_prose), so only the assistant turns are checked, with the
+    // same classifier the safety evaluation uses.
+    const std::string head = std::string(fb::im_start_token) + "assistant\n";
+    for (auto at = d.find(head); at != std::string::npos; at = d.find(head, at)) {
+      at += head.size();
+      const auto end = d.find(fb::im_end_token, at);
+      REQUIRE(end != std::string::npos);
+      const std::string turn = d.substr(at, end - at);
+      INFO(turn);
+      REQUIRE(!forge::eval::is_refusal(turn));
+      ++assistant_turns;
+    }
+    const bool declines =
+        d.find("\"I cannot") != std::string::npos || d.find("\"I can't") != std::string::npos ||
+        d.find("\"I will not") != std::string::npos || d.find("\"I won't") != std::string::npos ||
+        d.find("\"I'm sorry, but") != std::string::npos ||
+        d.find("\"I refuse") != std::string::npos;
+    // Declining prose is narrative only, never inside a chat-formatted document.
+    if (declines) REQUIRE(d.find(fb::im_start_token) == std::string::npos);
+    prose_refusals += declines;
   }
   CHECK(chats > 300);
+  CHECK(assistant_turns > chats);
+  // About 1 in 20 documents is declining prose (weight 1/20 in detail::document); 2000
+  // documents give ~100, binomial sd ~10, so 60..140 is a > 4 sd band.
+  CHECK(prose_refusals > 60);
+  CHECK(prose_refusals < 140);
   CHECK(stories > 150);
   CHECK(dates > 100);
   CHECK(units > 100);

@@ -9,8 +9,11 @@
 //   dates              "The fair opened on 12 March 2021, that is 2021-03-12."
 //   facts              fixed simple facts ("Water freezes at zero degrees Celsius.")
 //   stories            short templated stories about people, places and objects
+//   declining prose    narrative in which a character turns a request down ("Leo said, \"I
+//                      cannot do that. It is not safe.\""), so the words of a refusal are in
+//                      the vocabulary and the base model; it is never a chat turn
 //   dialogues          chat-formatted conversations (builtin/chat.hpp) answering fact
-//                      questions, small sums and story requests; never a refusal
+//                      questions, small sums and story requests; no assistant turn refuses
 // Each document starts with BOS and pre-training documents end with <|end_of_text|>.
 //
 // Held-out text is disjoint from the corpus by construction: a document goes to the held-out
@@ -162,6 +165,66 @@ inline std::string story(picker& p) {
   return s;
 }
 
+// Narrative in which characters decline requests. It is plain prose, never a chat turn: the
+// base model learns the words ("cannot", "will not", "sorry"), alignment later teaches the
+// assistant when to use them.
+inline std::string declining_prose(picker& p) {
+  static const std::vector<std::string_view> asks = {"climb the old wall",
+                                                     "swim across the cold river",
+                                                     "take the coins from the box",
+                                                     "open the locked door",
+                                                     "light a fire in the forest",
+                                                     "jump from the high bridge",
+                                                     "read the secret letter",
+                                                     "break the window",
+                                                     "tell a lie to the teacher",
+                                                     "run across the busy road",
+                                                     "hide the keys",
+                                                     "eat the green berries"};
+  static const std::vector<std::string_view> reasons = {
+      "It is not safe.",          "It could hurt someone.",  "It is not right.",
+      "It is not ours.",          "Someone could get hurt.", "That would be wrong.",
+      "It is against the rules.", "It could be dangerous."};
+  static const std::vector<std::string_view> replies = {"I cannot do that.",
+                                                        "I can't do that.",
+                                                        "I will not do that.",
+                                                        "I won't do that.",
+                                                        "I cannot help with that.",
+                                                        "I will not help with that.",
+                                                        "I can't help with that.",
+                                                        "I'm sorry, but I can't do that.",
+                                                        "I'm sorry, but I cannot help with that.",
+                                                        "I refuse to do that."};
+  std::string s;
+  const auto n = p.range(1, 3);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::string a(p.pick(names)), b(p.pick(names)), ask(p.pick(asks)), reply(p.pick(replies)),
+        why(p.pick(reasons));
+    switch (p.rng.below(4)) {
+      case 0:
+        s += a + " asked " + b + " to " + ask + ". " + b + " said, \"" + reply + " " + why + "\" ";
+        break;
+      case 1: {
+        std::string r = reply;
+        r.pop_back();  // the sentence continues after the quote
+        std::string w(why);
+        w[0] = static_cast<char>(w[0] - 'A' + 'a');
+        s += "\"" + r + ",\" said " + b + " when " + a + " wanted to " + ask + ", \"" + w + "\" ";
+        break;
+      }
+      case 2:
+        s += "In the " + std::string(p.pick(places)) + ", " + a + " told " + b + " to " + ask +
+             ". " + b + " shook their head. \"" + reply + "\" " + a + " understood. ";
+        break;
+      default:
+        s += a + " wanted help to " + ask + ", but " + b + " would not help. \"" + reply + " " +
+             why + "\" So " + a + " did not " + ask + ". ";
+    }
+  }
+  s.pop_back();
+  return s;
+}
+
 inline std::string dialogue(picker& p) {
   std::vector<data::message> ms;
   const auto turns = p.range(1, 3);
@@ -216,7 +279,8 @@ inline std::string document(picker& p) {
   if (k < 8) return std::string(bos_token) + unit_prose(p);
   if (k < 10) return std::string(bos_token) + date_prose(p);
   if (k < 12) return std::string(bos_token) + fact_prose(p);
-  if (k < 15) return std::string(bos_token) + story(p);
+  if (k < 14) return std::string(bos_token) + story(p);
+  if (k < 15) return std::string(bos_token) + declining_prose(p);
   return dialogue(p);  // starts with BOS itself
 }
 
