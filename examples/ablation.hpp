@@ -43,8 +43,8 @@ struct options {
 
 inline options parse_options(int argc, char** argv, int default_seeds) {
   if (argc < 2)
-    throw error({.what = "usage: OUT_DIR [--seeds N] [--quick] [--only TEXT] [--seed K] "
-                         "[--merge DIR...]"});
+    throw error(error_info{.what = "usage: OUT_DIR [--seeds N] [--quick] [--only TEXT] "
+                                   "[--seed K] [--merge DIR...]"});
   options o;
   o.out = argv[1];
   o.seeds = default_seeds;
@@ -61,7 +61,7 @@ inline options parse_options(int argc, char** argv, int default_seeds) {
     else if (a == "--merge")
       while (i + 1 < argc) o.merge.push_back(argv[++i]);
     else
-      throw error({.what = "unknown option", .found = a});
+      throw error(error_info{.what = "unknown option", .found = a});
   }
   return o;
 }
