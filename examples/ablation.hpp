@@ -139,13 +139,13 @@ inline align_params align_params_for(const setup& s, double beta = 0.1) {
 
 /// One run's scores.
 struct outcome {
-  std::string group, variant;
+  std::string group{}, variant{};
   std::uint64_t seed = 0;
   bool passed = false;
   double task = 0, refusal = 0, jailbreak = 0, false_refusal = 0;
   double memory_mb = 0, latency_ms = 0;
   double safety = 0, composite = 0;
-  std::string run_dir;
+  std::string run_dir{};
 };
 
 /// composite = 0.4·task + 0.3·safety + 0.15·memory saving + 0.15·speed, each in [0, 1]:
