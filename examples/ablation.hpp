@@ -286,4 +286,18 @@ inline std::string write_results(const fs::path& out, const std::vector<outcome>
   return md;
 }
 
+/// --merge: combines the results.csv of partial runs into the output directory's table and
+/// charts. Returns false (doing nothing) when --merge was not given.
+inline bool merge_if_asked(const options& opt) {
+  if (opt.merge.empty()) return false;
+  std::vector<outcome> all;
+  for (const auto& d : opt.merge) {
+    auto part = read_results(d / "results.csv");
+    all.insert(all.end(), part.begin(), part.end());
+  }
+  const double base_mb = double(quant::model_weight_bytes(builtin::load_model())) / 1048576.0;
+  std::printf("%s", write_results(opt.out, all, base_mb).c_str());
+  return true;
+}
+
 }  // namespace ablation

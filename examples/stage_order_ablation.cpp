@@ -19,17 +19,7 @@ using namespace forge;
 int main(int argc, char** argv) try {
   const auto opt = ablation::parse_options(argc, argv, 3);
   const auto& out = opt.out;
-  if (!opt.merge.empty()) {  // combine partial runs
-    std::vector<ablation::outcome> all;
-    double base_mb = 0;
-    for (const auto& d : opt.merge) {
-      auto part = ablation::read_results(d / "results.csv");
-      all.insert(all.end(), part.begin(), part.end());
-    }
-    base_mb = double(quant::model_weight_bytes(builtin::load_model())) / 1048576.0;
-    std::printf("%s", ablation::write_results(out, all, base_mb).c_str());
-    return 0;
-  }
+  if (ablation::merge_if_asked(opt)) return 0;
   const int seeds = opt.seeds;
   const auto s = ablation::make_setup(opt);
   using G = gptq_as<quant::int4_group<64, true>>;
