@@ -7,12 +7,39 @@
 // Reductions are defined to sum in rank order — ((v₀ + v₁) + v₂) + … — on every rank, so the
 // result has the same bits everywhere and does not depend on the transport's reduction tree:
 // the property that makes N-rank training reproduce one-process training exactly.
+//
+// Two operations have portable defaults that a transport may override: a started sum
+// (`start_all_reduce_sum`, which lets a trainer reduce the gradients of finished layers while
+// backward goes on; the default sums at once) and `all_gather` (the default broadcasts each
+// rank's block in turn).
 
 #include <cstddef>
+#include <memory>
 #include <span>
 #include <string>
+#include <vector>
+
+#include "forge/core/error.hpp"
 
 namespace forge::dist {
+
+/// A collective that was started and has not necessarily finished. Its buffer must stay
+/// alive and untouched until wait() has returned (or test() has returned true).
+class pending {
+ public:
+  virtual ~pending() = default;
+  /// Moves the operation on without blocking; true once it has finished.
+  virtual bool test() = 0;
+  /// Blocks until the operation has finished; forge::error on a transport timeout.
+  virtual void wait() = 0;
+};
+
+/// A pending operation that had already finished when it was returned.
+class finished final : public pending {
+ public:
+  bool test() override { return true; }
+  void wait() override {}
+};
 
 /// A fixed group of processes; every member calls each collective in the same order.
 class communicator {
@@ -32,6 +59,39 @@ class communicator {
   virtual void barrier() = 0;
   /// For reports: "single process", "mpi", ...
   virtual std::string name() const = 0;
+  /// Starts the rank-ordered sum of `v` (as all_reduce_sum) and returns without waiting
+  /// where the transport allows; every rank starts the same sums in the same order. The
+  /// default sums now and returns a finished operation.
+  virtual std::unique_ptr<pending> start_all_reduce_sum(std::span<float> v) {
+    all_reduce_sum(v);
+    return std::make_unique<finished>();
+  }
+  /// As above, for doubles.
+  virtual std::unique_ptr<pending> start_all_reduce_sum(std::span<double> v) {
+    all_reduce_sum(v);
+    return std::make_unique<finished>();
+  }
+  /// Moves started operations on (a transport that only progresses inside its calls needs
+  /// them; a trainer calls this between layers of the backward pass). Default: nothing.
+  virtual void progress() {}
+  /// Every rank's block of `bytes` to every rank: rank r's block is bytes[offsets[r],
+  /// offsets[r + 1]); `offsets` has size() + 1 ascending entries, the same on every rank.
+  /// The default broadcasts the blocks one after the other.
+  virtual void all_gather(std::span<std::byte> bytes, std::span<const std::size_t> offsets) {
+    require(offsets.size() == std::size_t(size()) + 1 && offsets.back() <= bytes.size(),
+            {.what = "all_gather offsets do not fit the buffer",
+             .place = "rank " + std::to_string(rank()),
+             .expected = std::to_string(size() + 1) + " ascending offsets within " +
+                         std::to_string(bytes.size()) + " bytes",
+             .found = std::to_string(offsets.size()) + " offsets"});
+    for (int r = 0; r < size(); ++r) {
+      require(offsets[std::size_t(r)] <= offsets[std::size_t(r) + 1],
+              {.what = "all_gather offsets must ascend", .place = "rank " + std::to_string(r)});
+      broadcast(bytes.subspan(offsets[std::size_t(r)],
+                              offsets[std::size_t(r) + 1] - offsets[std::size_t(r)]),
+                r);
+    }
+  }
   /// True on the rank that writes checkpoints, reports and artifacts (rank 0).
   bool writes() const { return rank() == 0; }
 };

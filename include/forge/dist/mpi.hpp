@@ -18,7 +18,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstddef>
+#include <deque>
+#include <memory>
 #include <span>
 #include <string>
 #include <thread>
@@ -93,18 +96,22 @@ struct mpi_options {
 class mpi_communicator final : public communicator {
  public:
   explicit mpi_communicator(mpi_options o = {}, MPI_Comm base = MPI_COMM_WORLD) : o_(o) {
-    detail::mpi_check(MPI_Comm_dup(base, &comm_), "comm_dup", -1);
-    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    for (MPI_Comm* c : {&comm_, &gather_comm_, &bcast_comm_}) {
+      detail::mpi_check(MPI_Comm_dup(base, c), "comm_dup", -1);
+      MPI_Comm_set_errhandler(*c, MPI_ERRORS_RETURN);
+    }
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
-    require(o_.bucket_elements > 0, {.what = "bucket size must be positive", .place = "mpi_options"});
+    require(o_.bucket_elements > 0,
+            {.what = "bucket size must be positive", .place = "mpi_options"});
   }
   mpi_communicator(const mpi_communicator&) = delete;
   mpi_communicator& operator=(const mpi_communicator&) = delete;
   ~mpi_communicator() override {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized) MPI_Comm_free(&comm_);
+    if (!finalized)
+      for (MPI_Comm* c : {&comm_, &gather_comm_, &bcast_comm_}) MPI_Comm_free(c);
   }
 
   int rank() const override { return rank_; }
@@ -126,6 +133,29 @@ class mpi_communicator final : public communicator {
     wait(r, "barrier");
   }
   std::string name() const override { return "mpi"; }
+  /// Starts the rank-ordered sum with non-blocking MPI collectives, bucket by bucket: a
+  /// gather to rank 0, the ordered add there, a broadcast back. MPI moves them on inside
+  /// MPI calls only, so a caller overlapping them with work calls progress() now and then.
+  std::unique_ptr<pending> start_all_reduce_sum(std::span<float> v) override { return start(v); }
+  std::unique_ptr<pending> start_all_reduce_sum(std::span<double> v) override { return start(v); }
+  void progress() override { advance(); }
+  /// MPI_Allgatherv in place (blocks over 2³¹ bytes go through the broadcasts of the base).
+  void all_gather(std::span<std::byte> bytes, std::span<const std::size_t> offsets) override {
+    bool fits = offsets.size() == std::size_t(size_) + 1 && offsets.back() <= bytes.size() &&
+                offsets.back() <= std::size_t(INT_MAX);
+    std::vector<int> counts, displs;
+    for (int r = 0; fits && r < size_; ++r) {
+      fits = offsets[std::size_t(r)] <= offsets[std::size_t(r) + 1];
+      counts.push_back(int(offsets[std::size_t(r) + 1] - offsets[std::size_t(r)]));
+      displs.push_back(int(offsets[std::size_t(r)]));
+    }
+    if (!fits) return communicator::all_gather(bytes, offsets);  // checks and says why
+    MPI_Request r;
+    detail::mpi_check(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, bytes.data(),
+                                      counts.data(), displs.data(), MPI_BYTE, comm_, &r),
+                      "all_gather", rank_);
+    wait(r, "all-gather");
+  }
   /// Ends every process of the group (after an error on one rank, so none waits).
   [[noreturn]] void abort(int code) const {
     MPI_Abort(comm_, code);
@@ -136,22 +166,120 @@ class mpi_communicator final : public communicator {
   static constexpr std::size_t chunk_bytes = std::size_t(1) << 28;
 
   void wait(MPI_Request& r, const char* what) const {
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                              std::chrono::duration<double>(o_.timeout_s));
+    const auto end = deadline();
     for (int spins = 0;; ++spins) {
       int done = 0;
       detail::mpi_check(MPI_Test(&r, &done, MPI_STATUS_IGNORE), what, rank_);
       if (done) return;
-      if (std::chrono::steady_clock::now() > deadline) {
+      if (std::chrono::steady_clock::now() > end) {
         MPI_Cancel(&r);
-        throw error({.what = std::string("a rank did not take part in the ") + what + " in time",
-                     .place = "rank " + std::to_string(rank_) + " of " + std::to_string(size_),
-                     .expected = "every rank within " + std::to_string(o_.timeout_s) + " s",
-                     .found = "no answer (a rank died or is stuck)"});
+        timed_out(what);
       }
       if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
+  }
+
+  // One bucket of a started sum. Gathers run on gather_comm_ and broadcasts on bcast_comm_:
+  // rank 0 may start the next bucket's gather before it can broadcast this one's sum, and
+  // MPI wants the collectives of one communicator started in the same order on every rank.
+  struct chunk {
+    void* x = nullptr;
+    std::size_t n = 0;
+    MPI_Datatype type{};
+    std::vector<std::byte> gathered{};  // rank 0: every rank's n values
+    void (*add)(chunk&, int) = nullptr;
+    MPI_Request req = MPI_REQUEST_NULL;
+    enum { gathering, gathered_all, broadcasting, done } stage = gathering;
+  };
+
+  template <class T>
+  static void add_in_rank_order(chunk& c, int ranks) {
+    T* x = static_cast<T*>(c.x);
+    const T* g = reinterpret_cast<const T*>(c.gathered.data());
+    for (std::size_t i = 0; i < c.n; ++i) {
+      T s = g[i];
+      for (int k = 1; k < ranks; ++k) s += g[std::size_t(k) * c.n + i];
+      x[i] = s;
+    }
+  }
+
+  class mpi_pending final : public pending {
+   public:
+    explicit mpi_pending(mpi_communicator& c) : c_(c) {}
+    bool test() override {
+      c_.advance();
+      return std::all_of(chunks_.begin(), chunks_.end(),
+                         [](const auto& k) { return k->stage == chunk::done; });
+    }
+    void wait() override {
+      const auto deadline = c_.deadline();
+      for (int spins = 0; !test(); ++spins) {
+        if (std::chrono::steady_clock::now() > deadline) c_.timed_out("gradient reduction");
+        if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
+    std::vector<std::shared_ptr<chunk>> chunks_;
+
+   private:
+    mpi_communicator& c_;
+  };
+
+  template <class T>
+  std::unique_ptr<pending> start(std::span<T> v) {
+    if (size_ == 1) return std::make_unique<finished>();
+    auto p = std::make_unique<mpi_pending>(*this);
+    for (std::size_t at = 0; at < v.size(); at += o_.bucket_elements) {
+      auto c = std::make_shared<chunk>();
+      c->x = v.data() + at;
+      c->n = std::min(o_.bucket_elements, v.size() - at);
+      c->type = detail::mpi_type<T>();
+      c->add = &add_in_rank_order<T>;
+      if (rank_ == 0) c->gathered.resize(c->n * std::size_t(size_) * sizeof(T));
+      detail::mpi_check(
+          MPI_Igather(c->x, int(c->n), c->type, rank_ == 0 ? c->gathered.data() : nullptr,
+                      int(c->n), c->type, 0, gather_comm_, &c->req),
+          "gather", rank_);
+      inflight_.push_back(c);
+      p->chunks_.push_back(std::move(c));
+    }
+    advance();
+    return p;
+  }
+
+  // Moves every started bucket on; broadcasts start strictly in the order of the gathers.
+  void advance() {
+    bool in_order = true;
+    for (auto& c : inflight_) {
+      int flag = 0;
+      if (c->stage == chunk::gathering) {
+        detail::mpi_check(MPI_Test(&c->req, &flag, MPI_STATUS_IGNORE), "gather", rank_);
+        if (flag) c->stage = chunk::gathered_all;
+      }
+      if (c->stage == chunk::gathered_all && in_order) {
+        if (rank_ == 0) c->add(*c, size_);
+        detail::mpi_check(MPI_Ibcast(c->x, int(c->n), c->type, 0, bcast_comm_, &c->req),
+                          "broadcast", rank_);
+        c->stage = chunk::broadcasting;
+      }
+      if (c->stage == chunk::broadcasting) {
+        detail::mpi_check(MPI_Test(&c->req, &flag, MPI_STATUS_IGNORE), "broadcast", rank_);
+        if (flag) c->stage = chunk::done;
+      }
+      if (c->stage < chunk::broadcasting) in_order = false;
+    }
+    while (!inflight_.empty() && inflight_.front()->stage == chunk::done) inflight_.pop_front();
+  }
+
+  std::chrono::steady_clock::time_point deadline() const {
+    return std::chrono::steady_clock::now() +
+           std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+               std::chrono::duration<double>(o_.timeout_s));
+  }
+  [[noreturn]] void timed_out(const char* what) const {
+    throw error({.what = std::string("a rank did not take part in the ") + what + " in time",
+                 .place = "rank " + std::to_string(rank_) + " of " + std::to_string(size_),
+                 .expected = "every rank within " + std::to_string(o_.timeout_s) + " s",
+                 .found = "no answer (a rank died or is stuck)"});
   }
 
   template <class T>
@@ -180,7 +308,8 @@ class mpi_communicator final : public communicator {
   }
 
   mpi_options o_;
-  MPI_Comm comm_{};
+  MPI_Comm comm_{}, gather_comm_{}, bcast_comm_{};
+  std::deque<std::shared_ptr<chunk>> inflight_;
   int rank_ = 0, size_ = 1;
   std::vector<std::byte> gathered_;
 };

@@ -25,9 +25,11 @@
 #include "forge/adapters/lora.hpp"
 #include "forge/core/progress.hpp"
 #include "forge/core/rng.hpp"
+#include "forge/dist/communicator.hpp"
+#include "forge/dist/gradient_buckets.hpp"
+#include "forge/dist/zero1.hpp"
 #include "forge/objectives/sft.hpp"
 #include "forge/train/checkpoint.hpp"
-#include "forge/dist/communicator.hpp"
 #include "forge/train/clip.hpp"
 #include "forge/train/schedule.hpp"
 
@@ -71,6 +73,14 @@ struct trainer_options {
   /// the group size) — the sums are then the same two-term sums in the same order — and within
   /// float rounding of the accumulation order otherwise.
   dist::communicator* comm = nullptr;
+  /// With comm: gradient buckets and whether they travel while backward runs (same bits
+  /// either way).
+  dist::reduce_options reduce{};
+  /// With comm: ZeRO-1 — each rank keeps the AdamW state of its 1/N of the parameter values
+  /// and updates only those; the updated values are then broadcast from their owners. Same
+  /// bits as unsharded training; optimizer memory per rank about 1/N (see
+  /// train_result::optimizer_state_bytes). Checkpoints stay in the unsharded format.
+  bool shard_optimizer = false;
 };
 
 /// What a run did.
@@ -80,8 +90,10 @@ struct train_result {
   bool stopped_early = false;  ///< early stopping ended the run
   std::vector<log_entry> log{};
   std::vector<eval_entry> evals{};
-  std::int64_t tokens = 0;  ///< tokens processed in this process
-  double seconds = 0;       ///< wall time in this process
+  std::int64_t tokens = 0;                ///< tokens processed in this process
+  double seconds = 0;                     ///< wall time in this process
+  dist::reduce_stats reduce{};            ///< gradient reductions of this process (comm)
+  std::size_t optimizer_state_bytes = 0;  ///< AdamW state held by this process
   double tokens_per_second() const { return seconds > 0 ? double(tokens) / seconds : 0.0; }
 };
 
@@ -116,23 +128,9 @@ inline std::filesystem::path checkpoint_path(const std::filesystem::path& dir) {
 
 namespace detail {
 
-/// Sums a step's gradients (one flat buffer, so one collective per bucket), loss, token
-/// count and non-finite count over the group, in rank order.
-template <class T>
-void reduce_step(dist::communicator& c, const std::vector<trainable<T>>& ps, double& loss,
-                 std::int64_t& tokens, double& nonfinite) {
-  std::size_t n = 0;
-  for (const auto& p : ps) n += p.grad.size();
-  std::vector<T> flat;
-  flat.reserve(n);
-  for (const auto& p : ps) flat.insert(flat.end(), p.grad.begin(), p.grad.end());
-  c.all_reduce_sum(std::span<T>(flat));
-  std::size_t at = 0;
-  for (const auto& p : ps) {
-    std::copy(flat.begin() + std::ptrdiff_t(at), flat.begin() + std::ptrdiff_t(at + p.grad.size()),
-              p.grad.begin());
-    at += p.grad.size();
-  }
+/// Sums a step's loss, token count and non-finite count over the group, in rank order.
+inline void reduce_scalars(dist::communicator& c, double& loss, std::int64_t& tokens,
+                           double& nonfinite) {
   double scalars[3] = {loss, double(tokens), nonfinite};
   c.all_reduce_sum(std::span<double>(scalars));
   loss = scalars[0], tokens = std::int64_t(scalars[1]), nonfinite = scalars[2];
@@ -162,15 +160,20 @@ train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
            .expected = "a multiple of " + std::to_string(world),
            .found = std::to_string(o.grad_accum)});
   const std::int64_t per_rank = o.grad_accum / world;
-  adamw<T> opt(std::move(params), o.optim);
+  // With a group: AdamW state sharded (ZeRO-1) or not, and the gradient buckets.
+  dist::sharded_adamw<T> opt(std::move(params), o.optim,
+                             world > 1 && o.shard_optimizer ? o.comm : nullptr);
+  std::optional<dist::gradient_buckets<T>> buckets;
+  if (world > 1) buckets.emplace(*o.comm, m, opt.params(), o.reduce);
   schedule sched = o.sched;
   if (sched.total_steps == 0) sched.total_steps = o.max_steps;
   trainer_state st;
   st.seed = o.seed;
   train_result res;
+  res.optimizer_state_bytes = opt.state_bytes();
   const auto ckpt = o.out_dir.empty() ? std::filesystem::path() : checkpoint_path(o.out_dir);
   if (!ckpt.empty() && o.resume && std::filesystem::exists(ckpt)) {
-    st = load_checkpoint(ckpt, opt);
+    st = opt.load(ckpt);
     require(st.seed == o.seed, {.what = "checkpoint was made with another seed",
                                 .file = ckpt.string(),
                                 .expected = std::to_string(o.seed),
@@ -224,9 +227,9 @@ train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
     return stop;
   };
   auto save = [&] {
-    if (ckpt.empty() || !writer) return;
-    save_checkpoint(ckpt, opt, st);
-    write_loss_curve(o.out_dir, st.log, st.evals);
+    if (ckpt.empty()) return;
+    if (writer || opt.sharded()) opt.save(ckpt, st);  // sharded: collective, rank 0 writes
+    if (writer) write_loss_curve(o.out_dir, st.log, st.evals);
   };
 
   std::optional<progress> bar;
@@ -251,22 +254,31 @@ train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
     // This rank's block of micro-batches. Each micro-batch's gradient is computed from zero
     // and added to the step's sum in micro-batch order, so the sum's bits do not depend on
     // how backward accumulates internally, nor on how the micro-batches are spread over ranks.
+    // In a group, the backward of the rank's last micro-batch reduces the gradient buckets
+    // as its layers finish.
     double loss = 0, nonfinite = 0;
     std::int64_t tokens = 0;
     std::vector<std::vector<T>> sum;
+    const auto& ps = opt.params();
+    std::int64_t last_mb = -1;  // this rank's last micro-batch with targets
+    for (std::int64_t j = rank * per_rank; j < (rank + 1) * per_rank; ++j)
+      if (micro[std::size_t(j)].targets() > 0) last_mb = j;
     for (std::int64_t j = rank * per_rank; j < (rank + 1) * per_rank; ++j) {
       const auto& mb = micro[std::size_t(j)];
       const auto t = mb.targets();
       if (t == 0) continue;
-      zero_grads(opt.params());
+      zero_grads(ps);
       if (lora) lora->set_dropout_step(std::uint64_t(st.step * o.grad_accum + j));
       const double w = double(t) / double(targets);
       const double l = objectives::sft_forward_loss(be, m, ws, mb, w, true, o.recompute);
       if (!std::isfinite(l)) nonfinite += 1;
-      model::backward(be, m, ws);
       loss += l * w;
       for (auto v : mb.attention_mask) tokens += v;
-      const auto& ps = opt.params();
+      if (buckets && j == last_mb) {
+        buckets->backward_and_reduce(be, ws, sum.empty() ? nullptr : &sum);
+        break;
+      }
+      model::backward(be, m, ws);
       if (sum.empty()) {
         for (const auto& p : ps) sum.emplace_back(p.grad.begin(), p.grad.end());
       } else {
@@ -274,16 +286,20 @@ train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
           for (std::size_t i = 0; i < ps[k].grad.size(); ++i) sum[k][i] += ps[k].grad[i];
       }
     }
-    {
-      const auto& ps = opt.params();
-      for (std::size_t k = 0; k < ps.size(); ++k)
+    if (buckets && last_mb < 0) {  // nothing to train on this rank in this step: add zeros
+      zero_grads(ps);
+      buckets->reduce(nullptr);
+    }
+    if (!buckets) {
+      for (std::size_t k = 0; k < ps.size(); ++k) {
         if (sum.empty())
           std::fill(ps[k].grad.begin(), ps[k].grad.end(), T(0));
         else
           std::copy(sum[k].begin(), sum[k].end(), ps[k].grad.begin());
+      }
     }
     res.tokens += tokens;
-    if (world > 1) detail::reduce_step(*o.comm, opt.params(), loss, tokens, nonfinite);
+    if (world > 1) detail::reduce_scalars(*o.comm, loss, tokens, nonfinite);
     if (nonfinite > 0) {
       if (lora) lora->train(false);
       throw error({.what = "training loss is not finite; stopped",
@@ -318,6 +334,7 @@ train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
   if (lora) lora->train(false);
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   res.steps = st.step;
+  if (buckets) res.reduce = buckets->stats();
   res.stopped_early = stopped;
   res.log = st.log;
   res.evals = st.evals;
