@@ -1,8 +1,14 @@
 // Test program (not library code), run under mpirun by data_parallel.cpp and alone as the
-// one-process reference: LoRA SFT of a tiny model on the tiny upper-case task with the
-// trainer's data parallelism; rank 0 writes the trained adapter weights and the loss log.
+// one-process reference: LoRA SFT of a tiny model on the tiny upper-case task (or DPO / KTO
+// on tiny preference pairs, or full fine-tuning) with the trainers' data parallelism; rank 0
+// writes the trained weights, the loss log and the reduction statistics.
 //
-//   dist_worker OUT_DIR GRAD_ACCUM STEPS [HALT_AFTER [DIE_AFTER_ON_RANK1]]
+//   dist_worker OUT_DIR GRAD_ACCUM STEPS [HALT_AFTER [DIE_AFTER_ON_RANK1]] [FLAGS]
+//   FLAGS: --dpo | --kto     preference training instead of SFT
+//          --full            full fine-tuning (every parameter) instead of LoRA
+//          --zero1           optimizer state sharded over the ranks
+//          --no-overlap      reduce after backward instead of during it
+//          --bucket=N        gradient bucket size in values
 //
 // DIE_AFTER_ON_RANK1 > 0: rank 1 stops after that step and exits with status 3 without a
 // word to the others (a crashed process); the others must stop with an error, not hang.
@@ -12,11 +18,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
+#include "align/tiny_preferences.hpp"
 #include "forge/adapters/lora.hpp"
 #include "forge/dist/mpi.hpp"
 #include "forge/io/atomic_file.hpp"
 #include "forge/model/init.hpp"
+#include "forge/train/preference_trainer.hpp"
 #include "forge/train/trainer.hpp"
 #include "train/tiny_task.hpp"
 
@@ -26,50 +35,113 @@ using be_t = backend::simd<>;
 int main(int argc, char** argv) {
   dist::mpi_environment env(&argc, &argv);
   dist::mpi_communicator comm({.timeout_s = 10});
-  if (argc < 4) {
-    std::fprintf(stderr, "usage: dist_worker OUT_DIR GRAD_ACCUM STEPS [HALT_AFTER [DIE]]\n");
+  std::vector<std::string> pos;
+  bool dpo = false, kto = false, full = false, zero1 = false, overlap = true;
+  std::size_t bucket = 1 << 18;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--dpo")
+      dpo = true;
+    else if (a == "--kto")
+      kto = true;
+    else if (a == "--full")
+      full = true;
+    else if (a == "--zero1")
+      zero1 = true;
+    else if (a == "--no-overlap")
+      overlap = false;
+    else if (a.rfind("--bucket=", 0) == 0)
+      bucket = std::size_t(std::atoll(a.c_str() + 9));
+    else
+      pos.push_back(a);
+  }
+  if (pos.size() < 3) {
+    std::fprintf(stderr,
+                 "usage: dist_worker OUT_DIR GRAD_ACCUM STEPS [HALT_AFTER [DIE]] [FLAGS]\n");
     return 1;
   }
-  const std::filesystem::path out = argv[1];
-  const std::int64_t accum = std::atoll(argv[2]), steps = std::atoll(argv[3]);
-  const std::int64_t halt = argc > 4 ? std::atoll(argv[4]) : 0;
-  const std::int64_t die = argc > 5 ? std::atoll(argv[5]) : 0;
+  const std::filesystem::path out = pos[0];
+  const std::int64_t accum = std::atoll(pos[1].c_str()), steps = std::atoll(pos[2].c_str());
+  const std::int64_t halt = pos.size() > 3 ? std::atoll(pos[3].c_str()) : 0;
+  const std::int64_t die = pos.size() > 4 ? std::atoll(pos[4].c_str()) : 0;
   omp_set_num_threads(1);  // kernels' reductions then do not depend on the core count
   try {
     auto m = model::random_model<float>(test::tiny_config(32), {.seed = 2});
-    auto set = adapters::attach_lora(
-        be_t{}, m, {.rank = 4, .alpha = 8, .dropout = 0.1, .target_modules = {"all-linear"}}, 4);
-    for (auto& mod : set.modules)
-      for (auto& v : mod->B) v = 0.01f;  // start away from B = 0 so every tensor moves
-    const auto data = test::upper_task(64, 1, 1);
-    const auto val = test::upper_task(16, 1, 2);
-    train::trainer_options o{.max_steps = steps,
-                             .batch_size = 4,
-                             .grad_accum = accum,
-                             .optim = {.lr = 5e-3},
-                             .sched = {.kind = train::schedule_kind::cosine, .warmup_steps = 2},
-                             .checkpoint_every = 1,
-                             .out_dir = out,
-                             .seed = 11,
-                             .pad_id = test::tiny_pad,
-                             .halt_after = comm.rank() == 1 && die > 0 ? die : halt,
-                             .comm = &comm};
-    auto r = train::train_sft(be_t{}, m, train::lora_parameters(set), &set, data, val, o);
+    adapters::lora_set<float> set;
+    std::vector<train::trainable<float>> params;
+    if (full) {
+      params = train::model_parameters(m);
+    } else {
+      set = adapters::attach_lora(
+          be_t{}, m, {.rank = 4, .alpha = 8, .dropout = 0.1, .target_modules = {"all-linear"}}, 4);
+      for (auto& mod : set.modules)
+        for (auto& v : mod->B) v = 0.01f;  // start away from B = 0 so every tensor moves
+      params = train::lora_parameters(set);
+    }
+    const std::int64_t halt_after = comm.rank() == 1 && die > 0 ? die : halt;
+    const dist::reduce_options reduce{.overlap = overlap, .bucket_elements = bucket};
+    std::vector<train::log_entry> log;
+    dist::reduce_stats stats;
+    std::size_t state_bytes = 0;
+    if (dpo || kto) {
+      const auto pairs = test::tiny_preferences(24, 5, 1);
+      const auto val = test::tiny_preferences(8, 5, 2);
+      train::preference_trainer_options o{
+          .objective = {.kto = kto, .pair = {.beta = 0.1}},
+          .max_steps = steps,
+          .batch_size = 2,
+          .grad_accum = accum,
+          .optim = {.lr = 5e-3},
+          .sched = {.kind = train::schedule_kind::cosine, .warmup_steps = 2},
+          .eval_every = 3,
+          .checkpoint_every = 1,
+          .out_dir = out,
+          .seed = 11,
+          .pad_id = test::tiny_pad,
+          .halt_after = halt_after,
+          .comm = &comm,
+          .reduce = reduce,
+          .shard_optimizer = zero1};
+      auto r = train::train_preference(be_t{}, m, params, full ? nullptr : &set, pairs, val, o);
+      log = r.log, stats = r.reduce, state_bytes = r.optimizer_state_bytes;
+    } else {
+      const auto data = test::upper_task(64, 1, 1);
+      const auto val = test::upper_task(16, 1, 2);
+      train::trainer_options o{.max_steps = steps,
+                               .batch_size = 4,
+                               .grad_accum = accum,
+                               .optim = {.lr = 5e-3},
+                               .sched = {.kind = train::schedule_kind::cosine, .warmup_steps = 2},
+                               .checkpoint_every = 1,
+                               .out_dir = out,
+                               .seed = 11,
+                               .pad_id = test::tiny_pad,
+                               .halt_after = halt_after,
+                               .comm = &comm,
+                               .reduce = reduce,
+                               .shard_optimizer = zero1};
+      auto r = train::train_sft(be_t{}, m, params, full ? nullptr : &set, data, val, o);
+      log = r.log, stats = r.reduce, state_bytes = r.optimizer_state_bytes;
+    }
     if (comm.rank() == 1 && die > 0) std::_Exit(3);  // crash: no finalize, no goodbye
+    // Every rank reports its statistics; rank 0 also the weights and the log.
+    char line[160];
+    std::snprintf(line, sizeof line, "%lld %lld %.6f %zu\n", (long long)stats.buckets,
+                  (long long)stats.buckets_early, stats.wait_seconds, state_bytes);
+    io::write_atomic(out / ("stats." + std::to_string(comm.rank()) + ".txt"), line);
     if (comm.writes()) {
       std::string w;
-      for (auto& mod : set.modules)
-        for (const auto* v : {&mod->A, &mod->B})
-          w.append(reinterpret_cast<const char*>(v->data()), v->size() * sizeof(float));
+      for (const auto& p : params)
+        w.append(reinterpret_cast<const char*>(p.value.data()), p.value.size() * sizeof(float));
       io::write_atomic(out / "weights.bin", w);
-      std::string log;
-      for (auto& e : r.log) {
+      std::string text;
+      for (auto& e : log) {
         char b[96];
         std::snprintf(b, sizeof b, "%lld %.9g %lld\n", (long long)e.step, e.loss,
                       (long long)e.tokens);
-        log += b;
+        text += b;
       }
-      io::write_atomic(out / "log.txt", log);
+      io::write_atomic(out / "log.txt", text);
     }
     return 0;
   } catch (const std::exception& e) {

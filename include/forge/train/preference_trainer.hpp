@@ -41,6 +41,9 @@
 #include "forge/core/progress.hpp"
 #include "forge/core/rng.hpp"
 #include "forge/data/preference.hpp"
+#include "forge/dist/communicator.hpp"
+#include "forge/dist/gradient_buckets.hpp"
+#include "forge/dist/zero1.hpp"
 #include "forge/objectives/preference.hpp"
 #include "forge/train/checkpoint.hpp"
 #include "forge/train/clip.hpp"
@@ -157,23 +160,43 @@ reference_cache live_reference(
 
 /// The reference cache of every example (one pair, or one KL row, per forward), computed
 /// from `m` with the adapters of `trained` off (all when null). `kto` adds the KL rows of the 2n
-/// unpaired examples.
+/// unpaired examples. With a group `comm`, each rank computes a contiguous 1/N of the
+/// entries and the blocks are then gathered, so every rank holds the whole cache; each entry
+/// comes from the same one-example forward as without a group, so the values are the same.
 template <class T, class Bk>
 reference_cache compute_reference_cache(
     Bk be, model::causal_lm<T>& m, std::span<const data::preference_example> xs, bool kto,
-    std::int32_t pad, const std::type_identity_t<adapters::lora_set<T>>* trained = nullptr) {
+    std::int32_t pad, const std::type_identity_t<adapters::lora_set<T>>* trained = nullptr,
+    dist::communicator* comm = nullptr) {
+  const std::size_t world = comm ? std::size_t(comm->size()) : 1,
+                    rank = comm ? std::size_t(comm->rank()) : 0;
+  // Entries [block(r), block(r + 1)) of `n` are rank r's.
+  auto block = [world](std::size_t n, std::size_t r) { return n * r / world; };
+  auto gather = [&](std::vector<double>& v) {
+    if (world == 1) return;
+    std::vector<std::size_t> at;
+    for (std::size_t r = 0; r <= world; ++r) at.push_back(block(v.size(), r) * sizeof(double));
+    comm->all_gather(std::as_writable_bytes(std::span(v)), at);
+  };
   reference_cache c;
-  for (std::size_t i = 0; i < xs.size(); ++i) {
+  c.chosen.assign(xs.size(), 0.0);
+  c.rejected.assign(xs.size(), 0.0);
+  for (std::size_t i = block(xs.size(), rank); i < block(xs.size(), rank + 1); ++i) {
     const std::size_t one[1] = {i};
     auto r = live_reference(be, m, xs, one, {}, pad, trained);
-    c.chosen.push_back(r.chosen[0]);
-    c.rejected.push_back(r.rejected[0]);
+    c.chosen[i] = r.chosen[0];
+    c.rejected[i] = r.rejected[0];
   }
-  if (kto)
-    for (std::size_t k = 0; k < 2 * xs.size(); ++k) {
+  gather(c.chosen);
+  gather(c.rejected);
+  if (kto) {
+    c.kl.assign(2 * xs.size(), 0.0);
+    for (std::size_t k = block(c.kl.size(), rank); k < block(c.kl.size(), rank + 1); ++k) {
       const std::size_t one[1] = {k};
-      c.kl.push_back(live_reference(be, m, xs, {}, one, pad, trained).kl[0]);
+      c.kl[k] = live_reference(be, m, xs, {}, one, pad, trained).kl[0];
     }
+    gather(c.kl);
+  }
   return c;
 }
 
@@ -305,6 +328,14 @@ struct preference_trainer_options {
   bool show_progress = false;
   std::int64_t halt_after = 0;  ///< >0: checkpoint and return after this step (a pause)
   bool resume = true;           ///< continue from out_dir/checkpoint.safetensors if present
+  /// Data parallelism, as trainer_options::comm: each step's grad_accum micro-batches are
+  /// split into contiguous blocks, one per rank (grad_accum a multiple of the group size);
+  /// the reference cache is computed 1/N per rank and gathered; gradients (in buckets while
+  /// backward runs), loss and token counts are summed in rank order; only rank 0 writes.
+  /// Bit for bit one process's result when each rank holds one micro-batch per step.
+  dist::communicator* comm = nullptr;
+  dist::reduce_options reduce{};  ///< with comm: gradient buckets, overlap
+  bool shard_optimizer = false;   ///< with comm: ZeRO-1 (see trainer_options)
 };
 
 /// What a preference run did.
@@ -318,6 +349,8 @@ struct preference_train_result {
   double reference_seconds = 0;     ///< wall time spent on reference log-probs
   std::size_t skipped_nonfinite_reference = 0;  ///< pairs dropped: cached reference not finite
   std::size_t reference_cache_bytes = 0;
+  dist::reduce_stats reduce{};            ///< gradient reductions of this process (comm)
+  std::size_t optimizer_state_bytes = 0;  ///< AdamW state held by this process
   double tokens_per_second() const { return seconds > 0 ? double(tokens) / seconds : 0.0; }
 };
 
@@ -352,12 +385,20 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
            .place = "preference_trainer_options.reference",
            .expected = "reference_mode::cached, or a LoRA set",
            .found = "live without adapters"});
+  const int world = o.comm ? o.comm->size() : 1, rank = o.comm ? o.comm->rank() : 0;
+  const bool writer = rank == 0;
+  require(o.grad_accum % world == 0,
+          {.what = "grad_accum must be a multiple of the number of data-parallel ranks",
+           .place = "preference_trainer_options.grad_accum",
+           .expected = "a multiple of " + std::to_string(world),
+           .found = std::to_string(o.grad_accum)});
+  const std::int64_t per_rank = o.grad_accum / world;
   preference_train_result res;
   const auto t_ref0 = std::chrono::steady_clock::now();
   reference_cache own;
   if (obj.needs_reference() && !live && !cache) {
     if (lora) lora->train(false);
-    own = compute_reference_cache(be, m, train, obj.kto, o.pad_id, lora);
+    own = compute_reference_cache(be, m, train, obj.kto, o.pad_id, lora, o.comm);
     cache = &own;
   }
   res.reference_seconds =
@@ -391,14 +432,18 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
   require(!usable.empty(), {.what = "no preference pair has a finite reference log-probability",
                             .place = "train_preference"});
 
-  adamw<T> opt(std::move(params), o.optim);
+  dist::sharded_adamw<T> opt(std::move(params), o.optim,
+                             world > 1 && o.shard_optimizer ? o.comm : nullptr);
+  std::optional<dist::gradient_buckets<T>> buckets;
+  if (world > 1) buckets.emplace(*o.comm, m, opt.params(), o.reduce);
+  res.optimizer_state_bytes = opt.state_bytes();
   schedule sched = o.sched;
   if (sched.total_steps == 0) sched.total_steps = o.max_steps;
   trainer_state st;
   st.seed = o.seed;
   const auto ckpt = o.out_dir.empty() ? std::filesystem::path() : checkpoint_path(o.out_dir);
   if (!ckpt.empty() && o.resume && std::filesystem::exists(ckpt)) {
-    st = load_checkpoint(ckpt, opt);
+    st = opt.load(ckpt);
     require(st.seed == o.seed, {.what = "checkpoint was made with another seed",
                                 .file = ckpt.string(),
                                 .expected = std::to_string(o.seed),
@@ -443,7 +488,7 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
     e.metrics["loss"] = tr.loss;
     if (!val.empty()) {
       if (!live && obj.needs_reference() && !val_cached) {
-        val_cache = compute_reference_cache(be, m, val, false, o.pad_id, lora);
+        val_cache = compute_reference_cache(be, m, val, false, o.pad_id, lora, o.comm);
         val_cached = true;
       }
       const auto v = evaluate_preferences(be, m, val, obj, live ? nullptr : &val_cache,
@@ -456,24 +501,51 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
   };
   auto save = [&] {
     if (ckpt.empty()) return;
-    save_checkpoint(ckpt, opt, st);
-    write_loss_curve(o.out_dir, st.log, st.evals);
+    if (writer || opt.sharded()) opt.save(ckpt, st);  // sharded: collective, rank 0 writes
+    if (writer) write_loss_curve(o.out_dir, st.log, st.evals);
   };
 
   std::optional<progress> bar;
-  if (o.show_progress) bar.emplace("align", std::uint64_t(o.max_steps - st.step));
+  if (o.show_progress && writer) bar.emplace("align", std::uint64_t(o.max_steps - st.step));
   const auto t0 = std::chrono::steady_clock::now();
   model::workspace<T> ws, ws_kl;
   if (lora) lora->train(true);
   const double accum_scale = 1.0 / double(o.grad_accum);
   while (st.step < o.max_steps) {
-    zero_grads(opt.params());
-    double loss = 0;
+    // Each micro-batch's gradient is computed from zero and added to the step's sum in
+    // micro-batch order (as train_sft does), so the sum does not depend on how the
+    // micro-batches are spread over ranks; this rank takes micro-batches [rank·k, rank·k + k).
+    const auto& ps = opt.params();
+    std::vector<std::vector<T>> sum;
+    double loss = 0, nonfinite = 0, first_bad = 0;
     std::int64_t tokens = 0;
-    for (std::int64_t j = 0; j < o.grad_accum; ++j) {
-      std::vector<std::size_t> pick;
+    const std::int64_t first = rank * per_rank, last_mb = first + per_rank - 1;
+    std::vector<std::vector<std::size_t>> picks(std::size_t(o.grad_accum));
+    for (auto& pick : picks)
       for (std::int64_t i = 0; i < o.batch_size; ++i)
         pick.push_back(example_at(st.examples_seen++));
+    // After this micro-batch's backward (or none, when its loss is not finite): into the sum,
+    // or for the rank's last one, the group's reduction.
+    auto add_gradient = [&](std::int64_t j, bool ran_backward) {
+      if (buckets && j == last_mb) {
+        if (ran_backward)
+          buckets->backward_and_reduce(be, ws, sum.empty() ? nullptr : &sum);
+        else
+          buckets->reduce(sum.empty() ? nullptr : &sum);  // gradients are zero
+        return;
+      }
+      if (!ran_backward) return;
+      model::backward(be, m, ws);
+      if (sum.empty()) {
+        for (const auto& p : ps) sum.emplace_back(p.grad.begin(), p.grad.end());
+      } else {
+        for (std::size_t k = 0; k < ps.size(); ++k)
+          for (std::size_t i = 0; i < ps[k].grad.size(); ++i) sum[k][i] += ps[k].grad[i];
+      }
+    };
+    for (std::int64_t j = first; j <= last_mb; ++j) {
+      const auto& pick = picks[std::size_t(j)];
+      zero_grads(ps);
       if (lora) lora->set_dropout_step(std::uint64_t(st.step * o.grad_accum + j));
       double l = 0;
       if (!obj.kto) {
@@ -502,10 +574,8 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
         std::vector<double> g(r.d_chosen);
         g.insert(g.end(), r.d_rejected.begin(), r.d_rejected.end());
         for (auto& v : g) v *= accum_scale;
-        if (std::isfinite(l)) {
-          objectives::sequence_logprobs_backward(ws, b, g);
-          model::backward(be, m, ws);
-        }
+        if (std::isfinite(l)) objectives::sequence_logprobs_backward(ws, b, g);
+        add_gradient(j, std::isfinite(l));
         tokens += b.tokens();
       } else {
         std::vector<objectives::completion_sequence> rows, kl_rows;
@@ -548,25 +618,35 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
         std::vector<double> g(r.d_policy);
         for (auto& v : g) v *= accum_scale;
         objectives::sequence_logprobs_backward(ws, b, g);
-        model::backward(be, m, ws);
+        add_gradient(j, true);
         tokens += b.tokens() + bk.tokens();
       }
-      if (!std::isfinite(l)) {
-        if (lora) lora->train(false);
-        throw error({.what = "preference loss is not finite; stopped",
-                     .place = "step " + std::to_string(st.step + 1),
-                     .expected = "a finite loss (last good checkpoint: " +
-                                 (ckpt.empty() ? std::string("none") : ckpt.string()) + ")",
-                     .found = str(l)});
-      }
+      if (!std::isfinite(l) && nonfinite++ == 0) first_bad = l;
       loss += l * accum_scale;
+    }
+    if (!buckets) {
+      for (std::size_t k = 0; k < ps.size(); ++k) {
+        if (sum.empty())
+          std::fill(ps[k].grad.begin(), ps[k].grad.end(), T(0));
+        else
+          std::copy(sum[k].begin(), sum[k].end(), ps[k].grad.begin());
+      }
+    }
+    res.tokens += tokens;
+    if (world > 1) detail::reduce_scalars(*o.comm, loss, tokens, nonfinite);
+    if (nonfinite > 0) {  // every rank stops here together
+      if (lora) lora->train(false);
+      throw error({.what = "preference loss is not finite; stopped",
+                   .place = "step " + std::to_string(st.step + 1),
+                   .expected = "a finite loss (last good checkpoint: " +
+                               (ckpt.empty() ? std::string("none") : ckpt.string()) + ")",
+                   .found = str(nonfinite > 0 && first_bad != 0 ? first_bad : loss)});
     }
     const double norm = clip_grad_norm(opt.params(), o.max_grad_norm);
     const double lr = o.optim.lr * sched.factor(st.step);
     opt.step(lr);
     ++st.step;
     st.log.push_back({st.step, loss, lr, norm, tokens});
-    res.tokens += tokens;
     if (bar) {
       char buf[32];
       std::snprintf(buf, sizeof buf, "%.4f", loss);
@@ -583,6 +663,7 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
   if (lora) lora->train(false);
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   res.steps = st.step;
+  if (buckets) res.reduce = buckets->stats();
   res.log = st.log;
   res.evals = st.evals;
   return res;
