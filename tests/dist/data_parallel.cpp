@@ -1,23 +1,26 @@
 // Data-parallel training over MPI: runs tests/dist/worker.cpp under `mpirun -np 2` and alone,
 // and compares the trained weights. References: the one-process run of the same program
-// (bit-identical where the sums add the same terms in the same order), a resumed run with a
-// different world size, and a crashed rank that must stop the job, not hang it.
+// (bit-identical where the sums add the same terms in the same order) for SFT, DPO, KTO and
+// ZeRO-1 full fine-tuning; the same two-rank run with the reduction after backward instead of
+// overlapped with it; a resumed run with a different world size; and a crashed rank that must
+// stop the job, not hang it.
 #include <catch2/catch.hpp>
 
 #include <sys/wait.h>
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include "../support/fixtures.hpp"
 #include "forge/io/atomic_file.hpp"
 #include "forge/io/safetensors.hpp"
 #include "forge/train/checkpoint.hpp"
-#include "../support/fixtures.hpp"
 
 namespace fs = std::filesystem;
 using namespace forge;
@@ -39,6 +42,29 @@ int run_worker(int ranks, const fs::path& out, const std::string& args) {
          " 2> " + (out / "stderr").string();
   const int s = std::system(cmd.c_str());
   return WIFEXITED(s) ? WEXITSTATUS(s) : 128 + WTERMSIG(s);
+}
+
+// Rank r's "buckets early wait_seconds optimizer_state_bytes" line.
+struct stats {
+  long long buckets = 0, early = 0;
+  double wait = 0;
+  long long state_bytes = 0;
+};
+stats read_stats(const fs::path& dir, int rank) {
+  stats s;
+  const auto text = io::read_file(dir / ("stats." + std::to_string(rank) + ".txt"));
+  REQUIRE(std::sscanf(text.c_str(), "%lld %lld %lf %lld", &s.buckets, &s.early, &s.wait,
+                      &s.state_bytes) == 4);
+  return s;
+}
+
+// Same bytes of weights and the same loss log text in two run directories.
+void check_identical(const fs::path& a_dir, const fs::path& b_dir) {
+  const auto a = io::read_file(a_dir / "weights.bin"), b = io::read_file(b_dir / "weights.bin");
+  REQUIRE(!a.empty());
+  CHECK(a.size() == b.size());
+  CHECK(a == b);
+  CHECK(io::read_file(a_dir / "log.txt") == io::read_file(b_dir / "log.txt"));
 }
 
 std::vector<float> weights(const fs::path& dir) {
@@ -104,4 +130,63 @@ TEST_CASE("a rank that dies stops the job with an error and leaves a valid check
   const auto st = train::state_from_json(
       parse_json(f.metadata().at("forge.trainer_state"), ckpt.string()), ckpt.string());
   CHECK(st.step == 2);
+}
+
+TEST_CASE("DPO on two ranks equals one process bit for bit, and resumes on one") {
+  // Reference cache computed half per rank and gathered, gradients reduced in small buckets
+  // while backward runs: the weights and the loss log must still be one process's.
+  const auto one = test::scratch("dp_dpo_one"), two = test::scratch("dp_dpo_two"),
+             paused = test::scratch("dp_dpo_paused");
+  REQUIRE(run_worker(0, one, "2 6 --dpo") == 0);
+  REQUIRE(run_worker(2, two, "2 6 --dpo --bucket=512") == 0);
+  check_identical(one, two);
+  // Both ranks started some buckets before their backward had finished.
+  for (int r = 0; r < 2; ++r) {
+    const auto s = read_stats(two, r);
+    CHECK(s.early > 0);
+    CHECK(s.early < s.buckets);  // layer 0's buckets can only go after backward
+  }
+  REQUIRE(run_worker(2, paused, "2 6 3 --dpo") == 0);  // halts after step 3
+  REQUIRE(run_worker(0, paused, "2 6 --dpo") == 0);    // one process takes over
+  check_identical(one, paused);
+}
+
+TEST_CASE("KTO on two ranks equals one process bit for bit") {
+  const auto one = test::scratch("dp_kto_one"), two = test::scratch("dp_kto_two");
+  REQUIRE(run_worker(0, one, "2 6 --kto") == 0);
+  REQUIRE(run_worker(2, two, "2 6 --kto") == 0);
+  check_identical(one, two);
+}
+
+TEST_CASE("overlapping the reduction with backward changes no bit") {
+  // Reference: the same two ranks reducing everything after backward (one bucket per step).
+  const auto after = test::scratch("dp_after"), during = test::scratch("dp_during");
+  REQUIRE(run_worker(2, after, "2 6 --full --no-overlap") == 0);
+  REQUIRE(run_worker(2, during, "2 6 --full --bucket=300") == 0);
+  check_identical(after, during);
+  const auto a = read_stats(after, 0), d = read_stats(during, 0);
+  CHECK(a.early == 0);
+  CHECK(d.early > 0);
+  CHECK(d.buckets > a.buckets);
+}
+
+TEST_CASE("ZeRO-1 full fine-tuning on two ranks equals unsharded training bit for bit") {
+  const auto one = test::scratch("dp_z_one"), two = test::scratch("dp_z_two"),
+             to_one = test::scratch("dp_z_to_one"), to_two = test::scratch("dp_z_to_two");
+  REQUIRE(run_worker(0, one, "2 6 --full") == 0);
+  REQUIRE(run_worker(2, two, "2 6 --full --zero1") == 0);
+  check_identical(one, two);
+  // Each rank holds about half of the AdamW state: the two shards add up to the whole, and
+  // the cut (on a 256-value block) leaves them within a few blocks of even.
+  const auto whole = read_stats(one, 0).state_bytes;
+  const auto s0 = read_stats(two, 0).state_bytes, s1 = read_stats(two, 1).state_bytes;
+  CHECK(s0 + s1 == whole);
+  CHECK(std::abs(s0 - s1) <= 2 * 256 * 8);  // one block of m and v each side of the cut
+  // Checkpoints keep the unsharded format: sharded 2 ranks -> 1 process, and 1 -> sharded 2.
+  REQUIRE(run_worker(2, to_one, "2 6 3 --full --zero1") == 0);
+  REQUIRE(run_worker(0, to_one, "2 6 --full") == 0);
+  check_identical(one, to_one);
+  REQUIRE(run_worker(0, to_two, "2 6 3 --full") == 0);
+  REQUIRE(run_worker(2, to_two, "2 6 --full --zero1") == 0);
+  check_identical(one, to_two);
 }
