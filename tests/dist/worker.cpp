@@ -9,6 +9,7 @@
 //          --zero1           optimizer state sharded over the ranks
 //          --no-overlap      reduce after backward instead of during it
 //          --bucket=N        gradient bucket size in values
+//          --mpi-chunk=N     MPI message size in values (many messages in flight)
 //
 // DIE_AFTER_ON_RANK1 > 0: rank 1 stops after that step and exits with status 3 without a
 // word to the others (a crashed process); the others must stop with an error, not hang.
@@ -34,7 +35,11 @@ using be_t = backend::simd<>;
 
 int main(int argc, char** argv) {
   dist::mpi_environment env(&argc, &argv);
-  dist::mpi_communicator comm({.timeout_s = 10});
+  std::size_t chunk = 1 << 20;
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]).rfind("--mpi-chunk=", 0) == 0)
+      chunk = std::size_t(std::atoll(argv[i] + 12));
+  dist::mpi_communicator comm({.timeout_s = 10, .bucket_elements = chunk});
   std::vector<std::string> pos;
   bool dpo = false, kto = false, full = false, zero1 = false, overlap = true;
   std::size_t bucket = 1 << 18;
@@ -50,6 +55,8 @@ int main(int argc, char** argv) {
       zero1 = true;
     else if (a == "--no-overlap")
       overlap = false;
+    else if (a.rfind("--mpi-chunk=", 0) == 0)
+      continue;
     else if (a.rfind("--bucket=", 0) == 0)
       bucket = std::size_t(std::atoll(a.c_str() + 9));
     else
