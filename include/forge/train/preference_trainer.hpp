@@ -634,13 +634,13 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
     }
     res.tokens += tokens;
     if (world > 1) detail::reduce_scalars(*o.comm, loss, tokens, nonfinite);
-    if (nonfinite > 0) {  // every rank stops here together
+    if (nonfinite > 0) {  // every rank stops here together (this rank's bad value, or the sum)
       if (lora) lora->train(false);
       throw error({.what = "preference loss is not finite; stopped",
                    .place = "step " + std::to_string(st.step + 1),
                    .expected = "a finite loss (last good checkpoint: " +
                                (ckpt.empty() ? std::string("none") : ckpt.string()) + ")",
-                   .found = str(nonfinite > 0 && first_bad != 0 ? first_bad : loss)});
+                   .found = str(first_bad != 0 ? first_bad : loss)});
     }
     const double norm = clip_grad_norm(opt.params(), o.max_grad_norm);
     const double lr = o.optim.lr * sched.factor(st.step);
