@@ -200,3 +200,20 @@ TEST_CASE("three ranks with overlapped small buckets equal one process bit for b
   REQUIRE(run_worker(3, three, "3 5 --full --bucket=300 --mpi-chunk=97") == 0);
   check_identical(one, three);
 }
+
+TEST_CASE("a rank that dies during DPO stops the job and leaves a valid checkpoint") {
+  const auto dir = test::scratch("dp_dpo_crash");
+  const auto t0 = std::chrono::steady_clock::now();
+  const int status = run_worker(2, dir, "2 6 0 2 --dpo");  // rank 1 exits after step 2
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(status != 0);
+  CHECK(status != 124);  // stopped by itself, not by the harness's 120 s timeout
+  CHECK(s < 60);
+  CHECK_FALSE(fs::exists(dir / "weights.bin"));
+  const auto ckpt = dir / "checkpoint.safetensors";
+  REQUIRE(fs::exists(ckpt));
+  auto f = io::safetensors_file::open(ckpt);
+  const auto st = train::state_from_json(
+      parse_json(f.metadata().at("forge.trainer_state"), ckpt.string()), ckpt.string());
+  CHECK(st.step == 2);
+}
