@@ -161,9 +161,11 @@ TEST_CASE("KTO on two ranks equals one process bit for bit") {
 TEST_CASE("overlapping the reduction with backward changes no bit") {
   // Reference: the same two ranks reducing everything after backward (one bucket per step).
   const auto after = test::scratch("dp_after"), during = test::scratch("dp_during");
-  REQUIRE(run_worker(2, after, "2 6 --full --no-overlap") == 0);
+  // Two micro-batches per rank: the first one's gradient is a partial sum that each bucket
+  // adds to the second one's as it leaves.
+  REQUIRE(run_worker(2, after, "4 6 --full --no-overlap") == 0);
   // Small buckets cut into smaller MPI messages: many gathers and broadcasts in flight.
-  REQUIRE(run_worker(2, during, "2 6 --full --bucket=300 --mpi-chunk=97") == 0);
+  REQUIRE(run_worker(2, during, "4 6 --full --bucket=300 --mpi-chunk=97") == 0);
   check_identical(after, during);
   const auto a = read_stats(after, 0), d = read_stats(during, 0);
   CHECK(a.early == 0);
