@@ -2,20 +2,23 @@
 // random Llama model, for comparison with lora_train_baseline.py (PyTorch + PEFT) run on the
 // same machine in the same sitting.
 //
-// Usage: forge_cuda_lora_train_bench MODEL MODE [BATCH SEQ STEPS]
+// Usage: forge_cuda_lora_train_bench MODEL MODE [BATCH SEQ STEPS [phases]]
 //   MODEL: small (12 layers, hidden 768, 12 heads, intermediate 2048, vocab 32000) or
 //          1b    (22 layers, hidden 2048, 32/4 heads, intermediate 5632, vocab 32000)
 //   MODE:  lora (bf16 base) or qlora (NF4 base); LoRA r = 16, alpha = 32 on all seven
 //          projections of every layer; AdamW on the f32 LoRA masters.
 // Each step is zero_grad + forward + backward + AdamW and waits for its loss (as a PyTorch
 // loop calling loss.item() does). After 3 warm-up steps, STEPS steps are timed with a host
-// clock; the median step gives tokens/s. Memory: bytes the trainer's pool took from the
+// clock; the median step gives tokens/s (each step replayed as a CUDA graph; the median of
+// the same steps launched without graphs is printed beside it). Memory: bytes the trainer's pool took from the
 // driver (weights, LoRA state, activation arena, cuBLAS workspace), and the device memory in
 // use (cudaMemGetInfo) minus what was in use once the context existed.
-// Prints one Markdown table row.
+// Prints one Markdown table row; with "phases", first a table of GPU time per phase of a step
+// (CUDA events at the trainer's phase hook, summed over layers, mean of 3 steps).
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -117,14 +120,59 @@ int main(int argc, char** argv) {
     }
     std::sort(ms.begin(), ms.end());
     const double med = ms[ms.size() / 2];
+    // The same steps launched kernel by kernel (no CUDA graph), for the launch-cost share.
+    tr.use_graphs(false);
+    std::vector<double> eager;
+    for (int i = 0; i < std::max(3, steps / 2); ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      tr.train_step(batch, seq, ids.data(), targets.data(), opt);
+      const auto t1 = std::chrono::steady_clock::now();
+      eager.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    }
+    std::sort(eager.begin(), eager.end());
+    const double eager_med = eager[eager.size() / 2];
     const double used = double(used_device_bytes() - used0) / double(1 << 20);
     const double pool = double(ctx.pool().allocated_bytes()) / double(1 << 20);
     std::printf("| forge %s %s | %lld x %lld | %.2f | %.2f..%.2f | %.0f | %.0f | %.0f | %.0f | "
-                "%.4f -> %.4f |\n",
+                "%.4f -> %.4f | without graphs %.2f ms |\n",
                 model.c_str(), mode.c_str(), (long long)batch, (long long)seq, med, ms.front(),
                 ms.back(), double(batch * seq) / (med * 1e-3), pool, used,
-                double(tr.activation_bytes()) / double(1 << 20), first, last);
+                double(tr.activation_bytes()) / double(1 << 20), first, last, eager_med);
     std::fflush(stdout);
+    if (argc > 6 && std::string(argv[6]) == "phases") {
+      std::vector<std::pair<std::string, cudaEvent_t>> marks;
+      std::vector<cudaEvent_t> spare;
+      tr.set_phase_hook([&](const char* name) {
+        cudaEvent_t e;
+        FORGE_CUDA_CHECK(cudaEventCreate(&e));
+        FORGE_CUDA_CHECK(cudaEventRecord(e, ctx.stream()));
+        marks.emplace_back(name, e);
+      });
+      std::map<std::string, double> total;
+      const int reps = 3;
+      for (int i = 0; i < reps; ++i) {
+        tr.train_step(batch, seq, ids.data(), targets.data(), opt);
+        cudaEvent_t end;
+        FORGE_CUDA_CHECK(cudaEventCreate(&end));
+        FORGE_CUDA_CHECK(cudaEventRecord(end, ctx.stream()));
+        ctx.synchronize();
+        for (std::size_t k = 0; k < marks.size(); ++k) {
+          float t = 0;
+          FORGE_CUDA_CHECK(cudaEventElapsedTime(
+              &t, marks[k].second, k + 1 < marks.size() ? marks[k + 1].second : end));
+          total[marks[k].first] += double(t) / reps;
+          cudaEventDestroy(marks[k].second);
+        }
+        cudaEventDestroy(end);
+        marks.clear();
+      }
+      double sum = 0;
+      for (auto& [k, v] : total) sum += v;
+      std::printf("\n| phase (%s %s) | GPU ms per step | share |\n|---|---|---|\n", model.c_str(),
+                  mode.c_str());
+      for (auto& [k, v] : total) std::printf("| %s | %.3f | %.1f%% |\n", k.c_str(), v, 100 * v / sum);
+      std::printf("| total | %.3f | |\n\n", sum);
+    }
   } catch (const std::exception& e) {
     std::printf("FAIL %s\n", e.what());
     return 1;

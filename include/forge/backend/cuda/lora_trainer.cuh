@@ -36,8 +36,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -115,6 +118,7 @@ struct lora_trainer_options {
   base_storage base = base_storage::dense;
   std::int64_t max_batch = 1;             ///< sequences per step, at most
   std::int64_t max_seq = 1;               ///< tokens per sequence, at most
+  bool graphs = true;                     ///< replay each step shape as a CUDA graph
 };
 
 namespace detail {
@@ -149,82 +153,130 @@ __global__ void embed_kernel(std::int64_t n, std::int64_t hidden, const std::int
   }
 }
 
+// Eight consecutive values, moved with 16-byte accesses (two for f32). The layout kernels
+// below work on such groups with 32-bit index arithmetic: the trainer checks that every index
+// fits, and 64-bit division costs several times the memory time of these kernels.
+template <class T>
+struct alignas(8 * sizeof(T)) vec8 {
+  T v[8];
+};
+template <class T>
+__device__ __forceinline__ vec8<T> load8(const T* p) {
+  return *reinterpret_cast<const vec8<T>*>(p);
+}
+template <class T>
+__device__ __forceinline__ void store8(T* p, const vec8<T>& x) {
+  *reinterpret_cast<vec8<T>*>(p) = x;
+}
+
 // Token-major [tokens, (H + 2·Hkv)·D] → head-major q [b, H, s, D], k, v [b, Hkv, s, D], with the
-// rotation applied to q and k (sign +1); sign −1 maps gradients back (the inverse rotation)
-// from head-major dq, dk, dv to token-major.
+// rotation applied to q and k; Backward maps gradients back (the inverse rotation) from
+// head-major dq, dk, dv to token-major. One thread per 8 rotation pairs (D/2 % 8 == 0).
 template <class T, bool Backward>
-__global__ void qkv_rope_kernel(std::int64_t total, std::int64_t seq, std::int64_t heads,
-                                std::int64_t kv_heads, std::int64_t D, T* tm, T* q, T* k, T* v,
-                                const float* __restrict__ cos, const float* __restrict__ sin) {
-  const std::int64_t h2 = D / 2, nh = heads + 2 * kv_heads;
-  for (std::int64_t idx = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; idx < total;
-       idx += std::int64_t(gridDim.x) * blockDim.x) {
-    const std::int64_t i = idx % h2, rest = idx / h2, hd = rest % nh, t = rest / nh;
-    const std::int64_t b = t / seq, s = t % seq;
-    T* tok = tm + (t * nh + hd) * D;
+__global__ void qkv_rope_kernel(int total, int seq, int heads, int kv_heads, int D, T* tm, T* q,
+                                T* k, T* v, const float* __restrict__ cos,
+                                const float* __restrict__ sin) {
+  const int h2 = D / 2, c8 = h2 / 8, nh = heads + 2 * kv_heads;
+  for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+       idx += gridDim.x * blockDim.x) {
+    const int i0 = (idx % c8) * 8, rest = idx / c8, hd = rest % nh, t = rest / nh;
+    const int b = t / seq, s = t % seq;
+    T* tok = tm + (std::int64_t(t) * nh + hd) * D;
     T* head;
     bool rotate = true;
     if (hd < heads) {
-      head = q + ((b * heads + hd) * seq + s) * D;
+      head = q + ((std::int64_t(b) * heads + hd) * seq + s) * D;
     } else if (hd < heads + kv_heads) {
-      head = k + ((b * kv_heads + hd - heads) * seq + s) * D;
+      head = k + ((std::int64_t(b) * kv_heads + hd - heads) * seq + s) * D;
     } else {
-      head = v + ((b * kv_heads + hd - heads - kv_heads) * seq + s) * D;
+      head = v + ((std::int64_t(b) * kv_heads + hd - heads - kv_heads) * seq + s) * D;
       rotate = false;
     }
     const T* src = Backward ? head : tok;
     T* dst = Backward ? tok : head;
-    const float a = to_f32(src[i]), c = to_f32(src[i + h2]);
-    if (rotate) {
-      const float co = cos[s * h2 + i], si = Backward ? -sin[s * h2 + i] : sin[s * h2 + i];
-      dst[i] = from_f32<T>(a * co - c * si);
-      dst[i + h2] = from_f32<T>(c * co + a * si);
-    } else {
-      dst[i] = from_f32<T>(a);
-      dst[i + h2] = from_f32<T>(c);
+    const vec8<T> x1 = load8(src + i0), x2 = load8(src + i0 + h2);
+    if (!rotate) {
+      store8(dst + i0, x1);
+      store8(dst + i0 + h2, x2);
+      continue;
     }
+    const float4* cp = reinterpret_cast<const float4*>(cos + std::int64_t(s) * h2 + i0);
+    const float4* sp = reinterpret_cast<const float4*>(sin + std::int64_t(s) * h2 + i0);
+    const float4 c0 = cp[0], c1 = cp[1], s0 = sp[0], s1 = sp[1];
+    const float co[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+    const float si[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+    vec8<T> y1, y2;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float a = to_f32(x1.v[j]), c = to_f32(x2.v[j]);
+      const float sn = Backward ? -si[j] : si[j];
+      y1.v[j] = from_f32<T>(a * co[j] - c * sn);
+      y2.v[j] = from_f32<T>(c * co[j] + a * sn);
+    }
+    store8(dst + i0, y1);
+    store8(dst + i0 + h2, y2);
   }
 }
 
-// Head-major [b, H, s, D] ↔ token-major [b·s, H·D].
+// Head-major [b, H, s, D] ↔ token-major [b·s, H·D], 8 features per thread (D % 8 == 0).
 template <class T, bool ToTokens>
-__global__ void heads_kernel(std::int64_t total, std::int64_t seq, std::int64_t heads,
-                             std::int64_t D, const T* __restrict__ in, T* __restrict__ out) {
-  for (std::int64_t e = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; e < total;
-       e += std::int64_t(gridDim.x) * blockDim.x) {
-    const std::int64_t d = e % D, h = (e / D) % heads, t = e / (D * heads);
-    const std::int64_t hm = (((t / seq) * heads + h) * seq + t % seq) * D + d;
+__global__ void heads_kernel(int total, int seq, int heads, int D, const T* __restrict__ in,
+                             T* __restrict__ out) {
+  const int d8 = D / 8;
+  for (int e8 = blockIdx.x * blockDim.x + threadIdx.x; e8 < total;
+       e8 += gridDim.x * blockDim.x) {
+    const int d = (e8 % d8) * 8, h = (e8 / d8) % heads, t = e8 / (d8 * heads);
+    const std::int64_t tm = std::int64_t(e8) * 8;
+    const std::int64_t hm = ((std::int64_t(t / seq) * heads + h) * seq + t % seq) * D + d;
     if (ToTokens)
-      out[e] = in[hm];
+      store8(out + tm, load8(in + hm));
     else
-      out[hm] = in[e];
+      store8(out + hm, load8(in + tm));
   }
 }
 
-// act[t, j] = silu(gu[t, j]) · gu[t, I + j]  (gate and up side by side in one row)
+// act[t, j] = silu(gu[t, j]) · gu[t, I + j]  (gate and up side by side in one row); 8 features
+// per thread (I % 8 == 0).
 template <class T>
-__global__ void swiglu_fused_kernel(std::int64_t total, std::int64_t I, const T* __restrict__ gu,
+__global__ void swiglu_fused_kernel(int total, int I, const T* __restrict__ gu,
                                     T* __restrict__ act) {
-  for (std::int64_t e = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; e < total;
-       e += std::int64_t(gridDim.x) * blockDim.x) {
-    const std::int64_t t = e / I, j = e % I;
-    const float g = to_f32(gu[t * 2 * I + j]), u = to_f32(gu[t * 2 * I + I + j]);
-    act[e] = from_f32<T>(g / (1.0f + __expf(-g)) * u);
+  const int i8 = I / 8;
+  for (int e8 = blockIdx.x * blockDim.x + threadIdx.x; e8 < total;
+       e8 += gridDim.x * blockDim.x) {
+    const int t = e8 / i8, j = (e8 % i8) * 8;
+    const vec8<T> g = load8(gu + std::int64_t(t) * 2 * I + j);
+    const vec8<T> u = load8(gu + std::int64_t(t) * 2 * I + I + j);
+    vec8<T> h;
+#pragma unroll
+    for (int m = 0; m < 8; ++m) {
+      const float gv = to_f32(g.v[m]);
+      h.v[m] = from_f32<T>(gv / (1.0f + __expf(-gv)) * to_f32(u.v[m]));
+    }
+    store8(act + std::int64_t(e8) * 8, h);
   }
 }
 
 // d_gu from d_act: dg = dact·u·σ(g)·(1 + g·(1 − σ(g))),  du = dact·silu(g)
 template <class T>
-__global__ void swiglu_fused_backward_kernel(std::int64_t total, std::int64_t I,
-                                             const T* __restrict__ gu, const T* __restrict__ dact,
-                                             T* __restrict__ dgu) {
-  for (std::int64_t e = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; e < total;
-       e += std::int64_t(gridDim.x) * blockDim.x) {
-    const std::int64_t t = e / I, j = e % I;
-    const float g = to_f32(gu[t * 2 * I + j]), u = to_f32(gu[t * 2 * I + I + j]);
-    const float d = to_f32(dact[e]), sg = 1.0f / (1.0f + __expf(-g));
-    dgu[t * 2 * I + j] = from_f32<T>(d * u * sg * (1.0f + g * (1.0f - sg)));
-    dgu[t * 2 * I + I + j] = from_f32<T>(d * g * sg);
+__global__ void swiglu_fused_backward_kernel(int total, int I, const T* __restrict__ gu,
+                                             const T* __restrict__ dact, T* __restrict__ dgu) {
+  const int i8 = I / 8;
+  for (int e8 = blockIdx.x * blockDim.x + threadIdx.x; e8 < total;
+       e8 += gridDim.x * blockDim.x) {
+    const int t = e8 / i8, j = (e8 % i8) * 8;
+    const std::int64_t row = std::int64_t(t) * 2 * I;
+    const vec8<T> g = load8(gu + row + j), u = load8(gu + row + I + j);
+    const vec8<T> d = load8(dact + std::int64_t(e8) * 8);
+    vec8<T> dg, du;
+#pragma unroll
+    for (int m = 0; m < 8; ++m) {
+      const float gv = to_f32(g.v[m]), uv = to_f32(u.v[m]), dv = to_f32(d.v[m]);
+      const float sg = 1.0f / (1.0f + __expf(-gv));
+      dg.v[m] = from_f32<T>(dv * uv * sg * (1.0f + gv * (1.0f - sg)));
+      du.v[m] = from_f32<T>(dv * gv * sg);
+    }
+    store8(dgu + row + j, dg);
+    store8(dgu + row + I + j, du);
   }
 }
 
@@ -235,7 +287,9 @@ __global__ void swiglu_fused_backward_kernel(std::int64_t total, std::int64_t I,
 // overwrite is safe.
 template <class T>
 __global__ void ce_inplace_kernel(std::int64_t vocab, T* z, const std::int64_t* __restrict__ y,
-                                  float inv_n, bool write_grad, float* __restrict__ row_loss) {
+                                  const double* __restrict__ inv_count, bool write_grad,
+                                  float* __restrict__ row_loss) {
+  const float inv_n = float(*inv_count);
   __shared__ float scratch[32];
   __shared__ float zy;
   const std::int64_t t = blockIdx.x, target = y[t];
@@ -256,7 +310,7 @@ __global__ void ce_inplace_kernel(std::int64_t vocab, T* z, const std::int64_t* 
 
 // loss = Σ row_loss · inv_n, summed in double in a fixed order by one block.
 __global__ void loss_sum_kernel(std::int64_t rows, const float* __restrict__ row_loss,
-                                double inv_n, double* loss) {
+                                const double* __restrict__ inv_n, double* loss) {
   __shared__ double part[256];
   double s = 0.0;
   for (std::int64_t t = threadIdx.x; t < rows; t += blockDim.x) s += double(row_loss[t]);
@@ -266,7 +320,7 @@ __global__ void loss_sum_kernel(std::int64_t rows, const float* __restrict__ row
     if (int(threadIdx.x) < o) part[threadIdx.x] += part[threadIdx.x + o];
     __syncthreads();
   }
-  if (threadIdx.x == 0) *loss = part[0] * inv_n;
+  if (threadIdx.x == 0) *loss = part[0] * *inv_n;
 }
 
 // Counts bytes on a first pass and hands out arena pieces on the second.
@@ -341,6 +395,12 @@ class lora_trainer {
     rope_tables();
     plan_activations();
     ctx_.synchronize();
+  }
+
+  lora_trainer(const lora_trainer&) = delete;
+  lora_trainer& operator=(const lora_trainer&) = delete;
+  ~lora_trainer() {
+    for (auto& [k, g] : graphs_) cudaGraphExecDestroy(g);
   }
 
   /// The model extents.
@@ -429,6 +489,7 @@ class lora_trainer {
   /// One AdamW step on every LoRA parameter from the accumulated gradients (step count kept
   /// here, from 1), then refreshes the T copies used by the products. Queued, not awaited.
   void step(const adamw_options& opt) {
+    phase("adamw");
     ++steps_;
     adamw_step<float>(ctx_, lora_parameter_count(), master_.data(), grad_.data(), m_.data(),
                       v_.data(), steps_, opt);
@@ -444,8 +505,14 @@ class lora_trainer {
     return loss;
   }
 
+  /// Turns replaying steps as CUDA graphs on or off (options().graphs).
+  void use_graphs(bool on) { o_.graphs = on; }
   /// AdamW steps taken.
   std::int64_t steps() const { return steps_; }
+  /// Called on the host as each phase of a step is queued, with the phase's name ("fwd.qkv",
+  /// "bwd.attention", "adamw" …); a profiler records a CUDA event on the context's stream
+  /// there and attributes the time to the next event to that phase. Empty by default.
+  void set_phase_hook(std::function<void(const char* phase)> hook) { hook_ = std::move(hook); }
   /// Bytes of the activation arena (planned for max_batch × max_seq).
   std::size_t activation_bytes() const { return acts_ ? acts_->capacity() : 0; }
 
@@ -474,12 +541,26 @@ class lora_trainer {
              .found = "vocab " + std::to_string(d.vocab) + ", hidden " +
                       std::to_string(d.hidden) + ", heads " + std::to_string(d.heads) + "/" +
                       std::to_string(d.kv_heads) + ", head_dim " + std::to_string(d.head_dim)});
+    require(d.head_dim % 16 == 0 && d.intermediate % 8 == 0,
+            {.what = "model extents the layout kernels do not take",
+             .place = "lora_trainer",
+             .expected = "head_dim a multiple of 16 and intermediate a multiple of 8",
+             .found = "head_dim " + std::to_string(d.head_dim) + ", intermediate " +
+                      std::to_string(d.intermediate)});
     require(o_.rank > 0 && o_.max_batch > 0 && o_.max_seq > 0,
             {.what = "bad trainer options",
              .place = "lora_trainer",
              .expected = "rank, max_batch and max_seq positive",
              .found = "rank " + std::to_string(o_.rank) + ", max_batch " +
                       std::to_string(o_.max_batch) + ", max_seq " + std::to_string(o_.max_seq)});
+    const std::int64_t tokens = o_.max_batch * o_.max_seq;
+    const std::int64_t widest = std::max({(d.heads + 2 * d.kv_heads) * d.head_dim,
+                                          2 * d.intermediate, d.vocab});
+    require(tokens > 0 && tokens * widest < (std::int64_t(1) << 31),
+            {.what = "step too large for 32-bit element indices",
+             .place = "lora_trainer_options",
+             .expected = "max_batch · max_seq · (widest activation row) below 2^31",
+             .found = std::to_string(tokens) + " tokens × " + std::to_string(widest)});
     require(std::int64_t(w.layers.size()) == d.layers,
             {.what = "layer weights do not match the model extents",
              .place = "llama_host_weights::layers",
@@ -686,6 +767,7 @@ class lora_trainer {
     ids_ = a.template take<std::int64_t>(m);
     targets_ = a.template take<std::int64_t>(m);
     loss_ = a.template take<double>(1);
+    inv_n_ = a.template take<double>(1);
   }
   void plan_activations() {
     detail::arena_plan count;
@@ -716,8 +798,7 @@ class lora_trainer {
              .expected = "batch in [1, " + std::to_string(o_.max_batch) + "], seq in [1, " +
                          std::to_string(o_.max_seq) + "]",
              .found = "batch " + std::to_string(batch) + ", seq " + std::to_string(seq)});
-    const std::int64_t M = batch * seq, H = d_.hidden, I = d_.intermediate, V = d_.vocab;
-    const std::int64_t r = o_.rank, D = d_.head_dim;
+    const std::int64_t M = batch * seq, V = d_.vocab;
     std::int64_t kept = 0;
     for (std::int64_t t = 0; t < M; ++t) {
       require(ids[t] >= 0 && ids[t] < V, {.what = "token id out of range",
@@ -743,13 +824,58 @@ class lora_trainer {
     if (targets)
       FORGE_CUDA_CHECK(cudaMemcpyAsync(targets_, targets, std::size_t(M) * sizeof(std::int64_t),
                                        cudaMemcpyHostToDevice, st));
+    // 1/kept lives on the device so a captured step serves any batch of the same shape.
+    const double inv_n = kept > 0 ? 1.0 / double(kept) : 0.0;
+    FORGE_CUDA_CHECK(cudaMemcpyAsync(inv_n_, &inv_n, sizeof inv_n, cudaMemcpyHostToDevice, st));
+    // A step is hundreds of launches, many of them short LoRA products: replaying it as one
+    // CUDA graph removes the host launch cost between them. Logits copied out mid-step and a
+    // phase hook (host calls between launches) run the same work launched directly.
+    if (logits_out || hook_ || !o_.graphs) {
+      enqueue(batch, seq, targets != nullptr, backward, logits_out);
+    } else {
+      const auto key = std::make_tuple(batch, seq, targets != nullptr, backward);
+      auto it = graphs_.find(key);
+      if (it == graphs_.end()) {
+        cudaGraph_t g = nullptr;
+        FORGE_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        try {
+          enqueue(batch, seq, targets != nullptr, backward, nullptr);
+        } catch (...) {
+          cudaStreamEndCapture(st, &g);
+          if (g) cudaGraphDestroy(g);
+          throw;
+        }
+        FORGE_CUDA_CHECK(cudaStreamEndCapture(st, &g));
+        cudaGraphExec_t ge = nullptr;
+        const cudaError_t made = cudaGraphInstantiate(&ge, g, 0);
+        cudaGraphDestroy(g);
+        FORGE_CUDA_CHECK(made);
+        it = graphs_.emplace(key, ge).first;
+      }
+      FORGE_CUDA_CHECK(cudaGraphLaunch(it->second, st));
+    }
+    double loss = 0.0;
+    // A copy to pageable memory blocks the host until the step is done.
+    if (targets)
+      FORGE_CUDA_CHECK(cudaMemcpyAsync(&loss, loss_, sizeof loss, cudaMemcpyDeviceToHost, st));
+    ctx_.synchronize();
+    return loss;
+  }
+
+  // Queues one step's device work (forward; cross-entropy if has_targets; backward if asked).
+  void enqueue(std::int64_t batch, std::int64_t seq, bool has_targets, bool backward,
+               float* logits_out) {
+    const std::int64_t M = batch * seq, H = d_.hidden, I = d_.intermediate, V = d_.vocab;
+    const std::int64_t r = o_.rank, D = d_.head_dim;
+    cudaStream_t st = ctx_.stream();
     causal_attention_dims ad{.batch = batch,
                              .seq = seq,
                              .heads = d_.heads,
                              .kv_heads = d_.kv_heads,
                              .head_dim = D,
                              .scale = float(1.0 / std::sqrt(double(D)))};
-    const std::int64_t rope_total = M * (d_.heads + 2 * d_.kv_heads) * (D / 2);
+    const int rope_total = int(M * (d_.heads + 2 * d_.kv_heads) * (D / 16));
+    const int heads_total = int(M * nq_ / 8), mlp_total = int(M * I / 8);
 
     // ---- forward
     detail::embed_kernel<T>
@@ -759,6 +885,7 @@ class lora_trainer {
       auto& L = saved_[std::size_t(l)];
       auto& W = layers_[std::size_t(l)];
       T* x_next = l + 1 < d_.layers ? saved_[std::size_t(l + 1)].x : x_final_;
+      phase("fwd.qkv");
       rmsnorm_forward<T>(ctx_, M, H, L.x, W.input_norm.data(), d_.rms_eps, L.h1, L.r1);
       gemm<T, T>(ctx_, false, true, M, nqkv_, H, 1.0f, L.h1, H, weight(l, 0), H, 0.0f, qkv_,
                  nqkv_);
@@ -767,13 +894,16 @@ class lora_trainer {
       lora_up(M, nq_, L.t_qkv, 3 * r, B(l, llama_proj::q), qkv_, nqkv_);
       lora_up(M, nkv_, L.t_qkv + r, 3 * r, B(l, llama_proj::k), qkv_ + nq_, nqkv_);
       lora_up(M, nkv_, L.t_qkv + 2 * r, 3 * r, B(l, llama_proj::v), qkv_ + nq_ + nkv_, nqkv_);
+      phase("fwd.rope");
       detail::qkv_rope_kernel<T, false><<<detail::grid_1d(rope_total), 256, 0, st>>>(
-          rope_total, seq, d_.heads, d_.kv_heads, D, qkv_, L.q, L.k, L.v, cos_.data(),
-          sin_.data());
+          rope_total, int(seq), int(d_.heads), int(d_.kv_heads), int(D), qkv_, L.q, L.k, L.v,
+          cos_.data(), sin_.data());
       FORGE_CUDA_CHECK_LAUNCH("qkv_rope_kernel");
+      phase("fwd.attention");
       causal_attention_forward<T>(ctx_, ad, L.q, L.k, L.v, att_, scores_, probs_);
-      detail::heads_kernel<T, true>
-          <<<detail::grid_1d(M * nq_), 256, 0, st>>>(M * nq_, seq, d_.heads, D, att_, L.o);
+      phase("fwd.o");
+      detail::heads_kernel<T, true><<<detail::grid_1d(heads_total), 256, 0, st>>>(
+          heads_total, int(seq), int(d_.heads), int(D), att_, L.o);
       FORGE_CUDA_CHECK_LAUNCH("heads_kernel");
       // x' = x + o·W_oᵀ + s·(o·A_oᵀ)·B_oᵀ
       FORGE_CUDA_CHECK(cudaMemcpyAsync(L.x_mid, L.x, std::size_t(M * H) * sizeof(T),
@@ -783,6 +913,7 @@ class lora_trainer {
       gemm<T, T>(ctx_, false, true, M, r, nq_, 1.0f, L.o, nq_, A(l, llama_proj::o), nq_, 0.0f,
                  L.t_o, r);
       lora_up(M, H, L.t_o, r, B(l, llama_proj::o), L.x_mid, H);
+      phase("fwd.gate_up");
       rmsnorm_forward<T>(ctx_, M, H, L.x_mid, W.post_norm.data(), d_.rms_eps, L.h2, L.r2);
       gemm<T, T>(ctx_, false, true, M, 2 * I, H, 1.0f, L.h2, H, weight(l, 2), H, 0.0f, L.gu,
                  2 * I);
@@ -790,9 +921,11 @@ class lora_trainer {
                  L.t_gu, 2 * r);
       lora_up(M, I, L.t_gu, 2 * r, B(l, llama_proj::gate), L.gu, 2 * I);
       lora_up(M, I, L.t_gu + r, 2 * r, B(l, llama_proj::up), L.gu + I, 2 * I);
+      phase("fwd.swiglu");
       detail::swiglu_fused_kernel<T>
-          <<<detail::grid_1d(M * I), 256, 0, st>>>(M * I, I, L.gu, act_);
+          <<<detail::grid_1d(mlp_total), 256, 0, st>>>(mlp_total, int(I), L.gu, act_);
       FORGE_CUDA_CHECK_LAUNCH("swiglu_fused_kernel");
+      phase("fwd.down");
       FORGE_CUDA_CHECK(cudaMemcpyAsync(x_next, L.x_mid, std::size_t(M * H) * sizeof(T),
                                        cudaMemcpyDeviceToDevice, st));
       gemm<T, T>(ctx_, false, true, M, H, I, 1.0f, act_, I, weight(l, 3), I, 1.0f, x_next, H);
@@ -800,35 +933,28 @@ class lora_trainer {
                  L.t_d, r);
       lora_up(M, H, L.t_d, r, B(l, llama_proj::down), x_next, H);
     }
+    phase("head");
     rmsnorm_forward<T>(ctx_, M, H, x_final_, final_norm_.data(), d_.rms_eps, hf_, rf_);
 
     // ---- vocabulary head and cross-entropy, in row chunks; dL/dhf follows each chunk
-    const float inv_n = kept > 0 ? 1.0f / float(kept) : 0.0f;
     for (std::int64_t r0 = 0; r0 < M; r0 += chunk_) {
       const std::int64_t rows = std::min(chunk_, M - r0);
       gemm<T, T>(ctx_, false, true, rows, V, H, 1.0f, hf_ + r0 * H, H, lm_head_.data(), H, 0.0f,
                  logits_, V);
       if (logits_out) copy_logits(rows, logits_out + r0 * V);
-      if (!targets) continue;
+      if (!has_targets) continue;
       detail::ce_inplace_kernel<T><<<unsigned(rows), V >= 8192 ? 1024u : 256u, 0, st>>>(
-          V, logits_, targets_ + r0, inv_n, backward, row_loss_ + r0);
+          V, logits_, targets_ + r0, inv_n_, backward, row_loss_ + r0);
       FORGE_CUDA_CHECK_LAUNCH("ce_inplace_kernel");
       if (backward)
         gemm<T, T>(ctx_, false, false, rows, H, V, 1.0f, logits_, V, lm_head_.data(), H, 0.0f,
                    dhf_ + r0 * H, H);
     }
-    double loss = 0.0;
-    if (targets) {
-      detail::loss_sum_kernel<<<1, 256, 0, st>>>(M, row_loss_, kept > 0 ? 1.0 / double(kept) : 0.0,
-                                                 loss_);
+    if (has_targets) {
+      detail::loss_sum_kernel<<<1, 256, 0, st>>>(M, row_loss_, inv_n_, loss_);
       FORGE_CUDA_CHECK_LAUNCH("loss_sum_kernel");
     }
-    if (backward) backward_pass(M, seq, ad);
-    // After the backward launches: a copy to pageable memory blocks the host until it is done.
-    if (targets)
-      FORGE_CUDA_CHECK(cudaMemcpyAsync(&loss, loss_, sizeof loss, cudaMemcpyDeviceToHost, st));
-    ctx_.synchronize();
-    return loss;
+    if (backward) backward_pass(M, seq, ad, rope_total, heads_total, mlp_total);
   }
 
   void copy_logits(std::int64_t rows, float* out) {
@@ -845,17 +971,18 @@ class lora_trainer {
     }
   }
 
-  void backward_pass(std::int64_t M, std::int64_t seq, const causal_attention_dims& ad) {
+  void backward_pass(std::int64_t M, std::int64_t seq, const causal_attention_dims& ad,
+                     int rope_total, int heads_total, int mlp_total) {
     const std::int64_t H = d_.hidden, I = d_.intermediate, r = o_.rank, D = d_.head_dim;
     cudaStream_t st = ctx_.stream();
     rmsnorm_backward<T>(ctx_, M, H, x_final_, final_norm_.data(), rf_, dhf_, dx_, nullptr, false);
-    const std::int64_t rope_total = M * (d_.heads + 2 * d_.kv_heads) * (D / 2);
     for (std::int64_t l = d_.layers - 1; l >= 0; --l) {
       auto& L = saved_[std::size_t(l)];
       auto& W = layers_[std::size_t(l)];
+      phase("bwd.down");
       // MLP: dx is dL/dx⁺, which is also the gradient of the down projection's output.
       detail::swiglu_fused_kernel<T>
-          <<<detail::grid_1d(M * I), 256, 0, st>>>(M * I, I, L.gu, act_);
+          <<<detail::grid_1d(mlp_total), 256, 0, st>>>(mlp_total, int(I), L.gu, act_);
       FORGE_CUDA_CHECK_LAUNCH("swiglu_fused_kernel");
       lora_back(M, H, dx_, H, L.t_d, r, B(l, llama_proj::down), dB(l, llama_proj::down), dt_);
       gemm<T, float>(ctx_, true, false, r, I, M, 1.0f, dt_, r, act_, I, 1.0f,
@@ -863,9 +990,11 @@ class lora_trainer {
       gemm<T, T>(ctx_, false, false, M, I, H, 1.0f, dx_, H, weight(l, 3), I, 0.0f, dact_, I);
       gemm<T, T>(ctx_, false, false, M, I, r, 1.0f, dt_, r, A(l, llama_proj::down), I, 1.0f,
                  dact_, I);
+      phase("bwd.swiglu");
       detail::swiglu_fused_backward_kernel<T>
-          <<<detail::grid_1d(M * I), 256, 0, st>>>(M * I, I, L.gu, dact_, dgu_);
+          <<<detail::grid_1d(mlp_total), 256, 0, st>>>(mlp_total, int(I), L.gu, dact_, dgu_);
       FORGE_CUDA_CHECK_LAUNCH("swiglu_fused_backward_kernel");
+      phase("bwd.gate_up");
       lora_back(M, I, dgu_, 2 * I, L.t_gu, 2 * r, B(l, llama_proj::gate), dB(l, llama_proj::gate),
                 dt_);
       lora_back(M, I, dgu_ + I, 2 * I, L.t_gu + r, 2 * r, B(l, llama_proj::up),
@@ -877,6 +1006,7 @@ class lora_trainer {
       gemm<T, T>(ctx_, false, false, M, H, 2 * r, 1.0f, dt_, 2 * r, A(l, llama_proj::gate), H,
                  1.0f, dh_, H);
       rmsnorm_backward<T>(ctx_, M, H, L.x_mid, W.post_norm.data(), L.r2, dh_, dx_, nullptr, true);
+      phase("bwd.o");
       // Attention: dx is now dL/dx', the gradient of the output projection's output too.
       lora_back(M, H, dx_, H, L.t_o, r, B(l, llama_proj::o), dB(l, llama_proj::o), dt_);
       gemm<T, float>(ctx_, true, false, r, nq_, M, 1.0f, dt_, r, L.o, nq_, 1.0f,
@@ -885,14 +1015,17 @@ class lora_trainer {
                  nq_);
       gemm<T, T>(ctx_, false, false, M, nq_, r, 1.0f, dt_, r, A(l, llama_proj::o), nq_, 1.0f,
                  datt_, nq_);
-      detail::heads_kernel<T, false>
-          <<<detail::grid_1d(M * nq_), 256, 0, st>>>(M * nq_, seq, d_.heads, D, datt_, att_);
+      detail::heads_kernel<T, false><<<detail::grid_1d(heads_total), 256, 0, st>>>(
+          heads_total, int(seq), int(d_.heads), int(D), datt_, att_);
       FORGE_CUDA_CHECK_LAUNCH("heads_kernel");
+      phase("bwd.attention");
       causal_attention_backward<T>(ctx_, ad, L.q, L.k, L.v, att_, dq_, dk_, dv_, scores_, probs_);
+      phase("bwd.rope");
       detail::qkv_rope_kernel<T, true><<<detail::grid_1d(rope_total), 256, 0, st>>>(
-          rope_total, seq, d_.heads, d_.kv_heads, D, qkv_, dq_, dk_, dv_, cos_.data(),
-          sin_.data());
+          rope_total, int(seq), int(d_.heads), int(d_.kv_heads), int(D), qkv_, dq_, dk_, dv_,
+          cos_.data(), sin_.data());
       FORGE_CUDA_CHECK_LAUNCH("qkv_rope_kernel");
+      phase("bwd.qkv");
       lora_back(M, nq_, qkv_, nqkv_, L.t_qkv, 3 * r, B(l, llama_proj::q), dB(l, llama_proj::q),
                 dt_);
       lora_back(M, nkv_, qkv_ + nq_, nqkv_, L.t_qkv + r, 3 * r, B(l, llama_proj::k),
@@ -909,7 +1042,12 @@ class lora_trainer {
     }
   }
 
+  void phase(const char* name) {
+    if (hook_) hook_(name);
+  }
+
   context& ctx_;
+  std::function<void(const char*)> hook_{};
   llama_dims d_;
   lora_trainer_options o_;
   float scale_ = 1.0f;
@@ -926,7 +1064,8 @@ class lora_trainer {
   T* logits_ = nullptr;
   float *rf_ = nullptr, *scores_ = nullptr, *row_loss_ = nullptr;
   std::int64_t *ids_ = nullptr, *targets_ = nullptr;
-  double* loss_ = nullptr;
+  double *loss_ = nullptr, *inv_n_ = nullptr;
+  std::map<std::tuple<std::int64_t, std::int64_t, bool, bool>, cudaGraphExec_t> graphs_{};
 };
 
 }  // namespace forge::cuda

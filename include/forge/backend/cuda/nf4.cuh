@@ -202,7 +202,9 @@ __global__ void nf4_quantize_kernel(std::int64_t blocks, const float* __restrict
     codes[b * 32 + i / 2] = std::uint8_t(index(x[i]) << 4 | index(x[i + 1]));
 }
 
-// One thread per 8 code bytes (16 weights, all in one block of 64).
+// One thread per 8 code bytes (16 weights, all in one block of 64): an 8-byte load and the 16
+// values written with 16-byte stores (a scalar store per value wrote 2 bytes per lane spread
+// over 32-byte strides, a quarter of the store bandwidth).
 template <class T>
 __global__ void nf4_dequantize_kernel(std::int64_t groups, const uint2* __restrict__ codes,
                                       const float* __restrict__ absmax, nf4_table16 values,
@@ -212,15 +214,21 @@ __global__ void nf4_dequantize_kernel(std::int64_t groups, const uint2* __restri
   __syncthreads();
   const std::int64_t g = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;
   if (g >= groups) return;
-  const uint2 c = codes[g];
+  const uint2 c = __ldcs(codes + g);
   const float a = absmax[g >> 2];
-  T* o = out + g * 16;
+  struct alignas(16) pack {
+    T v[16];
+  } p;
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
     const unsigned byte = ((j < 4 ? c.x : c.y) >> (8 * (j & 3))) & 0xffu;
-    o[2 * j] = from_f32<T>(lut[byte >> 4] * a);
-    o[2 * j + 1] = from_f32<T>(lut[byte & 15] * a);
+    p.v[2 * j] = from_f32<T>(lut[byte >> 4] * a);
+    p.v[2 * j + 1] = from_f32<T>(lut[byte & 15] * a);
   }
+  uint4* o = reinterpret_cast<uint4*>(out + g * 16);
+  const uint4* src = reinterpret_cast<const uint4*>(&p);
+#pragma unroll
+  for (int k = 0; k < int(sizeof(pack) / 16); ++k) o[k] = src[k];
 }
 
 inline nf4_table16 nf4_midpoints() {
@@ -258,9 +266,11 @@ inline nf4_matrix nf4_quantize(context& ctx, std::int64_t rows, std::int64_t col
 }
 
 /// Expands an NF4 tensor to T (f32 or bf16: code value × absmax, rounded once) into
-/// out[rows·cols] on ctx's stream.
+/// out[rows·cols] (16-byte aligned) on ctx's stream.
 template <class T>
 void nf4_dequantize(context& ctx, const nf4_matrix& w, T* out) {
+  require(reinterpret_cast<std::uintptr_t>(out) % 16 == 0,
+          {.what = "misaligned output", .place = "nf4_dequantize", .expected = "16-byte aligned"});
   const std::int64_t groups = w.rows * w.cols / 16;
   if (groups <= 0) return;
   detail::nf4_dequantize_kernel<T><<<unsigned((groups + 255) / 256), 256, 0, ctx.stream()>>>(
