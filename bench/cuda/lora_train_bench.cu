@@ -6,21 +6,22 @@
 //   MODEL: small (12 layers, hidden 768, 12 heads, intermediate 2048, vocab 32000) or
 //          1b    (22 layers, hidden 2048, 32/4 heads, intermediate 5632, vocab 32000)
 //   MODE:  lora (bf16 base) or qlora (NF4 base); LoRA r = 16, alpha = 32 on all seven
-//          projections of every layer; AdamW on the f32 LoRA masters.
+//          projections of every layer; AdamW on the f32 LoRA masters. dpo: a DPO step (bf16
+//          base as the reference model) on BATCH/2 pairs whose first SEQ/2 tokens are prompt.
 // Each step is zero_grad + forward + backward + AdamW and waits for its loss (as a PyTorch
 // loop calling loss.item() does). After 3 warm-up steps, STEPS steps are timed with a host
 // clock; the median step gives tokens/s (each step replayed as a CUDA graph; the median of
-// the same steps launched without graphs is printed beside it). Memory: bytes the trainer's pool took from the
-// driver (weights, LoRA state, activation arena, cuBLAS workspace), and the device memory in
-// use (cudaMemGetInfo) minus what was in use once the context existed.
-// Prints one Markdown table row; with "phases", first a table of GPU time per phase of a step
-// (CUDA events at the trainer's phase hook, summed over layers, mean of 3 steps).
+// the same steps launched without graphs is printed beside it). Memory: bytes the trainer's pool
+// took from the driver (weights, LoRA state, activation arena, cuBLAS workspace), and the device
+// memory in use (cudaMemGetInfo) minus what was in use once the context existed. Prints one
+// Markdown table row; with "phases", first a table of GPU time per phase of a step (CUDA events at
+// the trainer's phase hook, summed over layers, mean of 3 steps).
 
 #include <algorithm>
 #include <chrono>
-#include <map>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -60,16 +61,26 @@ int main(int argc, char** argv) {
     const int steps = argc > 5 ? std::atoi(argv[5]) : 10;
     llama_dims d;
     if (model == "small") {
-      d = {.vocab = 32000, .hidden = 768, .intermediate = 2048, .layers = 12, .heads = 12,
-           .kv_heads = 12, .head_dim = 64};
+      d = {.vocab = 32000,
+           .hidden = 768,
+           .intermediate = 2048,
+           .layers = 12,
+           .heads = 12,
+           .kv_heads = 12,
+           .head_dim = 64};
     } else if (model == "1b") {
-      d = {.vocab = 32000, .hidden = 2048, .intermediate = 5632, .layers = 22, .heads = 32,
-           .kv_heads = 4, .head_dim = 64};
+      d = {.vocab = 32000,
+           .hidden = 2048,
+           .intermediate = 5632,
+           .layers = 22,
+           .heads = 32,
+           .kv_heads = 4,
+           .head_dim = 64};
     } else {
       std::fprintf(stderr, "unknown model %s\n", model.c_str());
       return 2;
     }
-    if (mode != "lora" && mode != "qlora") {
+    if (mode != "lora" && mode != "qlora" && mode != "dpo") {
       std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
       return 2;
     }
@@ -82,21 +93,32 @@ int main(int argc, char** argv) {
                        nkv = d.kv_heads * d.head_dim;
     const auto embed = random_host(std::size_t(d.vocab * H), 1, a);
     const auto head = random_host(std::size_t(d.vocab * H), 2, a);
-    const auto wq = random_host(std::size_t(nq * H), 3, a), wk = random_host(std::size_t(nkv * H), 4, a),
-               wv = random_host(std::size_t(nkv * H), 5, a), wo = random_host(std::size_t(H * nq), 6, a),
-               wg = random_host(std::size_t(I * H), 7, a), wu = random_host(std::size_t(I * H), 8, a),
+    const auto wq = random_host(std::size_t(nq * H), 3, a),
+               wk = random_host(std::size_t(nkv * H), 4, a),
+               wv = random_host(std::size_t(nkv * H), 5, a),
+               wo = random_host(std::size_t(H * nq), 6, a),
+               wg = random_host(std::size_t(I * H), 7, a),
+               wu = random_host(std::size_t(I * H), 8, a),
                wd = random_host(std::size_t(H * I), 9, a);
     const std::vector<float> ones(std::size_t(H), 1.0f);
     llama_host_weights w{.embed = embed.data(), .final_norm = ones.data(), .lm_head = head.data()};
     for (std::int64_t l = 0; l < d.layers; ++l)
-      w.layers.push_back({.input_norm = ones.data(), .q = wq.data(), .k = wk.data(),
-                          .v = wv.data(), .o = wo.data(), .post_norm = ones.data(),
-                          .gate = wg.data(), .up = wu.data(), .down = wd.data()});
+      w.layers.push_back({.input_norm = ones.data(),
+                          .q = wq.data(),
+                          .k = wk.data(),
+                          .v = wv.data(),
+                          .o = wo.data(),
+                          .post_norm = ones.data(),
+                          .gate = wg.data(),
+                          .up = wu.data(),
+                          .down = wd.data()});
     lora_trainer<__nv_bfloat16> tr(
         ctx, d, w,
-        {.rank = 16, .alpha = 32.0f,
+        {.rank = 16,
+         .alpha = 32.0f,
          .base = mode == "qlora" ? base_storage::nf4 : base_storage::dense,
-         .max_batch = batch, .max_seq = seq});
+         .max_batch = batch,
+         .max_seq = seq});
     tr.init_lora(1);
     std::vector<std::int64_t> ids(std::size_t(batch * seq));
     std::uint64_t s = 12345;
@@ -104,8 +126,37 @@ int main(int argc, char** argv) {
       s = s * 6364136223846793005ull + 1442695040888963407ull;
       t = std::int64_t((s >> 33) % std::uint64_t(d.vocab));
     }
-    const auto targets = lora_trainer<__nv_bfloat16>::causal_targets(batch, seq, ids.data());
+    auto targets = lora_trainer<__nv_bfloat16>::causal_targets(batch, seq, ids.data());
     const adamw_options opt{.lr = 1e-4f, .weight_decay = 0.0f};
+    if (mode == "dpo") {
+      for (std::int64_t b = 0; b < batch; ++b)
+        for (std::int64_t t = 0; t + 1 < seq / 2; ++t) targets[std::size_t(b * seq + t)] = -100;
+      const std::int64_t pairs = batch / 2, half = pairs * seq;
+      auto dpo = [&] {
+        return tr.dpo_step(pairs, seq, ids.data(), targets.data(), ids.data() + half,
+                           targets.data() + half, {.beta = 0.1f}, opt);
+      };
+      for (int i = 0; i < 3; ++i) dpo();
+      std::vector<double> ms;
+      for (int i = 0; i < steps; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        dpo();
+        ms.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
+      }
+      std::sort(ms.begin(), ms.end());
+      const double med = ms[ms.size() / 2];
+      std::printf(
+          "| forge %s dpo | %lld pairs x %lld | %.2f | %.2f..%.2f | %.0f (tokens of both "
+          "sequences) | %.0f | %.0f | %.0f | - |\n",
+          model.c_str(), (long long)pairs, (long long)seq, med, ms.front(), ms.back(),
+          double(batch * seq) / (med * 1e-3),
+          double(ctx.pool().allocated_bytes()) / double(1 << 20),
+          double(used_device_bytes() - used0) / double(1 << 20),
+          double(tr.activation_bytes()) / double(1 << 20));
+      return 0;
+    }
     double first = 0, last = 0;
     for (int i = 0; i < 3; ++i) {
       const double l = tr.train_step(batch, seq, ids.data(), targets.data(), opt);
@@ -133,11 +184,12 @@ int main(int argc, char** argv) {
     const double eager_med = eager[eager.size() / 2];
     const double used = double(used_device_bytes() - used0) / double(1 << 20);
     const double pool = double(ctx.pool().allocated_bytes()) / double(1 << 20);
-    std::printf("| forge %s %s | %lld x %lld | %.2f | %.2f..%.2f | %.0f | %.0f | %.0f | %.0f | "
-                "%.4f -> %.4f | without graphs %.2f ms |\n",
-                model.c_str(), mode.c_str(), (long long)batch, (long long)seq, med, ms.front(),
-                ms.back(), double(batch * seq) / (med * 1e-3), pool, used,
-                double(tr.activation_bytes()) / double(1 << 20), first, last, eager_med);
+    std::printf(
+        "| forge %s %s | %lld x %lld | %.2f | %.2f..%.2f | %.0f | %.0f | %.0f | %.0f | "
+        "%.4f -> %.4f | without graphs %.2f ms |\n",
+        model.c_str(), mode.c_str(), (long long)batch, (long long)seq, med, ms.front(), ms.back(),
+        double(batch * seq) / (med * 1e-3), pool, used,
+        double(tr.activation_bytes()) / double(1 << 20), first, last, eager_med);
     std::fflush(stdout);
     if (argc > 6 && std::string(argv[6]) == "phases") {
       std::vector<std::pair<std::string, cudaEvent_t>> marks;
@@ -158,8 +210,8 @@ int main(int argc, char** argv) {
         ctx.synchronize();
         for (std::size_t k = 0; k < marks.size(); ++k) {
           float t = 0;
-          FORGE_CUDA_CHECK(cudaEventElapsedTime(
-              &t, marks[k].second, k + 1 < marks.size() ? marks[k + 1].second : end));
+          FORGE_CUDA_CHECK(cudaEventElapsedTime(&t, marks[k].second,
+                                                k + 1 < marks.size() ? marks[k + 1].second : end));
           total[marks[k].first] += double(t) / reps;
           cudaEventDestroy(marks[k].second);
         }
@@ -170,7 +222,8 @@ int main(int argc, char** argv) {
       for (auto& [k, v] : total) sum += v;
       std::printf("\n| phase (%s %s) | GPU ms per step | share |\n|---|---|---|\n", model.c_str(),
                   mode.c_str());
-      for (auto& [k, v] : total) std::printf("| %s | %.3f | %.1f%% |\n", k.c_str(), v, 100 * v / sum);
+      for (auto& [k, v] : total)
+        std::printf("| %s | %.3f | %.1f%% |\n", k.c_str(), v, 100 * v / sum);
       std::printf("| total | %.3f | |\n\n", sum);
     }
   } catch (const std::exception& e) {

@@ -6,8 +6,9 @@
 //  - the llama_a fixture (transformers + PEFT): logits without and with the adapter, the LoRA
 //    loss and all 28 LoRA gradients, in f32 (tight) and bf16 (loose, see each tolerance);
 //  - QLoRA: the NF4-base trainer equals the dense trainer given the dequantized weights;
-//  - five AdamW steps against the same steps taken by PyTorch + PEFT in float64
-//    (lora_steps_reference.py, run by scripts/cuda_tests.sh; path in FORGE_LORA_STEPS_REF);
+//  - the DPO loss (cDPO smoothing) of a fixture pair and its 28 LoRA gradients, and five
+//    AdamW steps, against PyTorch + PEFT in float64 (lora_steps_reference.py, run as a ctest
+//    setup test; path in FORGE_LORA_STEPS_REF);
 //  - bf16 training lowers the loss; bad input is a forge::error.
 
 #include <cmath>
@@ -35,8 +36,7 @@ std::string fixture_dir() {
 // The integer or number after "key": in a JSON text (config.json has flat numeric fields).
 double json_number(const std::string& text, const std::string& key) {
   const auto at = text.find("\"" + key + "\"");
-  if (at == std::string::npos)
-    throw forge::error({.what = "config field missing", .place = key});
+  if (at == std::string::npos) throw forge::error({.what = "config field missing", .place = key});
   const auto colon = text.find(':', at);
   return std::stod(text.substr(colon + 1, 32));
 }
@@ -165,8 +165,9 @@ void check_fixture(report& rep, context& ctx, const fixture_model& fx, double to
                    double tol_loss, double tol_grad, const char* why) {
   const std::string tn = type_name<T>();
   st_file ex(fixture_dir() + "/expect.safetensors");
-  lora_trainer<T> tr(ctx, fx.dims, fx.host(),
-                     {.rank = fx.rank, .alpha = fx.alpha, .max_batch = fx.batch, .max_seq = fx.seq});
+  lora_trainer<T> tr(
+      ctx, fx.dims, fx.host(),
+      {.rank = fx.rank, .alpha = fx.alpha, .max_batch = fx.batch, .max_seq = fx.seq});
   const auto targets = lora_trainer<T>::causal_targets(fx.batch, fx.seq, fx.ids.data());
   std::vector<float> logits(std::size_t(fx.batch * fx.seq * fx.dims.vocab));
   tr.forward(fx.batch, fx.seq, fx.ids.data(), nullptr, logits.data());
@@ -198,13 +199,17 @@ void check_fixture(report& rep, context& ctx, const fixture_model& fx, double to
 // Causal GQA attention through cuBLAS against double-precision formulas.
 void check_attention(report& rep, context& ctx, test_rng& rng) {
   const std::int64_t B = 2, S = 77, H = 4, KV = 2, D = 64, g = H / KV;
-  const causal_attention_dims a{.batch = B, .seq = S, .heads = H, .kv_heads = KV, .head_dim = D,
-                                .scale = 0.125f};
+  const causal_attention_dims a{
+      .batch = B, .seq = S, .heads = H, .kv_heads = KV, .head_dim = D, .scale = 0.125f};
   std::vector<double> q, k, v, dout;
-  auto hq = random_vector<float>(std::size_t(B * H * S * D), [&] { return rng.normal(); }, q);
-  auto hk = random_vector<float>(std::size_t(B * KV * S * D), [&] { return rng.normal(); }, k);
-  auto hv = random_vector<float>(std::size_t(B * KV * S * D), [&] { return rng.normal(); }, v);
-  auto hdo = random_vector<float>(std::size_t(B * H * S * D), [&] { return rng.normal(); }, dout);
+  auto hq = random_vector<float>(
+      std::size_t(B * H * S * D), [&] { return rng.normal(); }, q);
+  auto hk = random_vector<float>(
+      std::size_t(B * KV * S * D), [&] { return rng.normal(); }, k);
+  auto hv = random_vector<float>(
+      std::size_t(B * KV * S * D), [&] { return rng.normal(); }, v);
+  auto hdo = random_vector<float>(
+      std::size_t(B * H * S * D), [&] { return rng.normal(); }, dout);
   std::vector<double> o(q.size(), 0), dq(q.size(), 0), dk(k.size(), 0), dv(v.size(), 0);
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t h = 0; h < H; ++h) {
@@ -248,7 +253,8 @@ void check_attention(report& rep, context& ctx, test_rng& rng) {
   device_buffer<float> dq_(hq.data(), hq.size()), dk_(hk.data(), hk.size()),
       dv_(hv.data(), hv.size()), ddo(hdo.data(), hdo.size());
   device_buffer<float> out(hq.size()), gq(hq.size()), gk(hk.size()), gv(hv.size());
-  device_buffer<float> scores(std::size_t(a.score_elements())), probs(std::size_t(a.score_elements()));
+  device_buffer<float> scores(std::size_t(a.score_elements())),
+      probs(std::size_t(a.score_elements()));
   causal_attention_forward<float>(ctx, a, dq_.data(), dk_.data(), dv_.data(), out.data(),
                                   scores.data(), probs.data());
   causal_attention_backward<float>(ctx, a, dq_.data(), dk_.data(), dv_.data(), ddo.data(),
@@ -318,8 +324,8 @@ void check_nf4_kernels(report& rep, context& ctx, test_rng& rng) {
   const auto g32 = back.download();
   const auto g16 = back16.download();
   for (std::size_t i = 0; i < hd.size(); ++i)
-    deq_mismatch += g32[i] != hd[i] || __bfloat162float(g16[i]) !=
-                                           __bfloat162float(__float2bfloat16_rn(hd[i]));
+    deq_mismatch +=
+        g32[i] != hd[i] || __bfloat162float(g16[i]) != __bfloat162float(__float2bfloat16_rn(hd[i]));
   rep.expect("nf4_quantize codes equal the scalar quantizer (" + std::to_string(code_mismatch) +
                  " differ)",
              code_mismatch == 0);
@@ -355,7 +361,8 @@ void check_qlora(report& rep, context& ctx, const fixture_model& fx) {
   double worst = 0;
   for (std::int64_t l = 0; l < fx.dims.layers; ++l)
     for (auto p : llama_projs) {
-      std::vector<float> a1(std::size_t(qt.in_features(p) * fx.rank)), b1(std::size_t(qt.out_features(p) * fx.rank));
+      std::vector<float> a1(std::size_t(qt.in_features(p) * fx.rank)),
+          b1(std::size_t(qt.out_features(p) * fx.rank));
       auto a2 = a1, b2 = b1;
       qt.get_lora_grad(l, p, a1.data(), b1.data());
       dt.get_lora_grad(l, p, a2.data(), b2.data());
@@ -369,19 +376,21 @@ void check_qlora(report& rep, context& ctx, const fixture_model& fx) {
 void check_steps(report& rep, context& ctx, const fixture_model& fx) {
   const char* path = std::getenv("FORGE_LORA_STEPS_REF");
   if (!path || !*path) {
-    rep.expect("training-step reference present (FORGE_LORA_STEPS_REF; made by "
-               "lora_steps_reference.py)",
-               false);
+    rep.expect(
+        "training-step reference present (FORGE_LORA_STEPS_REF; made by "
+        "lora_steps_reference.py)",
+        false);
     return;
   }
   st_file ref(path);
   const auto losses = ref.values("losses");
-  lora_trainer<float> tr(ctx, fx.dims, fx.host(),
-                         {.rank = fx.rank, .alpha = fx.alpha, .max_batch = fx.batch, .max_seq = fx.seq});
+  lora_trainer<float> tr(
+      ctx, fx.dims, fx.host(),
+      {.rank = fx.rank, .alpha = fx.alpha, .max_batch = fx.batch, .max_seq = fx.seq});
   load_adapter(tr, fx);
   const auto targets = lora_trainer<float>::causal_targets(fx.batch, fx.seq, fx.ids.data());
-  const adamw_options opt{.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-                          .weight_decay = 0.01f};
+  const adamw_options opt{
+      .lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.01f};
   double worst_loss = 0;
   for (std::size_t s = 0; s < losses.size(); ++s) {
     const double l = tr.train_step(fx.batch, fx.seq, fx.ids.data(), targets.data(), opt);
@@ -394,7 +403,8 @@ void check_steps(report& rep, context& ctx, const fixture_model& fx) {
   double worst = 0;
   for (std::int64_t l = 0; l < fx.dims.layers; ++l)
     for (auto p : llama_projs) {
-      std::vector<float> A(std::size_t(tr.in_features(p) * fx.rank)), B(std::size_t(tr.out_features(p) * fx.rank));
+      std::vector<float> A(std::size_t(tr.in_features(p) * fx.rank)),
+          B(std::size_t(tr.out_features(p) * fx.rank));
       tr.get_lora(l, p, A.data(), B.data());
       for (auto [which, got] : {std::pair{"lora_A", &A}, {"lora_B", &B}}) {
         const auto want = ref.values(peft_name(l, p, which, true));
@@ -410,6 +420,56 @@ void check_steps(report& rep, context& ctx, const fixture_model& fx) {
       }
     }
   rep.check("5 AdamW steps: LoRA weights vs PyTorch (error / update)", worst, 1e-3);
+}
+
+// DPO of one pair (chosen = sequence 0, rejected = sequence 1, prompt = the first 6 tokens)
+// against PyTorch + PEFT in float64 with the adapter-disabled model as reference.
+void check_dpo(report& rep, context& ctx, const fixture_model& fx) {
+  const char* path = std::getenv("FORGE_LORA_STEPS_REF");
+  if (!path || !*path) {
+    rep.expect("DPO reference present (FORGE_LORA_STEPS_REF)", false);
+    return;
+  }
+  st_file ref(path);
+  lora_trainer<float> tr(ctx, fx.dims, fx.host(),
+                         {.rank = fx.rank, .alpha = fx.alpha, .max_batch = 2, .max_seq = fx.seq});
+  load_adapter(tr, fx);
+  const std::int64_t S = fx.seq, prompt = 6;
+  std::vector<std::int64_t> targets(std::size_t(2 * S));
+  for (std::int64_t b = 0; b < 2; ++b)
+    for (std::int64_t t = 0; t < S; ++t)
+      targets[std::size_t(b * S + t)] =
+          t + 1 >= prompt && t + 1 < S ? fx.ids[std::size_t(b * S + t + 1)] : ce_ignore_index;
+  tr.zero_grad();
+  const double loss =
+      tr.dpo_forward_backward(1, S, fx.ids.data(), targets.data(), fx.ids.data() + S,
+                              targets.data() + S, {.beta = 0.1f, .label_smoothing = 0.1f});
+  const double want = ref.values("dpo.loss")[0];
+  std::printf("  DPO loss %.9f, PyTorch float64 %.9f\n", loss, want);
+  // f32 sequence log-probabilities (sums of 12 terms near −6) enter h through β = 0.1.
+  rep.check("DPO loss vs PyTorch+PEFT float64 (relative)", std::abs(loss - want) / want, 1e-5);
+  double worst = 0;
+  for (std::int64_t l = 0; l < fx.dims.layers; ++l)
+    for (auto p : llama_projs) {
+      std::vector<float> dA(std::size_t(tr.in_features(p) * fx.rank));
+      std::vector<float> dB(std::size_t(tr.out_features(p) * fx.rank));
+      tr.get_lora_grad(l, p, dA.data(), dB.data());
+      const double ea = rel_err(ref.values("dpo.grad." + peft_name(l, p, "lora_A", true)), dA);
+      const double eb = rel_err(ref.values("dpo.grad." + peft_name(l, p, "lora_B", true)), dB);
+      worst = std::max({worst, std::isnan(ea) ? 1e30 : ea, std::isnan(eb) ? 1e30 : eb});
+    }
+  // As the SFT gradients (1e-4), through one more f32 weighting per token.
+  rep.check("DPO worst of 28 LoRA gradients vs PyTorch+PEFT", worst, 1e-4);
+  // Training on the pair raises the chosen-over-rejected margin: the loss falls.
+  double first = 0, last = 0;
+  for (int s = 0; s < 10; ++s) {
+    last =
+        tr.dpo_step(1, S, fx.ids.data(), targets.data(), fx.ids.data() + S, targets.data() + S,
+                    {.beta = 0.1f, .label_smoothing = 0.1f}, {.lr = 1e-2f, .weight_decay = 0.0f});
+    if (s == 0) first = last;
+  }
+  std::printf("  DPO training: loss %.4f -> %.4f in 10 steps\n", first, last);
+  rep.expect("DPO steps lower the DPO loss", last < first - 0.05);
 }
 
 // bf16 training on the fixture batch: the loss falls, and the first steps track f32.
@@ -430,7 +490,8 @@ void check_bf16_training(report& rep, context& ctx, const fixture_model& fx) {
   std::printf("  bf16 training losses: step 1 %.4f, 10 %.4f, 20 %.4f, 40 %.4f, 60 %.4f\n", lb[0],
               lb[9], lb[19], lb[39], lb[59]);
   double worst = 0;
-  for (int s = 0; s < 5; ++s) worst = std::max(worst, std::abs(lb[std::size_t(s)] - lf[std::size_t(s)]) / lf[std::size_t(s)]);
+  for (int s = 0; s < 5; ++s)
+    worst = std::max(worst, std::abs(lb[std::size_t(s)] - lf[std::size_t(s)]) / lf[std::size_t(s)]);
   // bf16 logits carry ~2^-9 relative rounding per stored activation; the loss of a 512-way
   // softmax moves by about that times the logit scale: 1e-2 of a loss near 6 is ~25x margin.
   rep.check("bf16 vs f32 training: first 5 losses (relative, worst)", worst, 1e-2);
@@ -439,8 +500,9 @@ void check_bf16_training(report& rep, context& ctx, const fixture_model& fx) {
 }
 
 void check_errors(report& rep, context& ctx, const fixture_model& fx) {
-  lora_trainer<float> tr(ctx, fx.dims, fx.host(),
-                         {.rank = fx.rank, .alpha = fx.alpha, .max_batch = fx.batch, .max_seq = fx.seq});
+  lora_trainer<float> tr(
+      ctx, fx.dims, fx.host(),
+      {.rank = fx.rank, .alpha = fx.alpha, .max_batch = fx.batch, .max_seq = fx.seq});
   auto ids = fx.ids;
   ids[5] = fx.dims.vocab;  // out of range
   const auto targets = lora_trainer<float>::causal_targets(fx.batch, fx.seq, fx.ids.data());
@@ -491,6 +553,7 @@ int main() {
                                  "steps per pass");
     check_qlora(rep, ctx, fx);
     check_steps(rep, ctx, fx);
+    check_dpo(rep, ctx, fx);
     check_bf16_training(rep, ctx, fx);
     check_errors(rep, ctx, fx);
   } catch (const std::exception& e) {

@@ -215,8 +215,7 @@ class st_file {
         return;
       }
     } else {
-      while (pos_ < text_.size() && text_[pos_] != ',' && text_[pos_] != '}' &&
-             text_[pos_] != ']')
+      while (pos_ < text_.size() && text_[pos_] != ',' && text_[pos_] != '}' && text_[pos_] != ']')
         ++pos_;
     }
   }

@@ -128,15 +128,15 @@ void causal_attention_forward(context& ctx, const causal_attention_dims& a, cons
   detail::check_causal_dims(a, "causal_attention_forward");
   const std::int64_t g = a.heads / a.kv_heads, S = a.seq, D = a.head_dim;
   detail::causal_probs(ctx, a, q, k, scores, probs);
-  gemm_strided_batched<T, T>(ctx, false, false, g * S, D, S, 1.0f, probs, S, g * S * S, v, D,
-                             S * D, 0.0f, o, D, g * S * D, a.batch * a.kv_heads);
+  gemm_strided_batched<T, T>(ctx, false, false, g * S, D, S, 1.0f, probs, S, g * S * S, v, D, S * D,
+                             0.0f, o, D, g * S * D, a.batch * a.kv_heads);
 }
 
 /// dq, dk, dv (overwritten) from dout on ctx's stream, recomputing p from q and k.
 template <class T>
-void causal_attention_backward(context& ctx, const causal_attention_dims& a, const T* q,
-                               const T* k, const T* v, const T* dout, T* dq, T* dk, T* dv,
-                               float* scores, T* probs) {
+void causal_attention_backward(context& ctx, const causal_attention_dims& a, const T* q, const T* k,
+                               const T* v, const T* dout, T* dq, T* dk, T* dv, float* scores,
+                               T* probs) {
   detail::check_causal_dims(a, "causal_attention_backward");
   const std::int64_t g = a.heads / a.kv_heads, S = a.seq, D = a.head_dim, n = a.batch * a.kv_heads;
   detail::causal_probs(ctx, a, q, k, scores, probs);

@@ -79,7 +79,7 @@ inline constexpr std::array<llama_proj, 7> llama_projs = {
     llama_proj::gate, llama_proj::up, llama_proj::down};
 /// PEFT's module name of a projection ("q_proj" …).
 inline const char* llama_proj_name(llama_proj p) {
-  constexpr const char* n[7] = {"q_proj", "k_proj", "v_proj", "o_proj",
+  constexpr const char* n[7] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                 "gate_proj", "up_proj", "down_proj"};
   return n[int(p)];
 }
@@ -99,9 +99,9 @@ struct llama_layer_host {
 
 /// Host f32 weights of a whole model; read once by the trainer's constructor.
 struct llama_host_weights {
-  const float* embed = nullptr;         ///< [vocab, hidden]
-  const float* final_norm = nullptr;    ///< [hidden]
-  const float* lm_head = nullptr;       ///< [vocab, hidden]
+  const float* embed = nullptr;       ///< [vocab, hidden]
+  const float* final_norm = nullptr;  ///< [hidden]
+  const float* lm_head = nullptr;     ///< [vocab, hidden]
   std::vector<llama_layer_host> layers{};
 };
 
@@ -113,12 +113,20 @@ enum class base_storage {
 
 /// Options of lora_trainer; rank and alpha as PEFT's LoraConfig (r, lora_alpha).
 struct lora_trainer_options {
-  std::int64_t rank = 16;                 ///< adapter rank r
-  float alpha = 32.0f;                    ///< scale s = alpha / r
+  std::int64_t rank = 16;  ///< adapter rank r
+  float alpha = 32.0f;     ///< scale s = alpha / r
   base_storage base = base_storage::dense;
-  std::int64_t max_batch = 1;             ///< sequences per step, at most
-  std::int64_t max_seq = 1;               ///< tokens per sequence, at most
-  bool graphs = true;                     ///< replay each step shape as a CUDA graph
+  std::int64_t max_batch = 1;  ///< sequences per step, at most
+  std::int64_t max_seq = 1;    ///< tokens per sequence, at most
+  bool graphs = true;          ///< replay each step shape as a CUDA graph
+};
+
+/// Options of a DPO step (Rafailov et al. 2023, eq. 7), with conservative-DPO label smoothing
+/// ε as TRL's "sigmoid" loss: ℓ = −(1−ε)·log σ(h) − ε·log σ(−h), h = β·(Δ_chosen − Δ_rejected),
+/// Δ = log π(y|x) − log π_ref(y|x) summed over the completion's tokens.
+struct dpo_options {
+  float beta = 0.1f;             ///< β
+  float label_smoothing = 0.0f;  ///< ε in [0, 0.5)
 };
 
 namespace detail {
@@ -223,8 +231,7 @@ template <class T, bool ToTokens>
 __global__ void heads_kernel(int total, int seq, int heads, int D, const T* __restrict__ in,
                              T* __restrict__ out) {
   const int d8 = D / 8;
-  for (int e8 = blockIdx.x * blockDim.x + threadIdx.x; e8 < total;
-       e8 += gridDim.x * blockDim.x) {
+  for (int e8 = blockIdx.x * blockDim.x + threadIdx.x; e8 < total; e8 += gridDim.x * blockDim.x) {
     const int d = (e8 % d8) * 8, h = (e8 / d8) % heads, t = e8 / (d8 * heads);
     const std::int64_t tm = std::int64_t(e8) * 8;
     const std::int64_t hm = ((std::int64_t(t / seq) * heads + h) * seq + t % seq) * D + d;
@@ -241,8 +248,7 @@ template <class T>
 __global__ void swiglu_fused_kernel(int total, int I, const T* __restrict__ gu,
                                     T* __restrict__ act) {
   const int i8 = I / 8;
-  for (int e8 = blockIdx.x * blockDim.x + threadIdx.x; e8 < total;
-       e8 += gridDim.x * blockDim.x) {
+  for (int e8 = blockIdx.x * blockDim.x + threadIdx.x; e8 < total; e8 += gridDim.x * blockDim.x) {
     const int t = e8 / i8, j = (e8 % i8) * 8;
     const vec8<T> g = load8(gu + std::int64_t(t) * 2 * I + j);
     const vec8<T> u = load8(gu + std::int64_t(t) * 2 * I + I + j);
@@ -261,8 +267,7 @@ template <class T>
 __global__ void swiglu_fused_backward_kernel(int total, int I, const T* __restrict__ gu,
                                              const T* __restrict__ dact, T* __restrict__ dgu) {
   const int i8 = I / 8;
-  for (int e8 = blockIdx.x * blockDim.x + threadIdx.x; e8 < total;
-       e8 += gridDim.x * blockDim.x) {
+  for (int e8 = blockIdx.x * blockDim.x + threadIdx.x; e8 < total; e8 += gridDim.x * blockDim.x) {
     const int t = e8 / i8, j = (e8 % i8) * 8;
     const std::int64_t row = std::int64_t(t) * 2 * I;
     const vec8<T> g = load8(gu + row + j), u = load8(gu + row + I + j);
@@ -281,18 +286,19 @@ __global__ void swiglu_fused_backward_kernel(int total, int I, const T* __restri
 }
 
 // Cross-entropy of one row per block, gradient written over the logits:
-//   ℓ_t = logsumexp(z_t) − z_t[y_t];   z_t ← (softmax(z_t) − onehot(y_t)) · inv_n
+//   ℓ_t = logsumexp(z_t) − z_t[y_t] = −log p_t(y_t);   z_t ← (softmax(z_t) − onehot(y_t)) · w_t
+// with w_t = dL/dℓ_t (1/kept for the mean cross-entropy; per-sequence for preference losses).
 // Ignored rows (y = −100) get ℓ = 0 and a zero gradient. z[y] is read before the block's
 // first barrier and every other element is read and then written by the same thread, so the
 // overwrite is safe.
 template <class T>
 __global__ void ce_inplace_kernel(std::int64_t vocab, T* z, const std::int64_t* __restrict__ y,
-                                  const double* __restrict__ inv_count, bool write_grad,
+                                  const float* __restrict__ row_weight, bool write_grad,
                                   float* __restrict__ row_loss) {
-  const float inv_n = float(*inv_count);
   __shared__ float scratch[32];
   __shared__ float zy;
   const std::int64_t t = blockIdx.x, target = y[t];
+  const float w = row_weight[t];
   T* zr = z + t * vocab;
   if (target == ce_ignore_index) {
     if (write_grad)
@@ -305,22 +311,39 @@ __global__ void ce_inplace_kernel(std::int64_t vocab, T* z, const std::int64_t* 
   if (threadIdx.x == 0) row_loss[t] = lse - zy;
   if (write_grad)
     for (std::int64_t i = threadIdx.x; i < vocab; i += blockDim.x)
-      zr[i] = from_f32<T>((expf(to_f32(zr[i]) - lse) - (i == target ? 1.0f : 0.0f)) * inv_n);
+      zr[i] = from_f32<T>((expf(to_f32(zr[i]) - lse) - (i == target ? 1.0f : 0.0f)) * w);
 }
 
-// loss = Σ row_loss · inv_n, summed in double in a fixed order by one block.
+// loss = Σ_t w_t·ℓ_t, summed in double in a fixed order by one block.
 __global__ void loss_sum_kernel(std::int64_t rows, const float* __restrict__ row_loss,
-                                const double* __restrict__ inv_n, double* loss) {
+                                const float* __restrict__ row_weight, double* loss) {
   __shared__ double part[256];
   double s = 0.0;
-  for (std::int64_t t = threadIdx.x; t < rows; t += blockDim.x) s += double(row_loss[t]);
+  for (std::int64_t t = threadIdx.x; t < rows; t += blockDim.x)
+    s += double(row_loss[t]) * double(row_weight[t]);
   part[threadIdx.x] = s;
   __syncthreads();
   for (int o = blockDim.x / 2; o > 0; o >>= 1) {
     if (int(threadIdx.x) < o) part[threadIdx.x] += part[threadIdx.x + o];
     __syncthreads();
   }
-  if (threadIdx.x == 0) *loss = part[0] * *inv_n;
+  if (threadIdx.x == 0) *loss = part[0];
+}
+
+// logp[b] = −Σ_s ℓ_{b·seq+s} (ignored rows hold 0): one block per sequence, fixed order.
+__global__ void sequence_logp_kernel(std::int64_t seq, const float* __restrict__ row_loss,
+                                     double* __restrict__ logp) {
+  __shared__ double part[256];
+  double s = 0.0;
+  for (std::int64_t t = threadIdx.x; t < seq; t += blockDim.x)
+    s += double(row_loss[blockIdx.x * seq + t]);
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o) part[threadIdx.x] += part[threadIdx.x + o];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) logp[blockIdx.x] = -part[0];
 }
 
 // Counts bytes on a first pass and hands out arena pieces on the second.
@@ -411,19 +434,23 @@ class lora_trainer {
   std::int64_t lora_parameter_count() const { return per_layer_ * d_.layers; }
   /// Input features of a projection.
   std::int64_t in_features(llama_proj p) const {
-    return p == llama_proj::o ? d_.heads * d_.head_dim
+    return p == llama_proj::o      ? d_.heads * d_.head_dim
            : p == llama_proj::down ? d_.intermediate
                                    : d_.hidden;
   }
   /// Output features of a projection.
   std::int64_t out_features(llama_proj p) const {
     switch (p) {
-      case llama_proj::q: return d_.heads * d_.head_dim;
+      case llama_proj::q:
+        return d_.heads * d_.head_dim;
       case llama_proj::k:
-      case llama_proj::v: return d_.kv_heads * d_.head_dim;
+      case llama_proj::v:
+        return d_.kv_heads * d_.head_dim;
       case llama_proj::gate:
-      case llama_proj::up: return d_.intermediate;
-      default: return d_.hidden;
+      case llama_proj::up:
+        return d_.intermediate;
+      default:
+        return d_.hidden;
     }
   }
 
@@ -476,14 +503,14 @@ class lora_trainer {
   /// returns that loss (waits for the step).
   double forward_backward(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
                           const std::int64_t* targets) {
-    return run(batch, seq, ids, targets, true, nullptr);
+    return run(batch, seq, ids, targets, true, nullptr, nullptr, nullptr, true);
   }
 
   /// Forward only: logits [batch·seq, vocab] (f32, host) and, when targets are given, the
   /// mean cross-entropy (0 otherwise). Gradients are untouched.
   double forward(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
                  const std::int64_t* targets, float* logits) {
-    return run(batch, seq, ids, targets, false, logits);
+    return run(batch, seq, ids, targets, false, logits, nullptr, nullptr, true);
   }
 
   /// One AdamW step on every LoRA parameter from the accumulated gradients (step count kept
@@ -501,6 +528,77 @@ class lora_trainer {
                     const std::int64_t* targets, const adamw_options& opt) {
     zero_grad();
     const double loss = forward_backward(batch, seq, ids, targets);
+    step(opt);
+    return loss;
+  }
+
+  /// Σ log p(target) over each sequence's kept targets (host out[batch]); with_lora = false
+  /// evaluates the base alone (adapters off: the reference model of LoRA preference training).
+  void sequence_logprobs(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
+                         const std::int64_t* targets, bool with_lora, double* out) {
+    require(targets != nullptr, {.what = "sequence log-probabilities need targets",
+                                 .place = "lora_trainer::sequence_logprobs",
+                                 .expected = "a targets array",
+                                 .found = "null"});
+    run(batch, seq, ids, targets, false, nullptr, nullptr, out, with_lora);
+  }
+
+  /// DPO on `pairs` preference pairs, each a chosen and a rejected sequence [pairs, seq]
+  /// (prompt + completion; targets −100 outside the completion), with the base (adapters off)
+  /// as the reference model, as PEFT-based DPO does. Accumulates the LoRA gradients of the
+  /// mean loss over pairs and returns that loss. Needs max_batch ≥ 2·pairs. Runs the reference
+  /// forward, the policy forward (for the per-pair weights) and the policy forward + backward
+  /// with per-token weights w_t = −∂L/∂log π(sequence).
+  double dpo_forward_backward(std::int64_t pairs, std::int64_t seq, const std::int64_t* chosen_ids,
+                              const std::int64_t* chosen_targets, const std::int64_t* rejected_ids,
+                              const std::int64_t* rejected_targets, const dpo_options& o) {
+    require(pairs > 0 && 2 * pairs <= o_.max_batch && o.label_smoothing >= 0.0f &&
+                o.label_smoothing < 0.5f,
+            {.what = "bad DPO batch",
+             .place = "lora_trainer::dpo_forward_backward",
+             .expected = "1 <= pairs <= max_batch / 2 = " + std::to_string(o_.max_batch / 2) +
+                         ", label_smoothing in [0, 0.5)",
+             .found = "pairs " + std::to_string(pairs) + ", label_smoothing " +
+                      std::to_string(o.label_smoothing)});
+    const std::size_t n = std::size_t(pairs * seq);
+    std::vector<std::int64_t> ids(2 * n), targets(2 * n);
+    std::copy(chosen_ids, chosen_ids + n, ids.begin());
+    std::copy(rejected_ids, rejected_ids + n, ids.begin() + std::ptrdiff_t(n));
+    std::copy(chosen_targets, chosen_targets + n, targets.begin());
+    std::copy(rejected_targets, rejected_targets + n, targets.begin() + std::ptrdiff_t(n));
+    std::vector<double> ref(std::size_t(2 * pairs)), pol(std::size_t(2 * pairs));
+    sequence_logprobs(2 * pairs, seq, ids.data(), targets.data(), false, ref.data());
+    sequence_logprobs(2 * pairs, seq, ids.data(), targets.data(), true, pol.data());
+    std::vector<float> w(2 * n, 0.0f);
+    const double eps = o.label_smoothing, beta = o.beta;
+    double loss = 0;
+    for (std::int64_t i = 0; i < pairs; ++i) {
+      const auto c = std::size_t(i), r = std::size_t(pairs + i);
+      const double h = beta * ((pol[c] - ref[c]) - (pol[r] - ref[r]));
+      auto log_sigmoid = [](double x) {
+        return -(std::max(-x, 0.0) + std::log1p(std::exp(-std::abs(x))));
+      };
+      auto sigmoid = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
+      loss += (-(1 - eps) * log_sigmoid(h) - eps * log_sigmoid(-h)) / double(pairs);
+      const double g = (-(1 - eps) * sigmoid(-h) + eps * sigmoid(h)) / double(pairs);  // dL/dh
+      // log π(sequence) = −Σ ℓ_t, so dL/dℓ_t = −dL/dlog π = ∓β·g for chosen/rejected rows.
+      for (std::int64_t t = 0; t < seq; ++t) {
+        w[c * std::size_t(seq) + std::size_t(t)] = float(-beta * g);
+        w[r * std::size_t(seq) + std::size_t(t)] = float(beta * g);
+      }
+    }
+    run(2 * pairs, seq, ids.data(), targets.data(), true, nullptr, w.data(), nullptr, true);
+    return loss;
+  }
+
+  /// zero_grad, dpo_forward_backward and an AdamW step; returns the DPO loss.
+  double dpo_step(std::int64_t pairs, std::int64_t seq, const std::int64_t* chosen_ids,
+                  const std::int64_t* chosen_targets, const std::int64_t* rejected_ids,
+                  const std::int64_t* rejected_targets, const dpo_options& o,
+                  const adamw_options& opt) {
+    zero_grad();
+    const double loss = dpo_forward_backward(pairs, seq, chosen_ids, chosen_targets, rejected_ids,
+                                             rejected_targets, o);
     step(opt);
     return loss;
   }
@@ -538,9 +636,9 @@ class lora_trainer {
             {.what = "bad model extents",
              .place = "lora_trainer",
              .expected = "positive extents, heads a multiple of kv_heads, even head_dim",
-             .found = "vocab " + std::to_string(d.vocab) + ", hidden " +
-                      std::to_string(d.hidden) + ", heads " + std::to_string(d.heads) + "/" +
-                      std::to_string(d.kv_heads) + ", head_dim " + std::to_string(d.head_dim)});
+             .found = "vocab " + std::to_string(d.vocab) + ", hidden " + std::to_string(d.hidden) +
+                      ", heads " + std::to_string(d.heads) + "/" + std::to_string(d.kv_heads) +
+                      ", head_dim " + std::to_string(d.head_dim)});
     require(d.head_dim % 16 == 0 && d.intermediate % 8 == 0,
             {.what = "model extents the layout kernels do not take",
              .place = "lora_trainer",
@@ -554,8 +652,8 @@ class lora_trainer {
              .found = "rank " + std::to_string(o_.rank) + ", max_batch " +
                       std::to_string(o_.max_batch) + ", max_seq " + std::to_string(o_.max_seq)});
     const std::int64_t tokens = o_.max_batch * o_.max_seq;
-    const std::int64_t widest = std::max({(d.heads + 2 * d.kv_heads) * d.head_dim,
-                                          2 * d.intermediate, d.vocab});
+    const std::int64_t widest =
+        std::max({(d.heads + 2 * d.kv_heads) * d.head_dim, 2 * d.intermediate, d.vocab});
     require(tokens > 0 && tokens * widest < (std::int64_t(1) << 31),
             {.what = "step too large for 32-bit element indices",
              .place = "lora_trainer_options",
@@ -567,10 +665,9 @@ class lora_trainer {
              .expected = std::to_string(d.layers) + " layers",
              .found = std::to_string(w.layers.size())});
     auto need = [](const float* p, const std::string& name) {
-      require(p != nullptr, {.what = "missing weight",
-                             .place = name,
-                             .expected = "a host pointer",
-                             .found = "null"});
+      require(
+          p != nullptr,
+          {.what = "missing weight", .place = name, .expected = "a host pointer", .found = "null"});
     };
     need(w.embed, "embed");
     need(w.final_norm, "final_norm");
@@ -594,10 +691,11 @@ class lora_trainer {
   }
 
   void check_layer(std::int64_t layer, const char* where) const {
-    require(layer >= 0 && layer < d_.layers, {.what = "layer index out of range",
-                                              .place = where,
-                                              .expected = "in [0, " + std::to_string(d_.layers) + ")",
-                                              .found = std::to_string(layer)});
+    require(layer >= 0 && layer < d_.layers,
+            {.what = "layer index out of range",
+             .place = where,
+             .expected = "in [0, " + std::to_string(d_.layers) + ")",
+             .found = std::to_string(layer)});
   }
 
   // f32 host → T device (through an f32 staging buffer converted on the device).
@@ -644,13 +742,20 @@ class lora_trainer {
     const std::int64_t r = o_.rank, H = d_.hidden;
     const std::int64_t base = layer * per_layer_;
     switch (p) {
-      case llama_proj::q: return base;
-      case llama_proj::k: return base + r * H;
-      case llama_proj::v: return base + 2 * r * H;
-      case llama_proj::gate: return base + 3 * r * H;
-      case llama_proj::up: return base + 4 * r * H;
-      case llama_proj::o: return base + 5 * r * H;
-      default: return base + 5 * r * H + r * nq_;
+      case llama_proj::q:
+        return base;
+      case llama_proj::k:
+        return base + r * H;
+      case llama_proj::v:
+        return base + 2 * r * H;
+      case llama_proj::gate:
+        return base + 3 * r * H;
+      case llama_proj::up:
+        return base + 4 * r * H;
+      case llama_proj::o:
+        return base + 5 * r * H;
+      default:
+        return base + 5 * r * H + r * nq_;
     }
   }
   std::int64_t b_offset(std::int64_t layer, llama_proj p) const {
@@ -761,13 +866,15 @@ class lora_trainer {
     probs_ = a.template take<T>(sc);
     // Vocabulary head in chunks of about 64 MiB of logits.
     chunk_ = std::max<std::int64_t>(
-        1, std::min<std::int64_t>(M, (std::int64_t(64) << 20) / (d_.vocab * std::int64_t(sizeof(T)))));
+        1,
+        std::min<std::int64_t>(M, (std::int64_t(64) << 20) / (d_.vocab * std::int64_t(sizeof(T)))));
     logits_ = a.template take<T>(std::size_t(chunk_ * d_.vocab));
     row_loss_ = a.template take<float>(m);
     ids_ = a.template take<std::int64_t>(m);
     targets_ = a.template take<std::int64_t>(m);
     loss_ = a.template take<double>(1);
-    inv_n_ = a.template take<double>(1);
+    row_w_ = a.template take<float>(m);
+    seq_logp_ = a.template take<double>(std::size_t(o_.max_batch));
   }
   void plan_activations() {
     detail::arena_plan count;
@@ -790,8 +897,13 @@ class lora_trainer {
     gemm<T, T>(ctx_, false, false, M, r, out, scale_, dy, ldy, Bm, r, 0.0f, dt, ldt);
   }
 
+  // One step: forward; cross-entropy rows if targets; backward if asked. row_weights (host,
+  // [batch·seq], may be null: 1/kept on kept rows) weight each row's −log p in the loss and
+  // its gradient; seq_logp (host out, may be null) receives each sequence's Σ log p over kept
+  // targets; with_lora = false runs the base alone (a reference model; forward only).
   double run(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
-             const std::int64_t* targets, bool backward, float* logits_out) {
+             const std::int64_t* targets, bool backward, float* logits_out,
+             const float* row_weights, double* seq_logp, bool with_lora) {
     require(batch > 0 && seq > 0 && batch <= o_.max_batch && seq <= o_.max_seq,
             {.what = "batch larger than the trainer was planned for",
              .place = "lora_trainer",
@@ -818,19 +930,31 @@ class lora_trainer {
                                    .place = "lora_trainer::forward_backward",
                                    .expected = "a targets array",
                                    .found = "null"});
+    require(with_lora || !backward, {.what = "backward needs the adapters on",
+                                     .place = "lora_trainer",
+                                     .expected = "with_lora when backward",
+                                     .found = "a backward of the base alone"});
     cudaStream_t st = ctx_.stream();
     FORGE_CUDA_CHECK(cudaMemcpyAsync(ids_, ids, std::size_t(M) * sizeof(std::int64_t),
                                      cudaMemcpyHostToDevice, st));
     if (targets)
       FORGE_CUDA_CHECK(cudaMemcpyAsync(targets_, targets, std::size_t(M) * sizeof(std::int64_t),
                                        cudaMemcpyHostToDevice, st));
-    // 1/kept lives on the device so a captured step serves any batch of the same shape.
-    const double inv_n = kept > 0 ? 1.0 / double(kept) : 0.0;
-    FORGE_CUDA_CHECK(cudaMemcpyAsync(inv_n_, &inv_n, sizeof inv_n, cudaMemcpyHostToDevice, st));
+    // Row weights live on the device so a captured step serves any batch of the same shape.
+    if (targets) {
+      row_w_host_.assign(std::size_t(M), 0.0f);
+      for (std::int64_t t = 0; t < M; ++t)
+        row_w_host_[std::size_t(t)] =
+            row_weights ? row_weights[t]
+                        : (targets[t] != ce_ignore_index ? float(1.0 / double(kept)) : 0.0f);
+      FORGE_CUDA_CHECK(cudaMemcpyAsync(row_w_, row_w_host_.data(), std::size_t(M) * sizeof(float),
+                                       cudaMemcpyHostToDevice, st));
+    }
+    lora_on_ = with_lora;
     // A step is hundreds of launches, many of them short LoRA products: replaying it as one
     // CUDA graph removes the host launch cost between them. Logits copied out mid-step and a
     // phase hook (host calls between launches) run the same work launched directly.
-    if (logits_out || hook_ || !o_.graphs) {
+    if (logits_out || hook_ || !o_.graphs || !with_lora) {
       enqueue(batch, seq, targets != nullptr, backward, logits_out);
     } else {
       const auto key = std::make_tuple(batch, seq, targets != nullptr, backward);
@@ -858,6 +982,9 @@ class lora_trainer {
     // A copy to pageable memory blocks the host until the step is done.
     if (targets)
       FORGE_CUDA_CHECK(cudaMemcpyAsync(&loss, loss_, sizeof loss, cudaMemcpyDeviceToHost, st));
+    if (targets && seq_logp)
+      FORGE_CUDA_CHECK(cudaMemcpyAsync(seq_logp, seq_logp_, std::size_t(batch) * sizeof(double),
+                                       cudaMemcpyDeviceToHost, st));
     ctx_.synchronize();
     return loss;
   }
@@ -887,13 +1014,14 @@ class lora_trainer {
       T* x_next = l + 1 < d_.layers ? saved_[std::size_t(l + 1)].x : x_final_;
       phase("fwd.qkv");
       rmsnorm_forward<T>(ctx_, M, H, L.x, W.input_norm.data(), d_.rms_eps, L.h1, L.r1);
-      gemm<T, T>(ctx_, false, true, M, nqkv_, H, 1.0f, L.h1, H, weight(l, 0), H, 0.0f, qkv_,
-                 nqkv_);
-      gemm<T, T>(ctx_, false, true, M, 3 * r, H, 1.0f, L.h1, H, A(l, llama_proj::q), H, 0.0f,
-                 L.t_qkv, 3 * r);
-      lora_up(M, nq_, L.t_qkv, 3 * r, B(l, llama_proj::q), qkv_, nqkv_);
-      lora_up(M, nkv_, L.t_qkv + r, 3 * r, B(l, llama_proj::k), qkv_ + nq_, nqkv_);
-      lora_up(M, nkv_, L.t_qkv + 2 * r, 3 * r, B(l, llama_proj::v), qkv_ + nq_ + nkv_, nqkv_);
+      gemm<T, T>(ctx_, false, true, M, nqkv_, H, 1.0f, L.h1, H, weight(l, 0), H, 0.0f, qkv_, nqkv_);
+      if (lora_on_) {
+        gemm<T, T>(ctx_, false, true, M, 3 * r, H, 1.0f, L.h1, H, A(l, llama_proj::q), H, 0.0f,
+                   L.t_qkv, 3 * r);
+        lora_up(M, nq_, L.t_qkv, 3 * r, B(l, llama_proj::q), qkv_, nqkv_);
+        lora_up(M, nkv_, L.t_qkv + r, 3 * r, B(l, llama_proj::k), qkv_ + nq_, nqkv_);
+        lora_up(M, nkv_, L.t_qkv + 2 * r, 3 * r, B(l, llama_proj::v), qkv_ + nq_ + nkv_, nqkv_);
+      }
       phase("fwd.rope");
       detail::qkv_rope_kernel<T, false><<<detail::grid_1d(rope_total), 256, 0, st>>>(
           rope_total, int(seq), int(d_.heads), int(d_.kv_heads), int(D), qkv_, L.q, L.k, L.v,
@@ -908,19 +1036,21 @@ class lora_trainer {
       // x' = x + o·W_oᵀ + s·(o·A_oᵀ)·B_oᵀ
       FORGE_CUDA_CHECK(cudaMemcpyAsync(L.x_mid, L.x, std::size_t(M * H) * sizeof(T),
                                        cudaMemcpyDeviceToDevice, st));
-      gemm<T, T>(ctx_, false, true, M, H, nq_, 1.0f, L.o, nq_, weight(l, 1), nq_, 1.0f, L.x_mid,
-                 H);
-      gemm<T, T>(ctx_, false, true, M, r, nq_, 1.0f, L.o, nq_, A(l, llama_proj::o), nq_, 0.0f,
-                 L.t_o, r);
-      lora_up(M, H, L.t_o, r, B(l, llama_proj::o), L.x_mid, H);
+      gemm<T, T>(ctx_, false, true, M, H, nq_, 1.0f, L.o, nq_, weight(l, 1), nq_, 1.0f, L.x_mid, H);
+      if (lora_on_) {
+        gemm<T, T>(ctx_, false, true, M, r, nq_, 1.0f, L.o, nq_, A(l, llama_proj::o), nq_, 0.0f,
+                   L.t_o, r);
+        lora_up(M, H, L.t_o, r, B(l, llama_proj::o), L.x_mid, H);
+      }
       phase("fwd.gate_up");
       rmsnorm_forward<T>(ctx_, M, H, L.x_mid, W.post_norm.data(), d_.rms_eps, L.h2, L.r2);
-      gemm<T, T>(ctx_, false, true, M, 2 * I, H, 1.0f, L.h2, H, weight(l, 2), H, 0.0f, L.gu,
-                 2 * I);
-      gemm<T, T>(ctx_, false, true, M, 2 * r, H, 1.0f, L.h2, H, A(l, llama_proj::gate), H, 0.0f,
-                 L.t_gu, 2 * r);
-      lora_up(M, I, L.t_gu, 2 * r, B(l, llama_proj::gate), L.gu, 2 * I);
-      lora_up(M, I, L.t_gu + r, 2 * r, B(l, llama_proj::up), L.gu + I, 2 * I);
+      gemm<T, T>(ctx_, false, true, M, 2 * I, H, 1.0f, L.h2, H, weight(l, 2), H, 0.0f, L.gu, 2 * I);
+      if (lora_on_) {
+        gemm<T, T>(ctx_, false, true, M, 2 * r, H, 1.0f, L.h2, H, A(l, llama_proj::gate), H, 0.0f,
+                   L.t_gu, 2 * r);
+        lora_up(M, I, L.t_gu, 2 * r, B(l, llama_proj::gate), L.gu, 2 * I);
+        lora_up(M, I, L.t_gu + r, 2 * r, B(l, llama_proj::up), L.gu + I, 2 * I);
+      }
       phase("fwd.swiglu");
       detail::swiglu_fused_kernel<T>
           <<<detail::grid_1d(mlp_total), 256, 0, st>>>(mlp_total, int(I), L.gu, act_);
@@ -929,9 +1059,11 @@ class lora_trainer {
       FORGE_CUDA_CHECK(cudaMemcpyAsync(x_next, L.x_mid, std::size_t(M * H) * sizeof(T),
                                        cudaMemcpyDeviceToDevice, st));
       gemm<T, T>(ctx_, false, true, M, H, I, 1.0f, act_, I, weight(l, 3), I, 1.0f, x_next, H);
-      gemm<T, T>(ctx_, false, true, M, r, I, 1.0f, act_, I, A(l, llama_proj::down), I, 0.0f,
-                 L.t_d, r);
-      lora_up(M, H, L.t_d, r, B(l, llama_proj::down), x_next, H);
+      if (lora_on_) {
+        gemm<T, T>(ctx_, false, true, M, r, I, 1.0f, act_, I, A(l, llama_proj::down), I, 0.0f,
+                   L.t_d, r);
+        lora_up(M, H, L.t_d, r, B(l, llama_proj::down), x_next, H);
+      }
     }
     phase("head");
     rmsnorm_forward<T>(ctx_, M, H, x_final_, final_norm_.data(), d_.rms_eps, hf_, rf_);
@@ -944,15 +1076,17 @@ class lora_trainer {
       if (logits_out) copy_logits(rows, logits_out + r0 * V);
       if (!has_targets) continue;
       detail::ce_inplace_kernel<T><<<unsigned(rows), V >= 8192 ? 1024u : 256u, 0, st>>>(
-          V, logits_, targets_ + r0, inv_n_, backward, row_loss_ + r0);
+          V, logits_, targets_ + r0, row_w_ + r0, backward, row_loss_ + r0);
       FORGE_CUDA_CHECK_LAUNCH("ce_inplace_kernel");
       if (backward)
         gemm<T, T>(ctx_, false, false, rows, H, V, 1.0f, logits_, V, lm_head_.data(), H, 0.0f,
                    dhf_ + r0 * H, H);
     }
     if (has_targets) {
-      detail::loss_sum_kernel<<<1, 256, 0, st>>>(M, row_loss_, inv_n_, loss_);
+      detail::loss_sum_kernel<<<1, 256, 0, st>>>(M, row_loss_, row_w_, loss_);
       FORGE_CUDA_CHECK_LAUNCH("loss_sum_kernel");
+      detail::sequence_logp_kernel<<<unsigned(batch), 256, 0, st>>>(seq, row_loss_, seq_logp_);
+      FORGE_CUDA_CHECK_LAUNCH("sequence_logp_kernel");
     }
     if (backward) backward_pass(M, seq, ad, rope_total, heads_total, mlp_total);
   }
@@ -960,8 +1094,8 @@ class lora_trainer {
   void copy_logits(std::int64_t rows, float* out) {
     const std::size_t n = std::size_t(rows * d_.vocab);
     std::vector<T> h(n);
-    FORGE_CUDA_CHECK(cudaMemcpyAsync(h.data(), logits_, n * sizeof(T), cudaMemcpyDeviceToHost,
-                                     ctx_.stream()));
+    FORGE_CUDA_CHECK(
+        cudaMemcpyAsync(h.data(), logits_, n * sizeof(T), cudaMemcpyDeviceToHost, ctx_.stream()));
     ctx_.synchronize();
     for (std::size_t i = 0; i < n; ++i) {
       if constexpr (std::is_same_v<T, float>)
@@ -988,8 +1122,8 @@ class lora_trainer {
       gemm<T, float>(ctx_, true, false, r, I, M, 1.0f, dt_, r, act_, I, 1.0f,
                      dA(l, llama_proj::down), I);
       gemm<T, T>(ctx_, false, false, M, I, H, 1.0f, dx_, H, weight(l, 3), I, 0.0f, dact_, I);
-      gemm<T, T>(ctx_, false, false, M, I, r, 1.0f, dt_, r, A(l, llama_proj::down), I, 1.0f,
-                 dact_, I);
+      gemm<T, T>(ctx_, false, false, M, I, r, 1.0f, dt_, r, A(l, llama_proj::down), I, 1.0f, dact_,
+                 I);
       phase("bwd.swiglu");
       detail::swiglu_fused_backward_kernel<T>
           <<<detail::grid_1d(mlp_total), 256, 0, st>>>(mlp_total, int(I), L.gu, dact_, dgu_);
@@ -1001,20 +1135,18 @@ class lora_trainer {
                 dB(l, llama_proj::up), dt_ + r);
       gemm<T, float>(ctx_, true, false, 2 * r, H, M, 1.0f, dt_, 2 * r, L.h2, H, 1.0f,
                      dA(l, llama_proj::gate), H);
-      gemm<T, T>(ctx_, false, false, M, H, 2 * I, 1.0f, dgu_, 2 * I, weight(l, 2), H, 0.0f, dh_,
-                 H);
-      gemm<T, T>(ctx_, false, false, M, H, 2 * r, 1.0f, dt_, 2 * r, A(l, llama_proj::gate), H,
-                 1.0f, dh_, H);
+      gemm<T, T>(ctx_, false, false, M, H, 2 * I, 1.0f, dgu_, 2 * I, weight(l, 2), H, 0.0f, dh_, H);
+      gemm<T, T>(ctx_, false, false, M, H, 2 * r, 1.0f, dt_, 2 * r, A(l, llama_proj::gate), H, 1.0f,
+                 dh_, H);
       rmsnorm_backward<T>(ctx_, M, H, L.x_mid, W.post_norm.data(), L.r2, dh_, dx_, nullptr, true);
       phase("bwd.o");
       // Attention: dx is now dL/dx', the gradient of the output projection's output too.
       lora_back(M, H, dx_, H, L.t_o, r, B(l, llama_proj::o), dB(l, llama_proj::o), dt_);
       gemm<T, float>(ctx_, true, false, r, nq_, M, 1.0f, dt_, r, L.o, nq_, 1.0f,
                      dA(l, llama_proj::o), nq_);
-      gemm<T, T>(ctx_, false, false, M, nq_, H, 1.0f, dx_, H, weight(l, 1), nq_, 0.0f, datt_,
+      gemm<T, T>(ctx_, false, false, M, nq_, H, 1.0f, dx_, H, weight(l, 1), nq_, 0.0f, datt_, nq_);
+      gemm<T, T>(ctx_, false, false, M, nq_, r, 1.0f, dt_, r, A(l, llama_proj::o), nq_, 1.0f, datt_,
                  nq_);
-      gemm<T, T>(ctx_, false, false, M, nq_, r, 1.0f, dt_, r, A(l, llama_proj::o), nq_, 1.0f,
-                 datt_, nq_);
       detail::heads_kernel<T, false><<<detail::grid_1d(heads_total), 256, 0, st>>>(
           heads_total, int(seq), int(d_.heads), int(D), datt_, att_);
       FORGE_CUDA_CHECK_LAUNCH("heads_kernel");
@@ -1034,8 +1166,7 @@ class lora_trainer {
                 dB(l, llama_proj::v), dt_ + 2 * r);
       gemm<T, float>(ctx_, true, false, 3 * r, H, M, 1.0f, dt_, 3 * r, L.h1, H, 1.0f,
                      dA(l, llama_proj::q), H);
-      gemm<T, T>(ctx_, false, false, M, H, nqkv_, 1.0f, qkv_, nqkv_, weight(l, 0), H, 0.0f, dh_,
-                 H);
+      gemm<T, T>(ctx_, false, false, M, H, nqkv_, 1.0f, qkv_, nqkv_, weight(l, 0), H, 0.0f, dh_, H);
       gemm<T, T>(ctx_, false, false, M, H, 3 * r, 1.0f, dt_, 3 * r, A(l, llama_proj::q), H, 1.0f,
                  dh_, H);
       rmsnorm_backward<T>(ctx_, M, H, L.x, W.input_norm.data(), L.r1, dh_, dx_, nullptr, true);
@@ -1048,6 +1179,8 @@ class lora_trainer {
 
   context& ctx_;
   std::function<void(const char*)> hook_{};
+  bool lora_on_ = true;
+  std::vector<float> row_w_host_{};
   llama_dims d_;
   lora_trainer_options o_;
   float scale_ = 1.0f;
@@ -1059,12 +1192,14 @@ class lora_trainer {
   std::unique_ptr<arena> acts_{};
   std::vector<layer_acts> saved_{};
   T *x_final_ = nullptr, *hf_ = nullptr, *dhf_ = nullptr, *qkv_ = nullptr, *att_ = nullptr;
-  T *act_ = nullptr, *dact_ = nullptr, *datt_ = nullptr, *dgu_ = nullptr, *dx_ = nullptr, *dh_ = nullptr;
+  T *act_ = nullptr, *dact_ = nullptr, *datt_ = nullptr, *dgu_ = nullptr, *dx_ = nullptr,
+    *dh_ = nullptr;
   T *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr, *dt_ = nullptr, *probs_ = nullptr;
   T* logits_ = nullptr;
   float *rf_ = nullptr, *scores_ = nullptr, *row_loss_ = nullptr;
   std::int64_t *ids_ = nullptr, *targets_ = nullptr;
-  double *loss_ = nullptr, *inv_n_ = nullptr;
+  float* row_w_ = nullptr;
+  double *loss_ = nullptr, *seq_logp_ = nullptr;
   std::map<std::tuple<std::int64_t, std::int64_t, bool, bool>, cudaGraphExec_t> graphs_{};
 };
 

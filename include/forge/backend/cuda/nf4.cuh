@@ -246,8 +246,7 @@ inline nf4_table16 nf4_code_table() {
 
 /// Quantizes a device f32 tensor of `rows`·`cols` weights (row-major, flat blocks of 64) to
 /// NF4 on ctx's stream, codes and absmax as quant/nf4.hpp without double quantization.
-inline nf4_matrix nf4_quantize(context& ctx, std::int64_t rows, std::int64_t cols,
-                               const float* w) {
+inline nf4_matrix nf4_quantize(context& ctx, std::int64_t rows, std::int64_t cols, const float* w) {
   require(rows > 0 && cols > 0 && (rows * cols) % 64 == 0,
           {.what = "bad NF4 tensor extents",
            .place = "nf4_quantize",
