@@ -17,17 +17,18 @@ table="$out/lora_train.md"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   "$py" -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
   echo
-  echo "| run | batch x seq | median step ms | min..max ms | tokens/s | MiB taken (forge: pool; PyTorch: peak reserved) | MiB (forge: device in use; PyTorch: peak allocated) | activation arena MiB | loss first -> last |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| run | batch x seq | median step ms | min..max ms | tokens/s | MiB taken (forge: pool; PyTorch: peak reserved) | MiB (forge: device in use; PyTorch: peak allocated) | activation arena MiB | loss first -> last | note |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
 } | tee "$table"
 status=0
-for run in "small lora" "1b lora" "1b qlora"; do
+for run in "small lora" "small dpo" "1b lora" "1b qlora"; do
   # shellcheck disable=SC2086
   "$bench" $run 8 512 ${FORGE_BENCH_STEPS:-10} 2>&1 | tee -a "$table" || status=1
 done
-for flags in "" "--adapter-bf16" "--compile" "--compile --adapter-bf16"; do
+for flags in "--model small" "--model small --adapter-bf16" "--model small --compile" \
+  "--model small --compile --adapter-bf16" "--model 1b"; do
   # shellcheck disable=SC2086
-  "$py" "$root/bench/cuda/lora_train_baseline.py" --model small $flags \
+  "$py" "$root/bench/cuda/lora_train_baseline.py" $flags \
     --steps ${FORGE_BENCH_STEPS:-10} 2>>"$out/baseline_err.log" | tee -a "$table" ||
     { status=1; tail -n 5 "$out/baseline_err.log"; }
 done

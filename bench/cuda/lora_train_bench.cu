@@ -118,7 +118,10 @@ int main(int argc, char** argv) {
          .alpha = 32.0f,
          .base = mode == "qlora" ? base_storage::nf4 : base_storage::dense,
          .max_batch = batch,
-         .max_seq = seq});
+         .max_seq = seq,
+         .attention_blocks = std::getenv("FORGE_ATTENTION_BLOCKS")
+                                 ? std::atoll(std::getenv("FORGE_ATTENTION_BLOCKS"))
+                                 : 0});
     tr.init_lora(1);
     std::vector<std::int64_t> ids(std::size_t(batch * seq));
     std::uint64_t s = 12345;

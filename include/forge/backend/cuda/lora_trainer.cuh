@@ -119,6 +119,9 @@ struct lora_trainer_options {
   std::int64_t max_batch = 1;  ///< sequences per step, at most
   std::int64_t max_seq = 1;    ///< tokens per sequence, at most
   bool graphs = true;          ///< replay each step shape as a CUDA graph
+  /// Causal blocks of attention (attention_gemm.cuh); 0 picks
+  /// causal_attention_dims::auto_blocks(seq). The sequence length must be a multiple.
+  std::int64_t attention_blocks = 0;
 };
 
 /// Options of a DPO step (Rafailov et al. 2023, eq. 7), with conservative-DPO label smoothing
@@ -177,13 +180,29 @@ __device__ __forceinline__ void store8(T* p, const vec8<T>& x) {
   *reinterpret_cast<vec8<T>*>(p) = x;
 }
 
-// Token-major [tokens, (H + 2·Hkv)·D] → head-major q [b, H, s, D], k, v [b, Hkv, s, D], with the
-// rotation applied to q and k; Backward maps gradients back (the inverse rotation) from
-// head-major dq, dk, dv to token-major. One thread per 8 rotation pairs (D/2 % 8 == 0).
+// The query-side row of causal_attention_dims::q_row in 32-bit arithmetic (the trainer checks
+// that every row index fits).
+struct q_layout {
+  int seq, heads, kv_heads, g, T, blocks;
+  explicit q_layout(const causal_attention_dims& a)
+      : seq(int(a.seq)),
+        heads(int(a.heads)),
+        kv_heads(int(a.kv_heads)),
+        g(int(a.heads / a.kv_heads)),
+        T(int(a.seq / a.blocks)),
+        blocks(int(a.blocks)) {}
+  __device__ int row(int b, int h, int s) const {
+    return (((b * kv_heads + h / g) * blocks + s / T) * g + h % g) * T + s % T;
+  }
+};
+
+// Token-major [tokens, (H + 2·Hkv)·D] → query-side q (attention_gemm.cuh layout) and head-major
+// k, v [b, Hkv, s, D], with the rotation applied to q and k; Backward maps gradients back (the
+// inverse rotation) from dq, dk, dv to token-major. One thread per 8 rotation pairs.
 template <class T, bool Backward>
-__global__ void qkv_rope_kernel(int total, int seq, int heads, int kv_heads, int D, T* tm, T* q,
-                                T* k, T* v, const float* __restrict__ cos,
-                                const float* __restrict__ sin) {
+__global__ void qkv_rope_kernel(int total, q_layout lay, int D, T* tm, T* q, T* k, T* v,
+                                const float* __restrict__ cos, const float* __restrict__ sin) {
+  const int seq = lay.seq, heads = lay.heads, kv_heads = lay.kv_heads;
   const int h2 = D / 2, c8 = h2 / 8, nh = heads + 2 * kv_heads;
   for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total;
        idx += gridDim.x * blockDim.x) {
@@ -193,7 +212,7 @@ __global__ void qkv_rope_kernel(int total, int seq, int heads, int kv_heads, int
     T* head;
     bool rotate = true;
     if (hd < heads) {
-      head = q + ((std::int64_t(b) * heads + hd) * seq + s) * D;
+      head = q + std::int64_t(lay.row(b, hd, s)) * D;
     } else if (hd < heads + kv_heads) {
       head = k + ((std::int64_t(b) * kv_heads + hd - heads) * seq + s) * D;
     } else {
@@ -226,15 +245,15 @@ __global__ void qkv_rope_kernel(int total, int seq, int heads, int kv_heads, int
   }
 }
 
-// Head-major [b, H, s, D] ↔ token-major [b·s, H·D], 8 features per thread (D % 8 == 0).
+// Query-side layout ↔ token-major [b·s, H·D], 8 features per thread (D % 8 == 0).
 template <class T, bool ToTokens>
-__global__ void heads_kernel(int total, int seq, int heads, int D, const T* __restrict__ in,
+__global__ void heads_kernel(int total, q_layout lay, int D, const T* __restrict__ in,
                              T* __restrict__ out) {
-  const int d8 = D / 8;
+  const int d8 = D / 8, seq = lay.seq, heads = lay.heads;
   for (int e8 = blockIdx.x * blockDim.x + threadIdx.x; e8 < total; e8 += gridDim.x * blockDim.x) {
     const int d = (e8 % d8) * 8, h = (e8 / d8) % heads, t = e8 / (d8 * heads);
     const std::int64_t tm = std::int64_t(e8) * 8;
-    const std::int64_t hm = ((std::int64_t(t / seq) * heads + h) * seq + t % seq) * D + d;
+    const std::int64_t hm = std::int64_t(lay.row(t / seq, h, t % seq)) * D + d;
     if (ToTokens)
       store8(out + tm, load8(in + hm));
     else
@@ -930,6 +949,11 @@ class lora_trainer {
                                    .place = "lora_trainer::forward_backward",
                                    .expected = "a targets array",
                                    .found = "null"});
+    require(seq % attention_blocks(seq) == 0,
+            {.what = "sequence length not a multiple of the attention blocks",
+             .place = "lora_trainer (attention_blocks)",
+             .expected = "seq a multiple of " + std::to_string(attention_blocks(seq)),
+             .found = "seq " + std::to_string(seq)});
     require(with_lora || !backward, {.what = "backward needs the adapters on",
                                      .place = "lora_trainer",
                                      .expected = "with_lora when backward",
@@ -1000,7 +1024,8 @@ class lora_trainer {
                              .heads = d_.heads,
                              .kv_heads = d_.kv_heads,
                              .head_dim = D,
-                             .scale = float(1.0 / std::sqrt(double(D)))};
+                             .scale = float(1.0 / std::sqrt(double(D))),
+                             .blocks = attention_blocks(seq)};
     const int rope_total = int(M * (d_.heads + 2 * d_.kv_heads) * (D / 16));
     const int heads_total = int(M * nq_ / 8), mlp_total = int(M * I / 8);
 
@@ -1024,14 +1049,13 @@ class lora_trainer {
       }
       phase("fwd.rope");
       detail::qkv_rope_kernel<T, false><<<detail::grid_1d(rope_total), 256, 0, st>>>(
-          rope_total, int(seq), int(d_.heads), int(d_.kv_heads), int(D), qkv_, L.q, L.k, L.v,
-          cos_.data(), sin_.data());
+          rope_total, detail::q_layout(ad), int(D), qkv_, L.q, L.k, L.v, cos_.data(), sin_.data());
       FORGE_CUDA_CHECK_LAUNCH("qkv_rope_kernel");
       phase("fwd.attention");
       causal_attention_forward<T>(ctx_, ad, L.q, L.k, L.v, att_, scores_, probs_);
       phase("fwd.o");
       detail::heads_kernel<T, true><<<detail::grid_1d(heads_total), 256, 0, st>>>(
-          heads_total, int(seq), int(d_.heads), int(D), att_, L.o);
+          heads_total, detail::q_layout(ad), int(D), att_, L.o);
       FORGE_CUDA_CHECK_LAUNCH("heads_kernel");
       // x' = x + o·W_oᵀ + s·(o·A_oᵀ)·B_oᵀ
       FORGE_CUDA_CHECK(cudaMemcpyAsync(L.x_mid, L.x, std::size_t(M * H) * sizeof(T),
@@ -1088,7 +1112,11 @@ class lora_trainer {
       detail::sequence_logp_kernel<<<unsigned(batch), 256, 0, st>>>(seq, row_loss_, seq_logp_);
       FORGE_CUDA_CHECK_LAUNCH("sequence_logp_kernel");
     }
-    if (backward) backward_pass(M, seq, ad, rope_total, heads_total, mlp_total);
+    if (backward) backward_pass(M, ad, rope_total, heads_total, mlp_total);
+  }
+
+  std::int64_t attention_blocks(std::int64_t seq) const {
+    return o_.attention_blocks > 0 ? o_.attention_blocks : causal_attention_dims::auto_blocks(seq);
   }
 
   void copy_logits(std::int64_t rows, float* out) {
@@ -1105,8 +1133,8 @@ class lora_trainer {
     }
   }
 
-  void backward_pass(std::int64_t M, std::int64_t seq, const causal_attention_dims& ad,
-                     int rope_total, int heads_total, int mlp_total) {
+  void backward_pass(std::int64_t M, const causal_attention_dims& ad, int rope_total,
+                     int heads_total, int mlp_total) {
     const std::int64_t H = d_.hidden, I = d_.intermediate, r = o_.rank, D = d_.head_dim;
     cudaStream_t st = ctx_.stream();
     rmsnorm_backward<T>(ctx_, M, H, x_final_, final_norm_.data(), rf_, dhf_, dx_, nullptr, false);
@@ -1148,14 +1176,13 @@ class lora_trainer {
       gemm<T, T>(ctx_, false, false, M, nq_, r, 1.0f, dt_, r, A(l, llama_proj::o), nq_, 1.0f, datt_,
                  nq_);
       detail::heads_kernel<T, false><<<detail::grid_1d(heads_total), 256, 0, st>>>(
-          heads_total, int(seq), int(d_.heads), int(D), datt_, att_);
+          heads_total, detail::q_layout(ad), int(D), datt_, att_);
       FORGE_CUDA_CHECK_LAUNCH("heads_kernel");
       phase("bwd.attention");
       causal_attention_backward<T>(ctx_, ad, L.q, L.k, L.v, att_, dq_, dk_, dv_, scores_, probs_);
       phase("bwd.rope");
       detail::qkv_rope_kernel<T, true><<<detail::grid_1d(rope_total), 256, 0, st>>>(
-          rope_total, int(seq), int(d_.heads), int(d_.kv_heads), int(D), qkv_, dq_, dk_, dv_,
-          cos_.data(), sin_.data());
+          rope_total, detail::q_layout(ad), int(D), qkv_, dq_, dk_, dv_, cos_.data(), sin_.data());
       FORGE_CUDA_CHECK_LAUNCH("qkv_rope_kernel");
       phase("bwd.qkv");
       lora_back(M, nq_, qkv_, nqkv_, L.t_qkv, 3 * r, B(l, llama_proj::q), dB(l, llama_proj::q),
