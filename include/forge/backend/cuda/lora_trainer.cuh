@@ -19,15 +19,21 @@
 // Layout choices (why they are fast): q/k/v share one [q+k+v, hidden] weight and gate/up one
 // [2·intermediate, hidden] weight, so each group is one base product; the LoRA A matrices of a
 // group are stacked ([3r, hidden], [2r, hidden]) for one down-projection product. Attention
-// works on head-major copies made by the rope kernel (attention_gemm.cuh). The vocabulary
-// head and cross-entropy run in row chunks with the gradient written over the logits, so the
-// [tokens, vocab] logits never exist whole. Saved per layer for backward: the layer input, the
-// two normalised inputs and their inverse RMS, q/k/v, the attention output, the gate/up
-// product and the LoRA intermediates x·Aᵀ; the SwiGLU product and the attention
-// probabilities are recomputed.
+// works on copies in attention_gemm.cuh's layouts, written by the rope kernel (causal blocks
+// of the query side). The vocabulary head and cross-entropy run in row chunks with the
+// gradient written over the logits, so the [tokens, vocab] logits never exist whole. Saved per
+// layer for backward: the layer input, the two normalised inputs and their inverse RMS,
+// q/k/v, the attention output, the gate/up product and the LoRA intermediates x·Aᵀ; the SwiGLU
+// product and the attention probabilities are recomputed. Each step shape is captured once as
+// a CUDA graph and replayed (hundreds of launches, many of them short LoRA products).
+//
+// Preference training (DPO, Rafailov et al. 2023) reuses the same passes: the cross-entropy
+// rows carry per-token weights, and per-sequence sums of log p give the policy's and the
+// reference's (the base with adapters off) sequence log-probabilities.
 //
 // Host use (plain arrays, no forge CPU types): fill llama_host_weights with f32 pointers in
-// Hugging Face layout, construct, then per step call train_step (or forward_backward + step).
+// Hugging Face layout, construct, then per step call train_step (or forward_backward + step),
+// or dpo_step for preference pairs.
 
 #include <cuda_runtime.h>
 
@@ -408,9 +414,9 @@ class lora_trainer {
       const float* qkv[3] = {src.q, src.k, src.v};
       const std::int64_t qkv_rows[3] = {nq_, nkv_, nkv_};
       dst.base[0] = upload_base(3, qkv, qkv_rows, H);
-      const float* o_[1] = {src.o};
+      const float* op[1] = {src.o};
       const std::int64_t o_rows[1] = {H};
-      dst.base[1] = upload_base(1, o_, o_rows, nq_);
+      dst.base[1] = upload_base(1, op, o_rows, nq_);
       const float* gu[2] = {src.gate, src.up};
       const std::int64_t gu_rows[2] = {I, I};
       dst.base[2] = upload_base(2, gu, gu_rows, H);
