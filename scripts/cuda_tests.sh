@@ -20,8 +20,11 @@ command -v ninja >/dev/null && gen=(-G Ninja)
 } >"$out/device.txt" 2>&1
 cat "$out/device.txt"
 
+# The trainer test reads the llama_a fixture: FORGE_FIXTURES names the fixtures root.
+fixtures=${FORGE_FIXTURES:-$root/../shared/fixtures}
+export FORGE_FIXTURES="$fixtures" FORGE_LORA_STEPS_REF="$build/lora_steps_reference.safetensors"
 if ! cmake -S "$root/tests/cuda" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
-     -DFORGE_CUDA_RUN_TESTS=ON >"$out/build.log" 2>&1 ||
+     -DFORGE_CUDA_RUN_TESTS=ON -DFORGE_FIXTURES="$fixtures" >"$out/build.log" 2>&1 ||
    ! cmake --build "$build" -j"$(nproc)" >>"$out/build.log" 2>&1; then
   tail -n 40 "$out/build.log"
   echo "BUILD FAILED"
@@ -34,7 +37,7 @@ grep -E "(PASS|FAIL|result) |checks passed|tests passed|Failed|FAIL:" "$out/test
 
 if [[ "${FORGE_CUDA_SANITIZE:-0}" == 1 ]] && command -v compute-sanitizer >/dev/null; then
   : >"$out/sanitizer.log"
-  for t in w4a16 layers quantized lora attention losses adamw; do
+  for t in w4a16 layers quantized lora attention losses adamw lora_trainer; do
     timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$build/forge_cuda_$t" \
       >>"$out/sanitizer.log" 2>&1 || status=1
   done

@@ -58,4 +58,31 @@ void gemm(context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::int64_t
                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+/// Strided-batched C_i = alpha·op(A_i)·op(B_i) + beta·C_i for i in [0, batch), row-major as
+/// gemm(), with X_i = X + i·stride_x (elements). One cuBLAS call (cublasGemmStridedBatchedEx).
+template <class TA, class TC>
+void gemm_strided_batched(context& ctx, bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
+                          std::int64_t k, float alpha, const TA* A, std::int64_t lda,
+                          std::int64_t stride_a, const TA* B, std::int64_t ldb,
+                          std::int64_t stride_b, float beta, TC* C, std::int64_t ldc,
+                          std::int64_t stride_c, std::int64_t batch) {
+  const std::int64_t lim = std::int64_t(1) << 31;
+  require(
+      m >= 0 && n >= 0 && k >= 0 && batch >= 0 && m < lim && n < lim && k < lim && batch < lim &&
+          lda >= (trans_a ? m : k) && ldb >= (trans_b ? k : n) && ldc >= n && stride_a >= 0 &&
+          stride_b >= 0 && stride_c >= 0,
+      {.what = "bad batched matrix product extents",
+       .place = "cuda::gemm_strided_batched",
+       .expected = "non-negative extents below 2^31 and row strides at least the row length",
+       .found = "m " + std::to_string(m) + ", n " + std::to_string(n) + ", k " + std::to_string(k) +
+                ", batch " + std::to_string(batch) + ", lda " + std::to_string(lda) + ", ldb " +
+                std::to_string(ldb) + ", ldc " + std::to_string(ldc)});
+  if (m == 0 || n == 0 || batch == 0) return;
+  FORGE_CUDA_CHECK(cublasGemmStridedBatchedEx(
+      ctx.blas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, int(n),
+      int(m), int(k), &alpha, B, detail::blas_type<TA>(), int(ldb), stride_b, A,
+      detail::blas_type<TA>(), int(lda), stride_a, &beta, C, detail::blas_type<TC>(), int(ldc),
+      stride_c, int(batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 }  // namespace forge::cuda

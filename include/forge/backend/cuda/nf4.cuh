@@ -20,6 +20,7 @@
 #include "forge/backend/cuda/check.cuh"
 #include "forge/backend/cuda/context.cuh"
 #include "forge/backend/cuda/memory.cuh"
+#include "forge/backend/cuda/numeric.cuh"
 #include "forge/quant/nf4_code.hpp"
 
 namespace forge::cuda {
@@ -165,6 +166,116 @@ inline void nf4_matmul(context& ctx, const nf4_matrix& w, std::int64_t batch, co
     }
     b += left >= 4 ? 4 : left;
   }
+}
+
+// --- Quantize and dequantize whole tensors (QLoRA training: the base is kept in NF4 and
+// expanded to T just before each product; Dettmers et al. 2023 §3). Blocks of 64 run over the
+// flat tensor, as bitsandbytes' quantize_4bit does, so only the element count must be a
+// multiple of 64.
+
+namespace detail {
+
+struct nf4_table16 {
+  float v[16];
+};
+
+// One thread per block of 64: absmax, then the code of each weight as quant/nf4.hpp computes
+// it (the number of code midpoints below clamp(w · (1/absmax), −1, 1)), so codes match the
+// CPU format bit for bit.
+__global__ void nf4_quantize_kernel(std::int64_t blocks, const float* __restrict__ w,
+                                    std::uint8_t* __restrict__ codes, float* __restrict__ absmax,
+                                    nf4_table16 mids) {
+  const std::int64_t b = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;
+  if (b >= blocks) return;
+  const float* x = w + b * 64;
+  float a = 0.0f;
+  for (int i = 0; i < 64; ++i) a = fmaxf(a, fabsf(x[i]));
+  absmax[b] = a;
+  const float inv = 1.0f / fmaxf(a, 1e-38f);
+  auto index = [&](float v) {
+    v = fminf(fmaxf(v * inv, -1.0f), 1.0f);
+    unsigned q = 0;
+    for (int m = 0; m < 15; ++m) q += mids.v[m] < v;
+    return q;
+  };
+  for (int i = 0; i < 64; i += 2)
+    codes[b * 32 + i / 2] = std::uint8_t(index(x[i]) << 4 | index(x[i + 1]));
+}
+
+// One thread per 8 code bytes (16 weights, all in one block of 64): an 8-byte load and the 16
+// values written with 16-byte stores (a scalar store per value wrote 2 bytes per lane spread
+// over 32-byte strides, a quarter of the store bandwidth).
+template <class T>
+__global__ void nf4_dequantize_kernel(std::int64_t groups, const uint2* __restrict__ codes,
+                                      const float* __restrict__ absmax, nf4_table16 values,
+                                      T* __restrict__ out) {
+  __shared__ float lut[16];
+  if (threadIdx.x < 16) lut[threadIdx.x] = values.v[threadIdx.x];
+  __syncthreads();
+  const std::int64_t g = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;
+  if (g >= groups) return;
+  const uint2 c = __ldcs(codes + g);
+  const float a = absmax[g >> 2];
+  struct alignas(16) pack {
+    T v[16];
+  } p;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const unsigned byte = ((j < 4 ? c.x : c.y) >> (8 * (j & 3))) & 0xffu;
+    p.v[2 * j] = from_f32<T>(lut[byte >> 4] * a);
+    p.v[2 * j + 1] = from_f32<T>(lut[byte & 15] * a);
+  }
+  uint4* o = reinterpret_cast<uint4*>(out + g * 16);
+  const uint4* src = reinterpret_cast<const uint4*>(&p);
+#pragma unroll
+  for (int k = 0; k < int(sizeof(pack) / 16); ++k) o[k] = src[k];
+}
+
+inline nf4_table16 nf4_midpoints() {
+  nf4_table16 t{};
+  for (int m = 0; m < 15; ++m) t.v[m] = (nf4_values[m] + nf4_values[m + 1]) / 2.0f;
+  return t;
+}
+inline nf4_table16 nf4_code_table() {
+  nf4_table16 t{};
+  for (int m = 0; m < 16; ++m) t.v[m] = nf4_values[m];
+  return t;
+}
+
+}  // namespace detail
+
+/// Quantizes a device f32 tensor of `rows`·`cols` weights (row-major, flat blocks of 64) to
+/// NF4 on ctx's stream, codes and absmax as quant/nf4.hpp without double quantization.
+inline nf4_matrix nf4_quantize(context& ctx, std::int64_t rows, std::int64_t cols, const float* w) {
+  require(rows > 0 && cols > 0 && (rows * cols) % 64 == 0,
+          {.what = "bad NF4 tensor extents",
+           .place = "nf4_quantize",
+           .expected = "rows·cols a positive multiple of 64",
+           .found = std::to_string(rows) + "x" + std::to_string(cols)});
+  nf4_matrix m;
+  m.rows = rows;
+  m.cols = cols;
+  const std::int64_t blocks = rows * cols / 64;
+  m.codes = device_buffer<std::uint8_t>(std::size_t(blocks * 32), &ctx.pool());
+  m.absmax = device_buffer<float>(std::size_t(blocks), &ctx.pool());
+  detail::nf4_quantize_kernel<<<unsigned((blocks + 127) / 128), 128, 0, ctx.stream()>>>(
+      blocks, w, m.codes.data(), m.absmax.data(), detail::nf4_midpoints());
+  FORGE_CUDA_CHECK_LAUNCH("nf4_quantize_kernel");
+  return m;
+}
+
+/// Expands an NF4 tensor to T (f32 or bf16: code value × absmax, rounded once) into
+/// out[rows·cols] (16-byte aligned) on ctx's stream.
+template <class T>
+void nf4_dequantize(context& ctx, const nf4_matrix& w, T* out) {
+  require(reinterpret_cast<std::uintptr_t>(out) % 16 == 0,
+          {.what = "misaligned output", .place = "nf4_dequantize", .expected = "16-byte aligned"});
+  const std::int64_t groups = w.rows * w.cols / 16;
+  if (groups <= 0) return;
+  detail::nf4_dequantize_kernel<T><<<unsigned((groups + 255) / 256), 256, 0, ctx.stream()>>>(
+      groups, reinterpret_cast<const uint2*>(w.codes.data()), w.absmax.data(),
+      detail::nf4_code_table(), out);
+  FORGE_CUDA_CHECK_LAUNCH("nf4_dequantize_kernel");
 }
 
 }  // namespace forge::cuda
