@@ -8,6 +8,9 @@
 //   loss.csv, loss.svg, checkpoint.safetensors (the resumable training state)
 // The model flowing through the pipeline is a model::causal_lm<float>; LoRA-family methods
 // return it with their adapters attached (unmerged), QLoRA with NF4 base projections.
+// lora and qlora also run on backend::cuda: the adapters train on the GPU (one .cu file of the
+// program includes forge/backend/cuda/pipeline_impl.cuh; docs/backends.md), evaluation stays
+// on the CPU.
 
 #include <string>
 #include <string_view>
@@ -24,6 +27,7 @@
 #include "forge/pipeline/metrics.hpp"
 #include "forge/pipeline/stage_context.hpp"
 #include "forge/pipeline/stage_result.hpp"
+#include "forge/train/cuda_sft.hpp"
 #include "forge/train/trainer.hpp"
 
 namespace forge::model {
@@ -142,6 +146,11 @@ train::trainer_options trainer_options_of(const P& p, const std::filesystem::pat
           .show_progress = p.show_progress};
 }
 
+template <class Be, class P, class Save>
+stage_result<model::causal_lm<float>> measure_adapt(Be be, const P& p, const adapt_data& d,
+                                                    model::causal_lm<float> m, double ppl_before,
+                                                    Save&& save);
+
 /// Trains, measures every Adapt metric and writes the curves; `save` writes the weights.
 template <class B, class P, class Save>
 stage_result<model::causal_lm<float>> run_adapt(const stage_context<B>& ctx, const P& p,
@@ -159,6 +168,15 @@ stage_result<model::causal_lm<float>> run_adapt(const stage_context<B>& ctx, con
   auto res =
       train::train_sft(be, m, std::move(params), set, d.train, d.val,
                        trainer_options_of(p, ctx.artifact_dir, ctx.seed, d.pad_id), task_eval);
+  (void)res;
+  return measure_adapt(be, p, d, std::move(m), ppl_before, save);
+}
+
+/// The Adapt metrics of a trained model (CPU backend `Be`), the saved weights, the curves.
+template <class Be, class P, class Save>
+stage_result<model::causal_lm<float>> measure_adapt(Be be, const P& p, const adapt_data& d,
+                                                    model::causal_lm<float> m, double ppl_before,
+                                                    Save&& save) {
   stage_result<model::causal_lm<float>> r{.model = {}};
   if (!d.task.empty()) {
     const auto s = eval::evaluate_task(be, m, d.task, d.eos);
@@ -179,7 +197,6 @@ stage_result<model::causal_lm<float>> run_adapt(const stage_context<B>& ctx, con
   r.artifacts = save(m);
   for (const char* f : {"loss.csv", "loss.svg", "checkpoint.safetensors"}) r.artifacts.push_back(f);
   r.data.push_back({d.name, d.sha256()});
-  (void)res;
   r.model = std::move(m);
   return r;
 }
@@ -212,6 +229,43 @@ stage_result<model::causal_lm<float>> apply_lora(const stage_context<B>& ctx, co
                    });
 }
 
+/// LoRA-family apply on backend::cuda: the adapters train on the GPU (train/cuda_sft.hpp, f32,
+/// the CPU's data order and optimizer); quantization, adapter initialisation and every
+/// evaluation run on the CPU (backend::simd<>), so the same seed gives the same initial
+/// adapters and the metrics are measured as on a CPU run.
+/// (A template so that a program which never runs on backend::cuda never references the GPU
+/// entry point.)
+template <class B>
+stage_result<model::causal_lm<float>> apply_lora_cuda(const stage_context<B>& ctx,
+                                                      const lora_params& p, const adapt_data& d,
+                                                      model::causal_lm<float> m, bool nf4) {
+  const backend::simd<> cpu{};
+  const double before = general_ppl(cpu, m, d, p.batch_size);
+  if (nf4) quantize_base_nf4(cpu, m);
+  lora_config c{.rank = p.rank,
+                .alpha = p.alpha,
+                .dropout = p.dropout,
+                .target_modules = p.target_modules,
+                .use_rslora = p.use_rslora};
+  auto set = std::make_shared<lora_set<float>>(attach_lora(cpu, m, c, ctx.seed));
+  train::evaluator<float> task_eval;
+  if (!d.task.empty())
+    task_eval = [&](model::causal_lm<float>& mm) {
+      return std::map<std::string, double>{
+          {"exact_match", eval::evaluate_task(cpu, mm, d.task, d.eos).exact_match}};
+    };
+  train::train_sft_cuda(cpu, m, *set, d.train, d.val,
+                        trainer_options_of(p, ctx.artifact_dir, ctx.seed, d.pad_id),
+                        {.base = nf4 ? cuda::base_storage::nf4 : cuda::base_storage::dense,
+                         .storage = cuda::precision::f32},
+                        task_eval);
+  return measure_adapt(cpu, p, d, std::move(m), before, [&](model::causal_lm<float>&) {
+    io::save_peft_adapter(*set, ctx.artifact_dir / "adapter");
+    return std::vector<std::filesystem::path>{"adapter/adapter_config.json",
+                                              "adapter/adapter_model.safetensors"};
+  });
+}
+
 }  // namespace adapters::detail
 
 /// LoRA (Hu et al. 2021) on a dense base: `adapt<lora>{{.rank = 16, .alpha = 32}, data, gate}`.
@@ -221,11 +275,14 @@ struct lora {
   using data = adapt_data;
   using accepts = repr::dense_f32;
   using produces = repr::with_lora<repr::dense_f32>;
-  using backends = cpu_backends;
+  using backends = all_backends;  ///< cuda: training on the GPU, evaluation on the CPU
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
                                                      const data& d, model::causal_lm<float> m) {
-    return adapters::detail::apply_lora(ctx, p, d, std::move(m), false, false);
+    if constexpr (std::same_as<B, backend::cuda>)
+      return adapters::detail::apply_lora_cuda(ctx, p, d, std::move(m), false);
+    else
+      return adapters::detail::apply_lora(ctx, p, d, std::move(m), false, false);
   }
 };
 
@@ -252,11 +309,14 @@ struct qlora {
   using data = adapt_data;
   using accepts = repr::dense_f32;
   using produces = repr::nf4_lora;
-  using backends = cpu_backends;
+  using backends = all_backends;  ///< cuda: NF4 base on the GPU, evaluation on the CPU
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
                                                      const data& d, model::causal_lm<float> m) {
-    return adapters::detail::apply_lora(ctx, p, d, std::move(m), false, true);
+    if constexpr (std::same_as<B, backend::cuda>)
+      return adapters::detail::apply_lora_cuda(ctx, p, d, std::move(m), true);
+    else
+      return adapters::detail::apply_lora(ctx, p, d, std::move(m), false, true);
   }
 };
 

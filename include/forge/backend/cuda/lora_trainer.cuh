@@ -56,6 +56,7 @@
 #include "forge/backend/cuda/context.cuh"
 #include "forge/backend/cuda/cross_entropy.cuh"
 #include "forge/backend/cuda/gemm.cuh"
+#include "forge/backend/cuda/llama_host.hpp"
 #include "forge/backend/cuda/memory.cuh"
 #include "forge/backend/cuda/nf4.cuh"
 #include "forge/backend/cuda/numeric.cuh"
@@ -63,59 +64,6 @@
 #include "forge/core/rng.hpp"
 
 namespace forge::cuda {
-
-/// Extents of a Llama-family model (the fields of a Hugging Face config.json).
-struct llama_dims {
-  std::int64_t vocab = 0;         ///< vocabulary size
-  std::int64_t hidden = 0;        ///< model width
-  std::int64_t intermediate = 0;  ///< MLP width
-  std::int64_t layers = 0;        ///< decoder layers
-  std::int64_t heads = 0;         ///< query heads
-  std::int64_t kv_heads = 0;      ///< key/value heads (grouped-query attention)
-  std::int64_t head_dim = 0;      ///< features per head (even)
-  float rms_eps = 1e-5f;          ///< RMSNorm epsilon
-  float rope_theta = 10000.0f;    ///< RoPE base
-};
-
-/// The seven LoRA-adapted linear layers of a decoder layer, in PEFT's names.
-enum class llama_proj : int { q, k, v, o, gate, up, down };
-/// All seven projections, in order.
-inline constexpr std::array<llama_proj, 7> llama_projs = {
-    llama_proj::q,    llama_proj::k,  llama_proj::v,   llama_proj::o,
-    llama_proj::gate, llama_proj::up, llama_proj::down};
-/// PEFT's module name of a projection ("q_proj" …).
-inline const char* llama_proj_name(llama_proj p) {
-  constexpr const char* n[7] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
-                                "gate_proj", "up_proj", "down_proj"};
-  return n[int(p)];
-}
-
-/// Host f32 weights of one decoder layer, Hugging Face layout (projections [out, in]).
-struct llama_layer_host {
-  const float* input_norm = nullptr;  ///< [hidden]
-  const float* q = nullptr;           ///< [heads·head_dim, hidden]
-  const float* k = nullptr;           ///< [kv_heads·head_dim, hidden]
-  const float* v = nullptr;           ///< [kv_heads·head_dim, hidden]
-  const float* o = nullptr;           ///< [hidden, heads·head_dim]
-  const float* post_norm = nullptr;   ///< [hidden]
-  const float* gate = nullptr;        ///< [intermediate, hidden]
-  const float* up = nullptr;          ///< [intermediate, hidden]
-  const float* down = nullptr;        ///< [hidden, intermediate]
-};
-
-/// Host f32 weights of a whole model; read once by the trainer's constructor.
-struct llama_host_weights {
-  const float* embed = nullptr;       ///< [vocab, hidden]
-  const float* final_norm = nullptr;  ///< [hidden]
-  const float* lm_head = nullptr;     ///< [vocab, hidden]
-  std::vector<llama_layer_host> layers{};
-};
-
-/// How the frozen projections are stored on the device.
-enum class base_storage {
-  dense,  ///< in T
-  nf4     ///< NF4, expanded to T before each product (QLoRA)
-};
 
 /// Options of lora_trainer; rank and alpha as PEFT's LoraConfig (r, lora_alpha).
 struct lora_trainer_options {
@@ -371,6 +319,20 @@ __global__ void sequence_logp_kernel(std::int64_t seq, const float* __restrict__
   if (threadIdx.x == 0) logp[blockIdx.x] = -part[0];
 }
 
+// Σ x² over n values in double, one block in a fixed order (a run repeats bit for bit).
+__global__ void sum_squares_kernel(std::int64_t n, const float* __restrict__ x, double* out) {
+  __shared__ double part[256];
+  double s = 0.0;
+  for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x) s += double(x[i]) * double(x[i]);
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o) part[threadIdx.x] += part[threadIdx.x + o];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *out = part[0];
+}
+
 // Counts bytes on a first pass and hands out arena pieces on the second.
 struct arena_plan {
   arena* a = nullptr;
@@ -531,6 +493,50 @@ class lora_trainer {
     return run(batch, seq, ids, targets, true, nullptr, nullptr, nullptr, true);
   }
 
+  /// Forward and backward with a weight per token row (host [batch·seq]): accumulates the
+  /// gradients of L = Σ_t w_t·CE_t and returns L. How accumulated micro-batches are normalised
+  /// by the trained tokens of the whole optimizer step (w_t = 1/N_step on kept rows).
+  double forward_backward(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
+                          const std::int64_t* targets, const float* row_weights) {
+    require(row_weights != nullptr, {.what = "row weights missing",
+                                     .place = "lora_trainer::forward_backward",
+                                     .expected = "batch·seq weights",
+                                     .found = "null"});
+    return run(batch, seq, ids, targets, true, nullptr, row_weights, nullptr, true);
+  }
+
+  /// The global L2 norm of the accumulated LoRA gradients (summed in double, fixed order),
+  /// as torch.nn.utils.clip_grad_norm_ measures it. Waits for the queued work.
+  double grad_norm() {
+    if (norm_.data() == nullptr) norm_ = ctx_.alloc<double>(1);
+    detail::sum_squares_kernel<<<1, 256, 0, ctx_.stream()>>>(lora_parameter_count(), grad_.data(),
+                                                             norm_.data());
+    FORGE_CUDA_CHECK_LAUNCH("sum_squares_kernel");
+    double s = 0.0;
+    FORGE_CUDA_CHECK(
+        cudaMemcpyAsync(&s, norm_.data(), sizeof s, cudaMemcpyDeviceToHost, ctx_.stream()));
+    ctx_.synchronize();
+    return std::sqrt(s);
+  }
+
+  /// Copies AdamW's first (second = false) or second moments of one projection's A and B to
+  /// the host (for checkpoints).
+  void get_moments(std::int64_t layer, llama_proj p, bool second, float* A, float* B) const {
+    download(second ? v_ : m_, layer, p, A, B);
+  }
+  /// Sets AdamW's moments of one projection (resuming from a checkpoint).
+  void set_moments(std::int64_t layer, llama_proj p, bool second, const float* A, const float* B) {
+    write(second ? v_ : m_, layer, p, A, B);
+  }
+  /// Sets the AdamW step count (resuming from a checkpoint; the next step is steps + 1).
+  void set_steps(std::int64_t steps) {
+    require(steps >= 0, {.what = "negative step count",
+                         .place = "lora_trainer::set_steps",
+                         .expected = ">= 0",
+                         .found = std::to_string(steps)});
+    steps_ = steps;
+  }
+
   /// Forward only: logits [batch·seq, vocab] (f32, host) and, when targets are given, the
   /// mean cross-entropy (0 otherwise). Gradients are untouched.
   double forward(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
@@ -540,11 +546,12 @@ class lora_trainer {
 
   /// One AdamW step on every LoRA parameter from the accumulated gradients (step count kept
   /// here, from 1), then refreshes the T copies used by the products. Queued, not awaited.
-  void step(const adamw_options& opt) {
+  /// grad_scale multiplies the gradients first (global-norm clipping's coefficient).
+  void step(const adamw_options& opt, float grad_scale = 1.0f) {
     phase("adamw");
     ++steps_;
     adamw_step<float>(ctx_, lora_parameter_count(), master_.data(), grad_.data(), m_.data(),
-                      v_.data(), steps_, opt);
+                      v_.data(), steps_, opt, grad_scale);
     refresh_copies();
   }
 
@@ -793,13 +800,17 @@ class lora_trainer {
     return at;
   }
   void write_lora(std::int64_t layer, llama_proj p, const float* A, const float* B) {
+    write(master_, layer, p, A, B);
+  }
+  void write(device_buffer<float>& buf, std::int64_t layer, llama_proj p, const float* A,
+             const float* B) {
     check_layer(layer, "lora_trainer::set_lora");
     const auto r = o_.rank;
     ctx_.synchronize();  // queued steps may still update the masters
-    FORGE_CUDA_CHECK(cudaMemcpy(master_.data() + a_offset(layer, p), A,
+    FORGE_CUDA_CHECK(cudaMemcpy(buf.data() + a_offset(layer, p), A,
                                 std::size_t(r * in_features(p)) * sizeof(float),
                                 cudaMemcpyHostToDevice));
-    FORGE_CUDA_CHECK(cudaMemcpy(master_.data() + b_offset(layer, p), B,
+    FORGE_CUDA_CHECK(cudaMemcpy(buf.data() + b_offset(layer, p), B,
                                 std::size_t(r * out_features(p)) * sizeof(float),
                                 cudaMemcpyHostToDevice));
   }
@@ -1221,6 +1232,7 @@ class lora_trainer {
   device_buffer<T> embed_{}, final_norm_{}, lm_head_{}, wbuf_{};
   std::vector<layer_weights> layers_{};
   device_buffer<float> master_{}, grad_{}, m_{}, v_{}, cos_{}, sin_{};
+  device_buffer<double> norm_{};  // grad_norm's result
   device_buffer<T> copy_{};
   std::unique_ptr<arena> acts_{};
   std::vector<layer_acts> saved_{};

@@ -1,0 +1,100 @@
+#pragma once
+// The definition of forge::cuda::open_lora_session (declared in session.hpp): include this
+// header in exactly one .cu file of a program that runs pipeline stages on backend::cuda.
+// It defines a non-inline function, so a second inclusion is a duplicate-symbol link error
+// and a missing one an undefined reference to forge::cuda::open_lora_session.
+
+#include <memory>
+
+#include "forge/backend/cuda/context.cuh"
+#include "forge/backend/cuda/lora_trainer.cuh"
+#include "forge/backend/cuda/session.hpp"
+
+namespace forge::cuda {
+
+namespace detail {
+
+// A session over lora_trainer<T>; the context is declared first so it outlives the trainer.
+template <class T>
+class lora_session_impl final : public lora_session {
+ public:
+  lora_session_impl(const llama_dims& d, const llama_host_weights& w, const session_options& o)
+      : ctx_(),
+        tr_(ctx_, d, w,
+            {.rank = o.rank,
+             .alpha = float(o.scale * double(o.rank)),
+             .base = o.base,
+             .max_batch = o.max_batch,
+             .max_seq = o.max_seq}) {}
+
+  void set_lora(std::int64_t layer, llama_proj p, const float* A, const float* B) override {
+    tr_.set_lora(layer, p, A, B);
+  }
+  void get_lora(std::int64_t layer, llama_proj p, float* A, float* B) const override {
+    tr_.get_lora(layer, p, A, B);
+  }
+  void get_moments(std::int64_t layer, llama_proj p, bool second, float* A,
+                   float* B) const override {
+    tr_.get_moments(layer, p, second, A, B);
+  }
+  void set_moments(std::int64_t layer, llama_proj p, bool second, const float* A,
+                   const float* B) override {
+    tr_.set_moments(layer, p, second, A, B);
+  }
+  void set_steps(std::int64_t steps) override { tr_.set_steps(steps); }
+  void zero_grad() override { tr_.zero_grad(); }
+  double forward_backward(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
+                          const std::int64_t* targets, const float* row_weights) override {
+    return tr_.forward_backward(batch, seq, ids, targets, row_weights);
+  }
+  double loss(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
+              const std::int64_t* targets) override {
+    // The trainer's forward needs somewhere for the logits only when asked; a mean loss
+    // comes from the per-sequence sums, which never leave the device whole.
+    std::vector<double> lp(std::size_t(batch), 0.0);
+    tr_.sequence_logprobs(batch, seq, ids, targets, true, lp.data());
+    double s = 0;
+    std::int64_t kept = 0;
+    for (std::int64_t t = 0; t < batch * seq; ++t) kept += targets[t] != ce_ignore_index;
+    for (double v : lp) s -= v;
+    return kept ? s / double(kept) : 0.0;
+  }
+  double grad_norm() override { return tr_.grad_norm(); }
+  void step(const session_step& s) override {
+    tr_.step({.lr = float(s.lr),
+              .beta1 = float(s.beta1),
+              .beta2 = float(s.beta2),
+              .eps = float(s.eps),
+              .weight_decay = float(s.weight_decay)},
+             float(s.grad_scale));
+  }
+  void sequence_logprobs(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
+                         const std::int64_t* targets, bool with_lora, double* out) override {
+    tr_.sequence_logprobs(batch, seq, ids, targets, with_lora, out);
+  }
+  double dpo_forward_backward(std::int64_t pairs, std::int64_t seq, const std::int64_t* chosen_ids,
+                              const std::int64_t* chosen_targets, const std::int64_t* rejected_ids,
+                              const std::int64_t* rejected_targets, double beta,
+                              double label_smoothing) override {
+    return tr_.dpo_forward_backward(
+        pairs, seq, chosen_ids, chosen_targets, rejected_ids, rejected_targets,
+        {.beta = float(beta), .label_smoothing = float(label_smoothing)});
+  }
+  std::int64_t in_features(llama_proj p) const override { return tr_.in_features(p); }
+  std::int64_t out_features(llama_proj p) const override { return tr_.out_features(p); }
+
+ private:
+  context ctx_;
+  lora_trainer<T> tr_;
+};
+
+}  // namespace detail
+
+std::unique_ptr<lora_session> open_lora_session(const llama_dims& d, const llama_host_weights& w,
+                                                const session_options& o) {
+  if (o.storage == precision::bf16)
+    return std::make_unique<detail::lora_session_impl<__nv_bfloat16>>(d, w, o);
+  return std::make_unique<detail::lora_session_impl<float>>(d, w, o);
+}
+
+}  // namespace forge::cuda

@@ -1,0 +1,101 @@
+#pragma once
+// The bridge between host code compiled without nvcc (the pipeline's method policies, any
+// program using forge's CPU headers) and the GPU trainer of lora_trainer.cuh. This header is
+// plain C++: it declares an abstract LoRA training session over host arrays and the function
+// that opens one. The definition lives in forge/backend/cuda/pipeline_impl.cuh, which exactly
+// one .cu file of a program includes (nvcc compiles it; the rest of the program is ordinary
+// C++). A program that never runs a stage on backend::cuda needs neither that file nor nvcc:
+// open_lora_session is then never referenced.
+//
+//   // gpu.cu — the program's one CUDA translation unit
+//   #include <forge/backend/cuda/pipeline_impl.cuh>
+//
+// Layouts are those of lora_trainer: LoRA A [rank, in] and B [out, rank], f32, per decoder
+// layer and projection; token ids and targets [batch, seq] (targets −100 are not trained).
+
+#include <cstdint>
+#include <memory>
+
+#include "forge/backend/cuda/llama_host.hpp"
+
+namespace forge::cuda {
+
+/// Storage and arithmetic precision of a session's activations and base weights.
+enum class precision {
+  f32,  ///< reference precision: matches the CPU backends to float rounding
+  bf16  ///< training precision (bf16 storage, f32 accumulation and f32 LoRA masters)
+};
+
+/// What a session is planned for.
+struct session_options {
+  std::int64_t rank = 8;  ///< LoRA rank r
+  double scale = 1.0;     ///< adapter output scale s (alpha / r, or alpha / √r for rsLoRA)
+  base_storage base = base_storage::dense;  ///< dense, or NF4 (QLoRA)
+  precision storage = precision::f32;       ///< activations and base weights
+  std::int64_t max_batch = 1;               ///< sequences per forward, at most
+  std::int64_t max_seq = 1;                 ///< tokens per sequence, at most
+};
+
+/// AdamW hyperparameters of one step (PyTorch's update order; learning rate after the
+/// schedule).
+struct session_step {
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double grad_scale = 1.0;  ///< gradients are multiplied by this first (clipping)
+};
+
+/// A LoRA training session on one GPU: the frozen base uploaded once, LoRA masters, gradients
+/// and AdamW moments on the device. Every call takes and returns host arrays.
+class lora_session {
+ public:
+  virtual ~lora_session() = default;
+  /// Sets LoRA A [rank, in] and B [out, rank] of one projection.
+  virtual void set_lora(std::int64_t layer, llama_proj p, const float* A, const float* B) = 0;
+  /// Copies LoRA A and B of one projection to the host.
+  virtual void get_lora(std::int64_t layer, llama_proj p, float* A, float* B) const = 0;
+  /// Copies AdamW's first (second = false) or second moments of one projection to the host.
+  virtual void get_moments(std::int64_t layer, llama_proj p, bool second, float* A,
+                           float* B) const = 0;
+  /// Sets AdamW's moments of one projection.
+  virtual void set_moments(std::int64_t layer, llama_proj p, bool second, const float* A,
+                           const float* B) = 0;
+  /// Sets the AdamW step count (the next step is steps + 1).
+  virtual void set_steps(std::int64_t steps) = 0;
+  /// Zeroes the accumulated LoRA gradients.
+  virtual void zero_grad() = 0;
+  /// Forward and backward of one batch with per-row loss weights w [batch·seq]: accumulates
+  /// the gradients of L = Σ_t w_t·CE_t and returns L.
+  virtual double forward_backward(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
+                                  const std::int64_t* targets, const float* row_weights) = 0;
+  /// Mean cross-entropy over kept targets, forward only (adapters on).
+  virtual double loss(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
+                      const std::int64_t* targets) = 0;
+  /// Global L2 norm of the accumulated gradients.
+  virtual double grad_norm() = 0;
+  /// One AdamW step on every LoRA parameter.
+  virtual void step(const session_step& s) = 0;
+  /// Σ log p(target) per sequence (out [batch]); with_lora = false evaluates the base alone.
+  virtual void sequence_logprobs(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
+                                 const std::int64_t* targets, bool with_lora, double* out) = 0;
+  /// DPO (sigmoid loss with label smoothing ε, base with adapters off as the reference) on
+  /// `pairs` chosen/rejected sequences [pairs, seq]: accumulates the gradients of the mean loss
+  /// over pairs and returns it. Needs max_batch ≥ 2·pairs.
+  virtual double dpo_forward_backward(std::int64_t pairs, std::int64_t seq,
+                                      const std::int64_t* chosen_ids,
+                                      const std::int64_t* chosen_targets,
+                                      const std::int64_t* rejected_ids,
+                                      const std::int64_t* rejected_targets, double beta,
+                                      double label_smoothing) = 0;
+  /// Input and output features of a projection.
+  virtual std::int64_t in_features(llama_proj p) const = 0;
+  virtual std::int64_t out_features(llama_proj p) const = 0;
+};
+
+/// Opens a session on GPU 0: uploads `w` (read during the call only), LoRA A and B zero.
+/// Defined in forge/backend/cuda/pipeline_impl.cuh (one .cu file of the program includes it);
+/// throws forge::error on bad extents or a CUDA failure.
+std::unique_ptr<lora_session> open_lora_session(const llama_dims& d, const llama_host_weights& w,
+                                                const session_options& o);
+
+}  // namespace forge::cuda

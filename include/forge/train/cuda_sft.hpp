@@ -1,0 +1,233 @@
+#pragma once
+// train_sft on one GPU: the same loop as train/trainer.hpp — the same example order (Philox
+// shuffles per epoch), micro-batches from objectives::make_batch, accumulation normalised by
+// the step's trained tokens, global-norm clipping, AdamW with the same schedule, evaluation
+// every eval_every steps with early stopping, the loss curve and checkpoint.safetensors in the
+// same format — with the forward, backward and optimizer step of the LoRA adapters on the GPU
+// (backend/cuda/session.hpp). Evaluation (validation loss, the caller's metrics) runs on the
+// CPU backend `Bk` with the adapters copied back, so evaluation numbers are the CPU's.
+//
+// Differences from the CPU loop, each a forge::error rather than a silent change: no LoRA
+// dropout, no DoRA, no packed rows, no data parallelism (one GPU), no 8-bit optimizer state.
+// trainer_options::recompute has no effect (the GPU trainer keeps its own activation plan).
+
+#include <chrono>
+#include <cmath>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "forge/core/progress.hpp"
+#include "forge/core/rng.hpp"
+#include "forge/objectives/sft.hpp"
+#include "forge/train/cuda_session.hpp"
+#include "forge/train/trainer.hpp"
+
+namespace forge::train {
+
+/// Device settings of a GPU run.
+struct cuda_train_options {
+  cuda::base_storage base = cuda::base_storage::dense;  ///< NF4 for QLoRA
+  cuda::precision storage = cuda::precision::f32;       ///< f32 (matches the CPU) or bf16
+};
+
+namespace cuda_detail {
+
+/// Token-row targets of a micro-batch: position t predicts label t + 1 (transformers'
+/// ForCausalLMLoss shift), the last position of a row predicts nothing; rows padded to `seq`.
+inline void batch_arrays(const objectives::sft_batch& b, std::int64_t seq, std::int32_t pad,
+                         std::vector<std::int64_t>& ids, std::vector<std::int64_t>& targets) {
+  ids.assign(std::size_t(b.batch * seq), pad);
+  targets.assign(std::size_t(b.batch * seq), data::ignore_index);
+  for (std::int64_t r = 0; r < b.batch; ++r)
+    for (std::int64_t s = 0; s < b.seq; ++s) {
+      ids[std::size_t(r * seq + s)] = b.input_ids[std::size_t(r * b.seq + s)];
+      if (s + 1 < b.seq)
+        targets[std::size_t(r * seq + s)] = b.labels[std::size_t(r * b.seq + s + 1)];
+    }
+}
+
+/// Sequence lengths are rounded up to this so a run captures few CUDA graphs; padding after a
+/// row's last token changes nothing before it (attention is causal, padding is never a target).
+inline constexpr std::int64_t seq_quantum = 16;
+inline std::int64_t padded_seq(std::int64_t s) {
+  return (s + seq_quantum - 1) / seq_quantum * seq_quantum;
+}
+
+}  // namespace cuda_detail
+
+/// Trains the LoRA set `lora` of `m` on `train` as train_sft does, on GPU 0 (see the header
+/// comment). On return the set holds the trained adapters. `Bk` (a CPU backend) evaluates and
+/// dequantizes.
+template <class Bk>
+train_result train_sft_cuda(Bk be, model::causal_lm<float>& m, adapters::lora_set<float>& lora,
+                            std::span<const data::sft_example> train,
+                            std::span<const data::sft_example> val, const trainer_options& o,
+                            const cuda_train_options& dev = {},
+                            const evaluator<float>& evaluate = {}) {
+  static_assert(is_cpu_backend_v<Bk>, "train_sft_cuda evaluates on a CPU backend (scalar, simd)");
+  require(!train.empty(), {.what = "no training examples", .place = "train_sft_cuda"});
+  require(o.batch_size >= 1 && o.grad_accum >= 1 && o.max_steps >= 1,
+          {.what = "batch_size, grad_accum and max_steps must be positive",
+           .place = "trainer_options"});
+  require(o.comm == nullptr && o.pack_row_length == 0 && !o.optim.eight_bit,
+          {.what = "training option the GPU trainer does not take",
+           .place = "trainer_options",
+           .expected = "one process, padded (not packed) rows, f32 optimizer state",
+           .found = o.comm              ? "a communicator"
+                    : o.pack_row_length ? "pack_row_length " + std::to_string(o.pack_row_length)
+                                        : "eight_bit optimizer state"});
+  std::int64_t longest = 1;
+  for (const auto& e : train) longest = std::max<std::int64_t>(longest, e.input_ids.size());
+  auto s = open_cuda_session(be, m, lora, dev.base, dev.storage, o.batch_size,
+                             cuda_detail::padded_seq(longest));
+  schedule sched = o.sched;
+  if (sched.total_steps == 0) sched.total_steps = o.max_steps;
+  trainer_state st;
+  st.seed = o.seed;
+  train_result res;
+  res.optimizer_state_bytes = std::size_t(lora.parameter_count()) * 8;
+  const auto ckpt = o.out_dir.empty() ? std::filesystem::path() : checkpoint_path(o.out_dir);
+  if (!ckpt.empty() && o.resume && std::filesystem::exists(ckpt)) {
+    st = load_cuda_checkpoint(ckpt, s, lora);
+    require(st.seed == o.seed, {.what = "checkpoint was made with another seed",
+                                .file = ckpt.string(),
+                                .expected = std::to_string(o.seed),
+                                .found = std::to_string(st.seed)});
+    res.resumed = true;
+  }
+  if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
+
+  // The data order of train_sft: example k is perm_e[k mod n], perm_e drawn from Philox(seed, e).
+  const std::size_t n = train.size();
+  std::int64_t perm_epoch = -1;
+  std::vector<std::size_t> perm(n);
+  auto example_at = [&](std::int64_t k) {
+    const std::int64_t e = k / std::int64_t(n);
+    if (e != perm_epoch) {
+      for (std::size_t i = 0; i < n; ++i) perm[i] = i;
+      philox g(o.seed, std::uint64_t(e));
+      for (std::size_t i = n; i > 1; --i) std::swap(perm[i - 1], perm[g.below(std::uint32_t(i))]);
+      perm_epoch = e;
+    }
+    return perm[std::size_t(k % std::int64_t(n))];
+  };
+
+  auto run_eval = [&] {
+    download_lora(s, lora);
+    lora.train(false);
+    eval_entry e{.step = st.step, .metrics = {}};
+    if (!val.empty()) {
+      const double vl = mean_loss(be, m, val, o.batch_size, o.pad_id);
+      e.metrics["val_loss"] = vl;
+      e.metrics["perplexity"] = std::exp(vl);
+      if (!st.log.empty()) e.metrics["train_val_gap"] = vl - st.log.back().loss;
+    }
+    if (evaluate)
+      for (auto& [k, v] : evaluate(m)) e.metrics[k] = v;
+    st.evals.push_back(e);
+    if (o.stop.patience <= 0) return false;
+    auto it = e.metrics.find(o.stop.metric);
+    require(it != e.metrics.end(), {.what = "early-stopping metric is not measured",
+                                    .place = "early_stopping.metric",
+                                    .found = o.stop.metric});
+    const double v = it->second;
+    const bool better = !st.has_best || (o.stop.higher_is_better ? v > st.best + o.stop.min_delta
+                                                                 : v < st.best - o.stop.min_delta);
+    if (better) {
+      st.best = v, st.has_best = true, st.bad_evals = 0;
+      return false;
+    }
+    return ++st.bad_evals >= o.stop.patience;
+  };
+  std::int64_t adam_steps = st.step;
+  auto save = [&] {
+    if (ckpt.empty()) return;
+    save_cuda_checkpoint(ckpt, s, lora, adam_steps, st);
+    write_loss_curve(o.out_dir, st.log, st.evals);
+  };
+
+  std::optional<progress> bar;
+  if (o.show_progress) bar.emplace("train", std::uint64_t(o.max_steps - st.step));
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::int64_t> ids, targets;
+  std::vector<float> w;
+  bool stopped = false;
+  while (st.step < o.max_steps && !stopped) {
+    std::vector<objectives::sft_batch> micro;
+    std::int64_t step_targets = 0;
+    for (std::int64_t j = 0; j < o.grad_accum; ++j) {
+      std::vector<std::size_t> pick;
+      for (std::int64_t i = 0; i < o.batch_size; ++i)
+        pick.push_back(example_at(st.examples_seen++));
+      micro.push_back(objectives::make_batch(train, pick, o.pad_id));
+      step_targets += micro.back().targets();
+    }
+    // L = Σ_micro Σ_t CE_t / N_step: every kept row weighs 1/N_step, so the gradients the GPU
+    // accumulates over the micro-batches are the step's, as the CPU's per-micro-batch sum.
+    s.gpu->zero_grad();
+    double loss = 0;
+    std::int64_t tokens = 0;
+    bool nonfinite = false;
+    for (const auto& mb : micro) {
+      if (mb.targets() == 0) continue;
+      const std::int64_t seq = cuda_detail::padded_seq(mb.seq);
+      cuda_detail::batch_arrays(mb, seq, o.pad_id, ids, targets);
+      w.assign(ids.size(), 0.0f);
+      for (std::size_t t = 0; t < w.size(); ++t)
+        if (targets[t] != data::ignore_index) w[t] = float(1.0 / double(step_targets));
+      const double l = s.gpu->forward_backward(mb.batch, seq, ids.data(), targets.data(), w.data());
+      nonfinite = nonfinite || !std::isfinite(l);
+      loss += l;
+      for (auto v : mb.attention_mask) tokens += v;
+    }
+    res.tokens += tokens;
+    if (nonfinite)
+      throw error({.what = "training loss is not finite; stopped",
+                   .place = "step " + std::to_string(st.step + 1),
+                   .expected = "a finite loss (last good checkpoint: " +
+                               (ckpt.empty() ? std::string("none") : ckpt.string()) + ")",
+                   .found = str(loss)});
+    // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
+    const double norm = s.gpu->grad_norm();
+    const double coef = o.max_grad_norm > 0 ? std::min(1.0, o.max_grad_norm / (norm + 1e-6)) : 1.0;
+    const double lr = o.optim.lr * sched.factor(st.step);
+    s.gpu->step({.lr = lr,
+                 .weight_decay = o.optim.weight_decay,
+                 .beta1 = o.optim.beta1,
+                 .beta2 = o.optim.beta2,
+                 .eps = o.optim.eps,
+                 .grad_scale = coef});
+    ++adam_steps;
+    ++st.step;
+    st.log.push_back({st.step, loss, lr, norm, tokens});
+    if (bar) {
+      const double sec =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      char b[32];
+      std::snprintf(b, sizeof b, "%.4f", loss);
+      bar->field("loss", b);
+      std::snprintf(b, sizeof b, "%.0f", sec > 0 ? double(res.tokens) / sec : 0.0);
+      bar->field("tok/s", b);
+      bar->advance();
+    }
+    const bool last = st.step == o.max_steps;
+    if (!last && o.eval_every > 0 && st.step % o.eval_every == 0) stopped = run_eval();
+    if (last) run_eval();
+    const bool halt = o.halt_after > 0 && st.step >= o.halt_after;
+    if (last || stopped || halt || (o.checkpoint_every > 0 && st.step % o.checkpoint_every == 0))
+      save();
+    if (halt) break;
+  }
+  if (bar) bar->finish();
+  download_lora(s, lora);
+  lora.train(false);
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.steps = st.step;
+  res.stopped_early = stopped;
+  res.log = st.log;
+  res.evals = st.evals;
+  return res;
+}
+
+}  // namespace forge::train
