@@ -1,7 +1,8 @@
-// p.run(model, backend::cuda{}) against p.run(model, backend::simd<>{}): the same Adapt
-// pipeline (LoRA, then QLoRA) on the built-in model, once with the adapters trained on the GPU
-// and once on the CPU, compared step by step (loss, gradient norm), adapter by adapter and
-// metric by metric. Prints a PASS/FAIL table; exits nonzero on any failure.
+// p.run(model, backend::cuda{}) against p.run(model, backend::simd<>{}): the same pipelines on
+// the built-in model — Adapt with LoRA, Adapt with QLoRA, and Adapt (LoRA) then Align (DPO on
+// top of the SFT adapter) — once with the adapters trained on the GPU and once on the CPU,
+// compared step by step (loss, gradient norm), adapter by adapter and metric by metric.
+// Prints a PASS/FAIL table; exits nonzero on any failure.
 //
 //   forge_cuda_pipeline MODEL_DIR OUT_DIR           both backends, compared
 //   forge_cuda_pipeline MODEL_DIR OUT_DIR --cpu     the CPU runs alone (no GPU needed): checks
@@ -14,7 +15,9 @@
 // near 1e-7 per operation; over 12 optimizer steps AdamW's normalisation by √v amplifies it for
 // entries whose gradients are tiny, so the adapters are held to 2e-3 (relative norm), the losses
 // and gradient norms per step to 2e-4, the CPU-measured metrics of the two trained models to
-// 2e-4. QLoRA uses the same bounds: the GPU re-quantizes the CPU's dequantized NF4 base, whose
+// 2e-4. DPO's stage runs on the SFT adapter of its own backend's Adapt stage, merged into the
+// GPU's base (the CPU adds it as an adapter): float rounding again, same bounds. QLoRA uses
+// the same bounds: the GPU re-quantizes the CPU's dequantized NF4 base, whose
 // values are code × block absmax, to the same codes and absmax.
 
 #include <cmath>
@@ -29,6 +32,7 @@
 #include "forge/core/rng.hpp"
 #include "forge/io/hf_checkpoint.hpp"
 #include "forge/pipeline/pipeline.hpp"
+#include "forge/train/align_methods.hpp"
 
 namespace {
 
@@ -87,6 +91,24 @@ adapt_data make_data(std::int64_t vocab) {
   return d;
 }
 
+// Preference pairs: chosen continues the prompt as the SFT data does, rejected is random.
+std::vector<data::preference_example> pairs(std::uint64_t seed, int n, std::int64_t vocab) {
+  philox g(seed, 1);
+  std::vector<data::preference_example> out;
+  for (const auto& e : examples(seed, n, vocab)) {
+    data::preference_example p;
+    p.id = e.id;
+    std::size_t k = 0;
+    while (k < e.labels.size() && e.labels[k] == data::ignore_index) ++k;
+    p.prompt.assign(e.input_ids.begin(), e.input_ids.begin() + std::ptrdiff_t(k));
+    p.chosen.assign(e.input_ids.begin() + std::ptrdiff_t(k), e.input_ids.end());
+    for (std::size_t i = 0; i < p.chosen.size(); ++i)
+      p.rejected.push_back(std::int32_t(8 + g.below(std::uint32_t(vocab - 8))));
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
 struct curve {
   std::vector<double> loss, norm;
 };
@@ -140,22 +162,79 @@ double adapter_diff(model::causal_lm<float>& x, model::causal_lm<float>& y, bool
   return modules ? std::sqrt(num / std::max(den, 1e-300)) : INFINITY;
 }
 
+lora_params adapt_params() {
+  return {.rank = 8,
+          .alpha = 16,
+          .target_modules = {"q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"},
+          .max_steps = 12,
+          .batch_size = 4,
+          .grad_accum = 2,
+          .learning_rate = 2e-3,
+          .warmup_steps = 2,
+          .max_grad_norm = 1.0,
+          .eval_every = 6};
+}
+
+template <class B>
+auto run_dpo(const model::causal_lm<float>& base, const adapt_data& d, const align_data& a, B be,
+             const std::filesystem::path& out) {
+  std::filesystem::remove_all(out);
+  auto p =
+      pipeline(adapt<lora>{adapt_params(), d}, align<dpo<repr::dense_f32>>{{.beta = 0.1,
+                                                                            .max_steps = 8,
+                                                                            .batch_size = 4,
+                                                                            .grad_accum = 2,
+                                                                            .learning_rate = 1e-3,
+                                                                            .eval_every = 4},
+                                                                           a});
+  return p.run(base, be, {.out = out, .seed = 11});
+}
+
+void compare_curves(const std::string& name, const curve& cc, const curve& gc) {
+  std::printf("     step  loss simd       loss cuda       grad-norm simd  grad-norm cuda\n");
+  for (std::size_t i = 0; i < std::min(cc.loss.size(), gc.loss.size()); ++i)
+    std::printf("     %4zu  %.9f  %.9f  %.9f  %.9f\n", i + 1, cc.loss[i], gc.loss[i], cc.norm[i],
+                gc.norm[i]);
+  check(name + ": loss per step, max relative difference", max_rel(gc.loss, cc.loss), 2e-4);
+  check(name + ": gradient norm per step, max relative difference", max_rel(gc.norm, cc.norm),
+        2e-4);
+}
+
+void compare_dpo(const model::causal_lm<float>& base, const adapt_data& d, const align_data& a,
+                 const std::filesystem::path& out, bool cpu_only) {
+  auto cpu = run_dpo(base, d, a, backend::simd<>{}, out / "dpo_simd");
+  check("dpo simd: pipeline passed", cpu.passed ? 0.0 : 1.0, 0.0);
+  const auto cc = read_curve(out / "dpo_simd" / "02_align" / "loss.csv");
+  // The CPU reference learns the preference: DPO's loss starts at log 2 and falls.
+  check("dpo simd: last loss / first loss", cc.loss.back() / cc.loss.at(0), 0.99);
+  if (cpu_only) return;
+  auto gpu = run_dpo(base, d, a, backend::cuda{}, out / "dpo_cuda");
+  check("dpo cuda: pipeline passed", gpu.passed ? 0.0 : 1.0, 0.0);
+  if (!gpu.passed || !cpu.passed) {
+    for (const auto& st : gpu.stages) std::printf("cuda stage error: %s\n", st.error.c_str());
+    return;
+  }
+  compare_curves("dpo", cc, read_curve(out / "dpo_cuda" / "02_align" / "loss.csv"));
+  std::size_t mods = 0;
+  check("dpo: LoRA A (SFT and DPO adapters), relative norm difference",
+        adapter_diff(*gpu.model, *cpu.model, false, mods), 2e-3);
+  check("dpo: LoRA B (SFT and DPO adapters), relative norm difference",
+        adapter_diff(*gpu.model, *cpu.model, true, mods), 2e-3);
+  check("dpo: adapter modules (20 SFT + 28 DPO) - 48", std::abs(double(mods) - 48.0), 0.0);
+  for (const char* metric : {"preference_accuracy", "reward_margin", "kl_to_reference"}) {
+    const auto x = gpu.stages.at(1).metrics.get(std::string_view(metric));
+    const auto y = cpu.stages.at(1).metrics.get(std::string_view(metric));
+    const double diff = x && y ? std::abs(*x - *y) / std::max(std::abs(*y), 1e-3) : INFINITY;
+    check(std::string("dpo: metric ") + metric + " (CPU-measured), relative difference", diff,
+          2e-4);
+  }
+}
+
 template <class Method, class B>
 auto run_one(const model::causal_lm<float>& base, const adapt_data& d, B be,
              const std::filesystem::path& out) {
   std::filesystem::remove_all(out);
-  auto p = pipeline(
-      adapt<Method>{{.rank = 8,
-                     .alpha = 16,
-                     .target_modules = {"q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"},
-                     .max_steps = 12,
-                     .batch_size = 4,
-                     .grad_accum = 2,
-                     .learning_rate = 2e-3,
-                     .warmup_steps = 2,
-                     .max_grad_norm = 1.0,
-                     .eval_every = 6},
-                    d});
+  auto p = pipeline(adapt<Method>{adapt_params(), d});
   return p.run(base, be, {.out = out, .seed = 7});
 }
 
@@ -176,15 +255,8 @@ void compare(const char* name, const model::causal_lm<float>& base, const adapt_
     if (!gpu.stages.empty()) std::printf("cuda stage error: %s\n", gpu.stages[0].error.c_str());
     return;
   }
-  const auto gc = read_curve(out / (std::string(name) + "_cuda") / "01_adapt" / "loss.csv");
-  std::printf("     step  loss simd       loss cuda       grad-norm simd  grad-norm cuda\n");
-  for (std::size_t i = 0; i < std::min(cc.loss.size(), gc.loss.size()); ++i)
-    std::printf("     %4zu  %.9f  %.9f  %.9f  %.9f\n", i + 1, cc.loss[i], gc.loss[i], cc.norm[i],
-                gc.norm[i]);
-  check(std::string(name) + ": loss per step, max relative difference", max_rel(gc.loss, cc.loss),
-        2e-4);
-  check(std::string(name) + ": gradient norm per step, max relative difference",
-        max_rel(gc.norm, cc.norm), 2e-4);
+  compare_curves(name, cc,
+                 read_curve(out / (std::string(name) + "_cuda") / "01_adapt" / "loss.csv"));
   std::size_t mods = 0;
   check(std::string(name) + ": LoRA A, relative norm difference",
         adapter_diff(*gpu.model, *cpu.model, false, mods), 2e-3);
@@ -222,6 +294,12 @@ int main(int argc, char** argv) {
     const auto d = make_data(base.config.vocab_size);
     compare<lora>("lora", base, d, argv[2], cpu_only);
     compare<qlora>("qlora", base, d, argv[2], cpu_only);
+    align_data a;
+    a.train = pairs(5, 32, base.config.vocab_size);
+    a.val = pairs(6, 8, base.config.vocab_size);
+    a.pad_id = 4;
+    a.name = "shifted-copy preferences";
+    compare_dpo(base, d, a, argv[2], cpu_only);
   } catch (const std::exception& e) {
     std::printf("FAIL exception: %s\n", e.what());
     return 1;

@@ -19,6 +19,11 @@
 //                                        scored by eval::is_refusal (needs encode/decode)
 // Artifacts: adapter/ (the alignment adapter, PEFT layout), loss.csv, loss.svg and
 // checkpoint.safetensors (the resumable state) for the offline methods.
+//
+// The pairwise methods (dpo, cdpo, robust_dpo, ipo, hinge, simpo, orpo) also run on
+// backend::cuda: the adapters train on the GPU (train/cuda_preference.hpp; one .cu file of the
+// program includes forge/backend/cuda/pipeline_impl.cuh), every metric is measured on the CPU
+// (backend::simd<>). kto and grpo are CPU-only.
 
 #include <functional>
 #include <optional>
@@ -39,6 +44,7 @@
 #include "forge/pipeline/metrics.hpp"
 #include "forge/pipeline/stage_context.hpp"
 #include "forge/pipeline/stage_result.hpp"
+#include "forge/train/cuda_preference.hpp"
 #include "forge/train/grpo.hpp"
 #include "forge/train/preference_trainer.hpp"
 
@@ -177,13 +183,22 @@ eval::safety_scores safety_of(Bk be, model::causal_lm<float>& m, const align_dat
   });
 }
 
-/// The Align metrics other than those of the objective, and the artifacts.
+/// The CPU backend a stage on `B` evaluates with: B itself, or backend::simd<> for cuda.
 template <class B>
-void measure(const stage_context<B>& ctx, model::causal_lm<float>& m, const align_data& d,
+auto cpu_of(B b) {
+  if constexpr (is_cpu_backend_v<B>)
+    return b;
+  else
+    return backend::simd<>{};
+}
+
+/// The Align metrics other than those of the objective, and the artifacts; `be` is the CPU
+/// backend they are measured on.
+template <class B, class Be>
+void measure(const stage_context<B>& ctx, Be be, model::causal_lm<float>& m, const align_data& d,
              adapters::lora_set<float>& set, double task_before,
              const std::optional<eval::safety_scores>& safety_before,
              stage_result<model::causal_lm<float>>& r) {
-  const auto be = ctx.backend;
   const auto& pairs = d.val.empty() ? d.train : d.val;
   if (!pairs.empty())
     r.metrics.set(kl_to_reference, train::reference_kl(be, m, pairs, 8, d.pad_id, &set));
@@ -221,7 +236,7 @@ stage_result<model::causal_lm<float>> apply_offline(const stage_context<B>& ctx,
                                                              .place = "align_params.reference",
                                                              .expected = "cached or live",
                                                              .found = p.reference});
-  const auto be = ctx.backend;
+  const auto be = cpu_of(ctx.backend);
   const double task_before =
       d.task.empty() ? 0.0 : eval::evaluate_task(be, m, d.task, d.eos).exact_match;
   // The same safety prompts before training, so the gate can ask for a gain.
@@ -247,7 +262,18 @@ stage_result<model::causal_lm<float>> apply_offline(const stage_context<B>& ctx,
       .seed = ctx.seed,
       .pad_id = d.pad_id,
       .show_progress = p.show_progress};
-  train::train_preference(be, m, train::lora_parameters(*set), set.get(), d.train, d.val, o);
+  if constexpr (std::same_as<B, backend::cuda>) {
+    // The adapters train on the GPU; an NF4 base stays NF4 there unless earlier adapters
+    // must be merged into it (then the merged weights are dense f32).
+    std::size_t attached = 0;
+    for (auto [key, lin] : adapters::linear_layers(m)) attached += lin->adapters.size();
+    const bool nf4 = std::is_same_v<Base, repr::nf4> && attached == set->modules.size();
+    train::train_preference_cuda(be, m, *set, d.train, d.val, o,
+                                 {.base = nf4 ? cuda::base_storage::nf4 : cuda::base_storage::dense,
+                                  .storage = cuda::precision::f32});
+  } else {
+    train::train_preference(be, m, train::lora_parameters(*set), set.get(), d.train, d.val, o);
+  }
   stage_result<model::causal_lm<float>> r{.model = {}};
   const auto& pairs = d.val.empty() ? d.train : d.val;
   const auto cache = obj.needs_reference()
@@ -257,7 +283,7 @@ stage_result<model::causal_lm<float>> apply_offline(const stage_context<B>& ctx,
                                              obj.needs_reference() ? &cache : nullptr, p.batch_size,
                                              d.pad_id, set.get());
   r.metrics.set(preference_accuracy, s.accuracy).set(reward_margin, s.margin);
-  measure(ctx, m, d, *set, task_before, safety_before, r);
+  measure(ctx, be, m, d, *set, task_before, safety_before, r);
   for (const char* f : {"loss.csv", "loss.svg", "checkpoint.safetensors"}) r.artifacts.push_back(f);
   r.model = std::move(m);
   return r;
@@ -269,19 +295,19 @@ stage_result<model::causal_lm<float>> apply_offline(const stage_context<B>& ctx,
 template <class Base>
 using align_accepts = representations<Base, repr::with_lora<Base>>;
 
-#define FORGE_ALIGN_METHOD_HEAD(NAME)                                                         \
+#define FORGE_ALIGN_METHOD_HEAD(NAME, BACKENDS)                                               \
   static_assert(align_detail::is_align_base_v<Base>,                                          \
                 "forge: Align methods train LoRA on a dense_f32, int4_group<G> or nf4 base"); \
   static constexpr std::string_view name = NAME;                                              \
   using data = align_data;                                                                    \
   using accepts = align_accepts<Base>;                                                        \
   using produces = repr::with_lora<Base>;                                                     \
-  using backends = cpu_backends;
+  using backends = BACKENDS;
 
 /// DPO (Rafailov et al. 2023): TRL's "sigmoid" loss.
 template <Representation Base = repr::nf4>
 struct dpo {
-  FORGE_ALIGN_METHOD_HEAD("dpo")
+  FORGE_ALIGN_METHOD_HEAD("dpo", all_backends)
   using params = align_params;
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
@@ -296,7 +322,7 @@ struct dpo {
 /// Conservative DPO (Mitchell 2023): DPO with label smoothing ε (0 < ε < 0.5).
 template <Representation Base = repr::nf4>
 struct cdpo {
-  FORGE_ALIGN_METHOD_HEAD("cdpo")
+  FORGE_ALIGN_METHOD_HEAD("cdpo", all_backends)
   using params = align_params;
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
@@ -317,7 +343,7 @@ struct cdpo {
 /// Robust DPO (Chowdhury et al. 2024): unbiased under label noise ε (0 < ε < 0.5).
 template <Representation Base = repr::nf4>
 struct robust_dpo {
-  FORGE_ALIGN_METHOD_HEAD("robust_dpo")
+  FORGE_ALIGN_METHOD_HEAD("robust_dpo", all_backends)
   using params = align_params;
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
@@ -338,7 +364,7 @@ struct robust_dpo {
 /// IPO (Azar et al. 2023), with TRL's per-token averaged log-ratios.
 template <Representation Base = repr::nf4>
 struct ipo {
-  FORGE_ALIGN_METHOD_HEAD("ipo")
+  FORGE_ALIGN_METHOD_HEAD("ipo", all_backends)
   using params = align_params;
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
@@ -352,7 +378,7 @@ struct ipo {
 /// SLiC's hinge loss on the DPO log-ratio margin.
 template <Representation Base = repr::nf4>
 struct hinge {
-  FORGE_ALIGN_METHOD_HEAD("hinge")
+  FORGE_ALIGN_METHOD_HEAD("hinge", all_backends)
   using params = align_params;
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
@@ -367,7 +393,7 @@ struct hinge {
 /// SimPO (Meng et al. 2024): length-normalised, no reference, target margin γ.
 template <Representation Base = repr::nf4>
 struct simpo {
-  FORGE_ALIGN_METHOD_HEAD("simpo")
+  FORGE_ALIGN_METHOD_HEAD("simpo", all_backends)
   using params = align_params;
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
@@ -384,7 +410,7 @@ struct simpo {
 /// ORPO (Hong et al. 2024): SFT loss plus the odds-ratio term, no reference.
 template <Representation Base = repr::nf4>
 struct orpo {
-  FORGE_ALIGN_METHOD_HEAD("orpo")
+  FORGE_ALIGN_METHOD_HEAD("orpo", all_backends)
   using params = align_params;
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
@@ -397,7 +423,7 @@ struct orpo {
 /// KTO (Ethayarajh et al. 2024) on the unpaired pairs, KL from mismatched completions.
 template <Representation Base = repr::nf4>
 struct kto {
-  FORGE_ALIGN_METHOD_HEAD("kto")
+  FORGE_ALIGN_METHOD_HEAD("kto", cpu_backends)
   using params = align_params;
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
@@ -414,7 +440,7 @@ struct kto {
 /// GRPO (Shao et al. 2024) with align_data's prompts and verifiable reward.
 template <Representation Base = repr::nf4>
 struct grpo {
-  FORGE_ALIGN_METHOD_HEAD("grpo")
+  FORGE_ALIGN_METHOD_HEAD("grpo", cpu_backends)
   using params = grpo_params;
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
@@ -454,7 +480,7 @@ struct grpo {
           train::evaluate_preferences(be, m, std::span(pairs), obj, &cache, 8, d.pad_id, set.get());
       r.metrics.set(preference_accuracy, s.accuracy).set(reward_margin, s.margin);
     }
-    align_detail::measure(ctx, m, d, *set, task_before, safety_before, r);
+    align_detail::measure(ctx, be, m, d, *set, task_before, safety_before, r);
     (void)res;
     r.model = std::move(m);
     return r;

@@ -746,9 +746,11 @@ class lora_trainer {
     device_buffer<float> stage(std::size_t(total * cols), &ctx_.pool());
     std::int64_t at = 0;
     for (int i = 0; i < parts; ++i) {
-      FORGE_CUDA_CHECK(cudaMemcpy(stage.data() + at * cols, host[i],
-                                  std::size_t(rows[i] * cols) * sizeof(float),
-                                  cudaMemcpyHostToDevice));
+      // On the context's stream: a plain cudaMemcpy from pageable memory may still be in
+      // flight when the (non-blocking) stream's conversion kernel reads the staging buffer.
+      FORGE_CUDA_CHECK(cudaMemcpyAsync(stage.data() + at * cols, host[i],
+                                       std::size_t(rows[i] * cols) * sizeof(float),
+                                       cudaMemcpyHostToDevice, ctx_.stream()));
       at += rows[i];
     }
     base_weight w;
@@ -807,12 +809,14 @@ class lora_trainer {
     check_layer(layer, "lora_trainer::set_lora");
     const auto r = o_.rank;
     ctx_.synchronize();  // queued steps may still update the masters
-    FORGE_CUDA_CHECK(cudaMemcpy(buf.data() + a_offset(layer, p), A,
-                                std::size_t(r * in_features(p)) * sizeof(float),
-                                cudaMemcpyHostToDevice));
-    FORGE_CUDA_CHECK(cudaMemcpy(buf.data() + b_offset(layer, p), B,
-                                std::size_t(r * out_features(p)) * sizeof(float),
-                                cudaMemcpyHostToDevice));
+    // Stream-ordered (see upload_base), then awaited: the caller may free A and B.
+    FORGE_CUDA_CHECK(cudaMemcpyAsync(buf.data() + a_offset(layer, p), A,
+                                     std::size_t(r * in_features(p)) * sizeof(float),
+                                     cudaMemcpyHostToDevice, ctx_.stream()));
+    FORGE_CUDA_CHECK(cudaMemcpyAsync(buf.data() + b_offset(layer, p), B,
+                                     std::size_t(r * out_features(p)) * sizeof(float),
+                                     cudaMemcpyHostToDevice, ctx_.stream()));
+    ctx_.synchronize();
   }
   void download(const device_buffer<float>& buf, std::int64_t layer, llama_proj p, float* A,
                 float* B) const {

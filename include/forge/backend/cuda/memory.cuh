@@ -153,6 +153,10 @@ class device_buffer {
                       .expected = "<= " + std::to_string(n_) + " elements",
                       .found = std::to_string(n)});
     FORGE_CUDA_CHECK(cudaMemcpy(p_, host, n * sizeof(T), cudaMemcpyHostToDevice));
+    // From pageable memory cudaMemcpy may return before the DMA into p_ has finished, and
+    // kernels on non-blocking streams do not wait for the legacy stream: wait here, so
+    // "synchronous" holds for every stream.
+    FORGE_CUDA_CHECK(cudaDeviceSynchronize());
   }
   /// The whole buffer copied to the host (synchronous).
   std::vector<T> download() const {
