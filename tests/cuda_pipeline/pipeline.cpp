@@ -230,6 +230,32 @@ void compare_dpo(const model::causal_lm<float>& base, const adapt_data& d, const
   }
 }
 
+// What the GPU trainer does not do is refused before anything touches a GPU, with a
+// forge::error naming the setting (so this runs in the CPU half too).
+void refusals(const model::causal_lm<float>& base) {
+  const backend::simd<> cpu{};
+  auto refused = [&](const std::string& what, adapters::lora_config c, bool bias,
+                     const std::string& needle) {
+    auto m = base;
+    m.config.qkv_bias = bias;
+    std::string text = "no error";
+    try {
+      auto set = adapters::attach_lora(cpu, m, c, 1);
+      train::open_cuda_session(cpu, m, set, cuda::base_storage::dense, cuda::precision::f32, 1, 16);
+    } catch (const forge::error& e) {
+      text = e.what();
+    }
+    const bool ok = text.find(needle) != std::string::npos;
+    std::printf("%-4s refused on cuda: %-47s %s\n", ok ? "PASS" : "FAIL", what.c_str(),
+                text.substr(0, 90).c_str());
+    failures += !ok;
+  };
+  refused("LoRA dropout", {.rank = 4, .dropout = 0.1}, false, "lora_config.dropout");
+  refused("DoRA", {.rank = 4, .use_dora = true}, false, "lora_config.use_dora");
+  refused("an adapter on lm_head", {.rank = 4, .target_modules = {"lm_head"}}, false, "lm_head");
+  refused("a model with q/k/v biases", {.rank = 4}, true, "linear biases");
+}
+
 // The bridge alone: the base model's summed completion log-probs through a GPU session
 // (adapters attached with B = 0, so they add nothing) against the CPU forward. f32 on both
 // sides over about 30 tokens a row: relative 1e-5.
@@ -316,6 +342,7 @@ int main(int argc, char** argv) {
   try {
     const auto base = io::load_hf_checkpoint<float>(argv[1]);
     const auto d = make_data(base.config.vocab_size);
+    refusals(base);
     compare<lora>("lora", base, d, argv[2], cpu_only);
     compare<qlora>("qlora", base, d, argv[2], cpu_only);
     align_data a;

@@ -47,18 +47,6 @@ class lora_session_impl final : public lora_session {
                           const std::int64_t* targets, const float* row_weights) override {
     return tr_.forward_backward(batch, seq, ids, targets, row_weights);
   }
-  double loss(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
-              const std::int64_t* targets) override {
-    // The trainer's forward needs somewhere for the logits only when asked; a mean loss
-    // comes from the per-sequence sums, which never leave the device whole.
-    std::vector<double> lp(std::size_t(batch), 0.0);
-    tr_.sequence_logprobs(batch, seq, ids, targets, true, lp.data());
-    double s = 0;
-    std::int64_t kept = 0;
-    for (std::int64_t t = 0; t < batch * seq; ++t) kept += targets[t] != ce_ignore_index;
-    for (double v : lp) s -= v;
-    return kept ? s / double(kept) : 0.0;
-  }
   double grad_norm() override { return tr_.grad_norm(); }
   void step(const session_step& s) override {
     tr_.step({.lr = float(s.lr),
@@ -71,14 +59,6 @@ class lora_session_impl final : public lora_session {
   void sequence_logprobs(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
                          const std::int64_t* targets, bool with_lora, double* out) override {
     tr_.sequence_logprobs(batch, seq, ids, targets, with_lora, out);
-  }
-  double dpo_forward_backward(std::int64_t pairs, std::int64_t seq, const std::int64_t* chosen_ids,
-                              const std::int64_t* chosen_targets, const std::int64_t* rejected_ids,
-                              const std::int64_t* rejected_targets, double beta,
-                              double label_smoothing) override {
-    return tr_.dpo_forward_backward(
-        pairs, seq, chosen_ids, chosen_targets, rejected_ids, rejected_targets,
-        {.beta = float(beta), .label_smoothing = float(label_smoothing)});
   }
   std::int64_t in_features(llama_proj p) const override { return tr_.in_features(p); }
   std::int64_t out_features(llama_proj p) const override { return tr_.out_features(p); }

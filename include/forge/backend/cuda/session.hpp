@@ -68,9 +68,6 @@ class lora_session {
   /// the gradients of L = Σ_t w_t·CE_t and returns L.
   virtual double forward_backward(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
                                   const std::int64_t* targets, const float* row_weights) = 0;
-  /// Mean cross-entropy over kept targets, forward only (adapters on).
-  virtual double loss(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
-                      const std::int64_t* targets) = 0;
   /// Global L2 norm of the accumulated gradients.
   virtual double grad_norm() = 0;
   /// One AdamW step on every LoRA parameter.
@@ -78,15 +75,6 @@ class lora_session {
   /// Σ log p(target) per sequence (out [batch]); with_lora = false evaluates the base alone.
   virtual void sequence_logprobs(std::int64_t batch, std::int64_t seq, const std::int64_t* ids,
                                  const std::int64_t* targets, bool with_lora, double* out) = 0;
-  /// DPO (sigmoid loss with label smoothing ε, base with adapters off as the reference) on
-  /// `pairs` chosen/rejected sequences [pairs, seq]: accumulates the gradients of the mean loss
-  /// over pairs and returns it. Needs max_batch ≥ 2·pairs.
-  virtual double dpo_forward_backward(std::int64_t pairs, std::int64_t seq,
-                                      const std::int64_t* chosen_ids,
-                                      const std::int64_t* chosen_targets,
-                                      const std::int64_t* rejected_ids,
-                                      const std::int64_t* rejected_targets, double beta,
-                                      double label_smoothing) = 0;
   /// Input and output features of a projection.
   virtual std::int64_t in_features(llama_proj p) const = 0;
   virtual std::int64_t out_features(llama_proj p) const = 0;
