@@ -16,6 +16,7 @@
 //
 // Not on the GPU (forge::error): KTO (its KL rows), data parallelism, dropout, 8-bit state.
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <span>

@@ -10,6 +10,7 @@
 // biases, with default RoPE and full causal attention; a model or adapter outside that is a
 // forge::error naming what does not fit, before anything is uploaded.
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "forge/adapters/qlora.hpp"
 #include "forge/backend/backend.hpp"
 #include "forge/backend/cuda/session.hpp"
+#include "forge/quant/format.hpp"
 #include "forge/train/checkpoint.hpp"
 #include "forge/train/parameters.hpp"
 

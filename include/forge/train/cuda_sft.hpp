@@ -11,8 +11,10 @@
 // dropout, no DoRA, no packed rows, no data parallelism (one GPU), no 8-bit optimizer state.
 // trainer_options::recompute has no effect (the GPU trainer keeps its own activation plan).
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 #include <span>
 #include <vector>
