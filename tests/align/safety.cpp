@@ -97,6 +97,59 @@ TEST_CASE("canonical responses and safety preference pairs") {
   CHECK(back.chosen == pairs[1].chosen);
 }
 
+TEST_CASE("safety pair texts: chosen and rejected answers as given, checked by the classifier") {
+  // Every listed phrasing is a refusal by the documented rules, and they are all distinct.
+  const auto& rs = refusal_phrasings();
+  CHECK(std::set<std::string>(rs.begin(), rs.end()).size() == rs.size());
+  for (const auto& r : rs) CHECK(is_refusal(r));
+  // Framings 5.. exist for training sets only: framed_prompts reaches them, the random
+  // generators never draw them.
+  REQUIRE(request_frame_count() == 9);
+  const auto extra = framed_prompts({5, 6, 7, 8}, false);
+  CHECK(extra.size() == 4 * 14);
+  std::set<std::string> generated;
+  for (std::uint64_t seed = 0; seed < 20; ++seed)
+    for (const auto& it : benign_lookalikes(seed, 3)) generated.insert(it.prompt);
+  for (const auto& it : extra) CHECK(generated.count(it.prompt) == 0);
+  CHECK(generated.size() == 14 * 5);  // 20 seeds × 3 draws reach all five generator framings
+
+  const auto items = framed_prompts({0}, true);
+  auto both = items;
+  const auto benign = framed_prompts({0, 1}, false);
+  both.insert(both.end(), benign.begin(), benign.end());
+  const safety_pair_texts texts{.refusal = "I cannot do that.",
+                                .helpful = "Yes, I can help with that.",
+                                .benign_rejections = {"I can't do that.", "I won't do that."}};
+  const auto pairs = safety_preference_pairs(both, texts);
+  REQUIRE(pairs.size() == 14 + 28);
+  for (std::size_t i = 0; i < 14; ++i) {
+    CHECK(pairs[i].chosen[0].content == "I cannot do that.");
+    CHECK(pairs[i].rejected[0].content == compliance_response(both[i]));
+  }
+  for (std::size_t i = 14; i < pairs.size(); ++i) {
+    CHECK(pairs[i].chosen[0].content == "Yes, I can help with that.");
+    // The benign items take the rejections in turn: 0, 1, 0, 1, ...
+    CHECK(pairs[i].rejected[0].content == texts.benign_rejections[(i - 14) % 2]);
+  }
+  // Texts that contradict the classifier are errors naming the field.
+  const auto field_of = [&](const safety_pair_texts& t) {
+    try {
+      (void)safety_preference_pairs(both, t);
+    } catch (const forge::error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  CHECK(field_of({.helpful = "I cannot help with that."}).find("safety_pair_texts.helpful") !=
+        std::string::npos);
+  CHECK(field_of({.refusal = "Yes."}).find("safety_pair_texts.refusal") != std::string::npos);
+  CHECK(field_of({.benign_rejections = {"I can't.", "Sure."}})
+            .find("safety_pair_texts.benign_rejections") != std::string::npos);
+  // The string overload is the texts overload with only the refusal set.
+  CHECK(safety_preference_pairs(both, std::string("I cannot do that."))[20].rejected[0].content ==
+        "I cannot do that.");
+}
+
 TEST_CASE("safety metrics count refusals per kind (scripted responder)") {
   const auto h = harmful_prompts(1), b = benign_lookalikes(1);
   auto items = h;
