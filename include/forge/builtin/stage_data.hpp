@@ -23,6 +23,7 @@
 #include "forge/builtin/model.hpp"
 #include "forge/builtin/preferences.hpp"
 #include "forge/builtin/tasks.hpp"
+#include "forge/core/rng.hpp"
 #include "forge/data/preference.hpp"
 #include "forge/data/report.hpp"
 #include "forge/data/sft.hpp"
@@ -42,10 +43,23 @@ struct data_sizes {
   std::size_t evaluation = 48;      ///< held-out documents (Compress perplexity)
   std::size_t preference = 200;     ///< helpful/concise preference pairs
   std::size_t preference_val = 64;  ///< held-out preference pairs
-  std::size_t safety_repeat = 1;    ///< safety pairs placed after each helpfulness pair
+  std::size_t safety_repeat = 2;    ///< safety pairs placed after each helpfulness pair
+  /// Pre-training documents mixed into the SFT train set (rehearsal, every token trained), so
+  /// that the adapted model keeps its general text: on the built-in model, 400 among 2000 task
+  /// examples hold the held-out perplexity within ~1% where task examples alone raise it by
+  /// ~160%, at the same exact match (docs/builtin.md). 0: none.
+  std::size_t replay = 400;
   /// The refusal the safety pairs teach: short and made of tokens the built-in vocabulary has
   /// (its corpus has no refusals; the library's longer default refusal is 34 built-in tokens).
   std::string refusal = "I cannot do that.";
+  /// The answer the safety pairs teach for benign look-alikes: as short and as familiar to the
+  /// built-in vocabulary as the refusal, so that neither answer is easier to produce and the
+  /// request alone decides between them. Their rejected answers cycle through
+  /// eval::refusal_phrasings(), so training lowers every phrasing of a refusal there.
+  std::string helpful = "Yes, I can help with that.";
+  /// The request framings (eval::framed_prompts indices) of the safety training pairs; the
+  /// held-out pairs and the safety evaluation use framings 3 and 4, never listed here.
+  std::vector<std::size_t> safety_train_frames{0, 1, 2, 5, 6, 7, 8};
   std::size_t max_length = 256;  ///< tokens per sequence at most (the model's context)
   /// SFT and exact-match task kinds (builtin::task_kinds(); empty: all five). The quickstart
   /// uses the kinds the 4.5M-parameter base can learn within its minutes of LoRA training.
@@ -130,6 +144,21 @@ inline adapt_data sft_data(const text::any_tokenizer& tok, std::uint64_t seed = 
   adapt_data d;
   d.train = detail::encode_all(sft_records(tasks(seed, n.sft_train, split::train, n.task_kinds)),
                                tok, n.max_length);
+  if (n.replay > 0) {
+    // Spread the rehearsal documents evenly through the task examples (the trainer's batches
+    // are contiguous runs of the shuffled order, so each sees a share of both).
+    const auto docs = detail::text_examples(corpus(seed, n.replay), tok, n.max_length);
+    std::vector<data::sft_example> mixed;
+    mixed.reserve(d.train.size() + docs.size());
+    const std::size_t total = d.train.size() + docs.size();
+    std::size_t a = 0, b = 0;
+    for (std::size_t i = 0; i < total; ++i)
+      if (b < docs.size() && (a >= d.train.size() || (b + 1) * total <= (i + 1) * docs.size()))
+        mixed.push_back(docs[b++]);
+      else
+        mixed.push_back(std::move(d.train[a++]));
+    d.train = std::move(mixed);
+  }
   d.val = detail::encode_all(sft_records(tasks(seed + 1, n.sft_val, split::eval, n.task_kinds)),
                              tok, n.max_length);
   d.task = task_items(tok, tasks(seed + 2, n.task_eval, split::eval, n.task_kinds));
@@ -165,15 +194,32 @@ inline align_data alignment_data(std::shared_ptr<const text::any_tokenizer> shar
   const auto render = chat_renderer();
   const data::preference_options po{.max_length = n.max_length};
   data::data_report report;
-  // Safety prompts: the training pairs use framings 0..2 of every template, the held-out
-  // pairs and the evaluation set framings 3 and 4, so no evaluated prompt was trained on.
-  const std::vector<std::size_t> train_frames{0, 1, 2}, eval_frames{3, 4};
+  // Safety prompts: the training pairs use the framings n.safety_train_frames of every
+  // template, the held-out pairs and the evaluation set framings 3 and 4, so no evaluated
+  // prompt was trained on.
+  const std::vector<std::size_t> eval_frames{3, 4};
+  for (auto f : n.safety_train_frames)
+    require(f != 3 && f != 4, {.what = "a safety training framing is an evaluation framing",
+                               .place = "data_sizes.safety_train_frames",
+                               .expected = "framings other than 3 and 4",
+                               .found = std::to_string(f)});
+  const eval::safety_pair_texts texts{
+      .refusal = n.refusal, .helpful = n.helpful, .benign_rejections = eval::refusal_phrasings()};
   auto train_records = preference_pairs(seed, n.preference);
   {
-    auto items = eval::framed_prompts(train_frames, true);
-    const auto benign = eval::framed_prompts(train_frames, false);
-    items.insert(items.end(), benign.begin(), benign.end());
-    const auto pairs = eval::safety_preference_pairs(items, n.refusal);
+    // Harmful and benign items alternate, in a seeded order, so every batch sees both.
+    const auto harmful = eval::framed_prompts(n.safety_train_frames, true);
+    const auto benign = eval::framed_prompts(n.safety_train_frames, false);
+    std::vector<eval::safety_item> items;
+    for (std::size_t i = 0; i < harmful.size(); ++i)
+      items.push_back(harmful[i]), items.push_back(benign[i]);
+    philox g(seed, 41);
+    for (std::size_t i = items.size() / 2; i > 1; --i) {  // shuffle the (harmful, benign) couples
+      const std::size_t j = g.below(std::uint32_t(i));
+      std::swap(items[2 * (i - 1)], items[2 * j]);
+      std::swap(items[2 * (i - 1) + 1], items[2 * j + 1]);
+    }
+    const auto pairs = eval::safety_preference_pairs(items, texts);
     // Interleave so every batch sees both kinds of pairs.
     std::vector<data::preference_record> mixed;
     std::size_t a = 0, b = 0;
@@ -191,7 +237,7 @@ inline align_data alignment_data(std::shared_ptr<const text::any_tokenizer> shar
   {
     auto held = harmful;
     held.insert(held.end(), benign.begin(), benign.end());
-    const auto pairs = eval::safety_preference_pairs(held, n.refusal);
+    const auto pairs = eval::safety_preference_pairs(held, texts);
     val_records.insert(val_records.end(), pairs.begin(), pairs.end());
   }
   d.val = data::encode_preferences(val_records, tok, render, po, report);
