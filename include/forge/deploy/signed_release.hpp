@@ -172,122 +172,128 @@ struct signed_release {
                       repr::with_lora<repr::int4_group<32>>, repr::with_lora<repr::int4_group<64>>,
                       repr::with_lora<repr::int4_group<128>>>;
   using produces = repr::release;
-  using backends = cpu_backends;
+  using backends = all_backends;  ///< cuda: this work runs on the CPU (on_cpu)
 
   template <Backend B>
   static stage_result<released_model> apply(const stage_context<B>& ctx, const params& p,
-                                            const no_data&, model::causal_lm<float> m) {
-    namespace fs = std::filesystem;
-    require(!p.signing_key.empty(), {.what = "a release needs a signing key file",
-                                     .place = "signed_release.signing_key",
-                                     .expected = "the path of an Ed25519 secret key file"});
-    const govern::signing_key key = govern::load_signing_key(p.signing_key);
-    const fs::path run_dir =
-        p.run_dir.empty() ? ctx.artifact_dir.parent_path() : fs::path(p.run_dir);
-    const auto reports = exports::detail::earlier_reports(run_dir, ctx.index);
-    require(!reports.empty(),
-            {.what = "a release binds the reports of the stages before it, and there are none",
-             .file = run_dir.string(),
-             .expected = "NN_<kind>.json stage reports of earlier stages"});
+                                            const no_data& nd, model::causal_lm<float> m) {
+    if constexpr (!is_cpu_backend_v<B>) {
+      return apply(on_cpu(ctx), p, nd, std::move(m));
+    } else {
+      namespace fs = std::filesystem;
+      require(!p.signing_key.empty(), {.what = "a release needs a signing key file",
+                                       .place = "signed_release.signing_key",
+                                       .expected = "the path of an Ed25519 secret key file"});
+      const govern::signing_key key = govern::load_signing_key(p.signing_key);
+      const fs::path run_dir =
+          p.run_dir.empty() ? ctx.artifact_dir.parent_path() : fs::path(p.run_dir);
+      const auto reports = exports::detail::earlier_reports(run_dir, ctx.index);
+      require(!reports.empty(),
+              {.what = "a release binds the reports of the stages before it, and there are none",
+               .file = run_dir.string(),
+               .expected = "NN_<kind>.json stage reports of earlier stages"});
 
-    // Exports, into a scratch directory beside the release.
-    const fs::path ex = ctx.artifact_dir / "exports";
-    fs::remove_all(ex);
-    fs::create_directories(ex);
-    govern::release_spec spec;
-    auto add_dir = [&](const fs::path& dir, const std::string& under) {
-      for (const auto& e : fs::recursive_directory_iterator(dir))
-        if (e.is_regular_file())
-          spec.artifacts.push_back(
-              {under + "/" + e.path().lexically_relative(dir).generic_string(), e.path(), {}});
-    };
-    std::optional<io::gguf_tokenizer> tok;
-    for (const auto& t : p.gguf) {
-      const auto type = exports::parse_gguf_export_type(t);
-      require(!p.tokenizer_dir.empty(), {.what = "a GGUF export needs the tokenizer directory",
-                                         .place = "signed_release.tokenizer_dir"});
-      if (!tok) tok = exports::gguf_tokenizer_from_hf(p.tokenizer_dir);
-      std::string lower = t;
-      for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
-      const std::string file = p.name + "-" + lower + ".gguf";
-      exports::save_llama_gguf(m, *tok, ex / "gguf" / file, type, p.name);
-    }
-    const bool plain_lora = [&] {
-      const auto a = exports::attached_adapters(m);
-      return !a.modules.empty() && !a.config.use_dora;
-    }();
-    if (!p.gguf.empty() && plain_lora)  // the adapter for llama.cpp's --lora, beside the model
-      exports::save_lora_gguf(m, ex / "gguf" / (p.name + "-lora-f32.gguf"));
-    if (!p.gguf.empty()) add_dir(ex / "gguf", "model/gguf");
-    if (p.merged_checkpoint) {
-      exports::save_merged_checkpoint(m, ex / "merged", p.tokenizer_dir);
-      add_dir(ex / "merged", "model/merged");
-    }
-    if (p.peft_adapter && !exports::attached_adapters(m).modules.empty()) {
-      exports::save_attached_adapter(m, ex / "adapter", p.base_model_name);
-      add_dir(ex / "adapter", "model/adapter");
-    }
-    if (p.gptq_checkpoint && exports::save_gptq_checkpoint<B>(m, ex / "gptq", p.tokenizer_dir))
-      add_dir(ex / "gptq", "model/gptq");
+      // Exports, into a scratch directory beside the release.
+      const fs::path ex = ctx.artifact_dir / "exports";
+      fs::remove_all(ex);
+      fs::create_directories(ex);
+      govern::release_spec spec;
+      auto add_dir = [&](const fs::path& dir, const std::string& under) {
+        for (const auto& e : fs::recursive_directory_iterator(dir))
+          if (e.is_regular_file())
+            spec.artifacts.push_back(
+                {under + "/" + e.path().lexically_relative(dir).generic_string(), e.path(), {}});
+      };
+      std::optional<io::gguf_tokenizer> tok;
+      for (const auto& t : p.gguf) {
+        const auto type = exports::parse_gguf_export_type(t);
+        require(!p.tokenizer_dir.empty(), {.what = "a GGUF export needs the tokenizer directory",
+                                           .place = "signed_release.tokenizer_dir"});
+        if (!tok) tok = exports::gguf_tokenizer_from_hf(p.tokenizer_dir);
+        std::string lower = t;
+        for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+        const std::string file = p.name + "-" + lower + ".gguf";
+        exports::save_llama_gguf(m, *tok, ex / "gguf" / file, type, p.name);
+      }
+      const bool plain_lora = [&] {
+        const auto a = exports::attached_adapters(m);
+        return !a.modules.empty() && !a.config.use_dora;
+      }();
+      if (!p.gguf.empty() && plain_lora)  // the adapter for llama.cpp's --lora, beside the model
+        exports::save_lora_gguf(m, ex / "gguf" / (p.name + "-lora-f32.gguf"));
+      if (!p.gguf.empty()) add_dir(ex / "gguf", "model/gguf");
+      if (p.merged_checkpoint) {
+        exports::save_merged_checkpoint(m, ex / "merged", p.tokenizer_dir);
+        add_dir(ex / "merged", "model/merged");
+      }
+      if (p.peft_adapter && !exports::attached_adapters(m).modules.empty()) {
+        exports::save_attached_adapter(m, ex / "adapter", p.base_model_name);
+        add_dir(ex / "adapter", "model/adapter");
+      }
+      if (p.gptq_checkpoint && exports::save_gptq_checkpoint<B>(m, ex / "gptq", p.tokenizer_dir))
+        add_dir(ex / "gptq", "model/gptq");
 
-    // The card, bindings and documents from the reports.
-    auto& card = spec.card;
-    card.name = p.name;
-    card.version = p.version;
-    card.summary = p.summary;
-    card.license = p.license;
-    card.base_model_name = p.base_model_name;
-    card.intended_use = p.intended_use;
-    card.out_of_scope_uses = p.out_of_scope_uses;
-    card.limitations = p.limitations;
-    json stages = json::array();
-    std::set<std::string> seen;
-    for (const auto& [file, r] : reports) {
-      const auto b = govern::read_report_binding(r.dump(), file.filename().string());
-      if (card.base_model_sha256.empty()) card.base_model_sha256 = b.input_hash;
-      for (const auto& [dname, dhash] : b.data_hashes)
-        if (seen.insert(dname).second) card.datasets.push_back({dname, dhash, b.stage, 0, "", ""});
-      card.stages.push_back(exports::detail::card_stage_of(r));
-      stages.push_back(r.at("method").value("name", "") + " (" + b.stage + ")");
-      spec.reports.push_back({file.filename().string(), file, {}});
-    }
-    {  // report.html: gates, loss curves and before/after plots of the stages released
-      std::vector<eval::stage_summary> ss;
-      for (const auto& [file, r] : reports) ss.push_back(eval::summarize_report(r, file));
-      io::write_atomic(ex / "report.html",
-                       eval::report_html(ss, p.name + " " + p.version + ": pipeline report",
-                                         eval::recorded_comparisons(reports)));
-      spec.artifacts.push_back({"report.html", ex / "report.html", {}});
-    }
-    spec.datasheet = p.datasheet.empty() ? exports::detail::generated_datasheet(card.datasets)
-                                         : io::read_file(p.datasheet);
-    spec.parameters = json{{"stages", stages}, {"release", json(p)}};
-    spec.internal_parameters = json{{"backend", std::string(B::name)}, {"seed", ctx.seed}};
+      // The card, bindings and documents from the reports.
+      auto& card = spec.card;
+      card.name = p.name;
+      card.version = p.version;
+      card.summary = p.summary;
+      card.license = p.license;
+      card.base_model_name = p.base_model_name;
+      card.intended_use = p.intended_use;
+      card.out_of_scope_uses = p.out_of_scope_uses;
+      card.limitations = p.limitations;
+      json stages = json::array();
+      std::set<std::string> seen;
+      for (const auto& [file, r] : reports) {
+        const auto b = govern::read_report_binding(r.dump(), file.filename().string());
+        if (card.base_model_sha256.empty()) card.base_model_sha256 = b.input_hash;
+        for (const auto& [dname, dhash] : b.data_hashes)
+          if (seen.insert(dname).second)
+            card.datasets.push_back({dname, dhash, b.stage, 0, "", ""});
+        card.stages.push_back(exports::detail::card_stage_of(r));
+        stages.push_back(r.at("method").value("name", "") + " (" + b.stage + ")");
+        spec.reports.push_back({file.filename().string(), file, {}});
+      }
+      {  // report.html: gates, loss curves and before/after plots of the stages released
+        std::vector<eval::stage_summary> ss;
+        for (const auto& [file, r] : reports) ss.push_back(eval::summarize_report(r, file));
+        io::write_atomic(ex / "report.html",
+                         eval::report_html(ss, p.name + " " + p.version + ": pipeline report",
+                                           eval::recorded_comparisons(reports)));
+        spec.artifacts.push_back({"report.html", ex / "report.html", {}});
+      }
+      spec.datasheet = p.datasheet.empty() ? exports::detail::generated_datasheet(card.datasets)
+                                           : io::read_file(p.datasheet);
+      spec.parameters = json{{"stages", stages}, {"release", json(p)}};
+      spec.internal_parameters = json{{"backend", std::string(B::name)}, {"seed", ctx.seed}};
 
-    const fs::path dir = ctx.artifact_dir / "release";
-    const auto manifest = govern::assemble_release(dir, spec, key);
-    fs::remove_all(ex);
+      const fs::path dir = ctx.artifact_dir / "release";
+      const auto manifest = govern::assemble_release(dir, spec, key);
+      fs::remove_all(ex);
 
-    // Verification against the signer's public key, then the load test on what is served.
-    const auto v = govern::verify_release(dir, key.public_part());
-    stage_result<released_model> res{
-        .model = {dir, govern::sha256_file(dir / govern::release_files::manifest),
-                  manifest.base_model_sha256}};
-    res.metrics.set(signature_valid, v.signature_valid ? 1.0 : 0.0)
-        .set(artifact_scan_clean, v.ok() ? 1.0 : 0.0)
-        .set(release_bytes, double(exports::detail::tree_bytes(dir)));
-    const eval::load_test_options lo{.requests = p.load_requests,
-                                     .prompt_tokens = p.load_prompt_tokens,
-                                     .max_new_tokens = p.load_new_tokens,
-                                     .seed = ctx.seed};
-    auto served = p.merged_checkpoint ? io::load_hf_checkpoint<float>(dir / "model" / "merged")
-                                      : exports::dense_copy(m);
-    const auto lt = eval::load_test(ctx.backend, served, lo);
-    res.metrics.set(load_p50_ms, lt.p50_ms)
-        .set(load_p95_ms, lt.p95_ms)
-        .set(load_tokens_per_s, lt.tokens_per_s);
-    for (const auto& f : govern::scan_tree(dir).files) res.artifacts.push_back("release/" + f.path);
-    return res;
+      // Verification against the signer's public key, then the load test on what is served.
+      const auto v = govern::verify_release(dir, key.public_part());
+      stage_result<released_model> res{
+          .model = {dir, govern::sha256_file(dir / govern::release_files::manifest),
+                    manifest.base_model_sha256}};
+      res.metrics.set(signature_valid, v.signature_valid ? 1.0 : 0.0)
+          .set(artifact_scan_clean, v.ok() ? 1.0 : 0.0)
+          .set(release_bytes, double(exports::detail::tree_bytes(dir)));
+      const eval::load_test_options lo{.requests = p.load_requests,
+                                       .prompt_tokens = p.load_prompt_tokens,
+                                       .max_new_tokens = p.load_new_tokens,
+                                       .seed = ctx.seed};
+      auto served = p.merged_checkpoint ? io::load_hf_checkpoint<float>(dir / "model" / "merged")
+                                        : exports::dense_copy(m);
+      const auto lt = eval::load_test(ctx.backend, served, lo);
+      res.metrics.set(load_p50_ms, lt.p50_ms)
+          .set(load_p95_ms, lt.p95_ms)
+          .set(load_tokens_per_s, lt.tokens_per_s);
+      for (const auto& f : govern::scan_tree(dir).files)
+        res.artifacts.push_back("release/" + f.path);
+      return res;
+    }
   }
 };
 

@@ -22,4 +22,19 @@ struct stage_context {
   std::filesystem::path artifact_dir;  ///< existing directory for this stage's artifacts
 };
 
+/// The context for a stage's CPU work: `ctx` itself on a CPU backend, else the same stage on
+/// backend::simd<>. Methods with no GPU path (quantization, release) run on the CPU this way
+/// inside a pipeline on backend::cuda, so that one pipeline type serves both.
+template <Backend B>
+auto on_cpu(const stage_context<B>& ctx) {
+  if constexpr (is_cpu_backend_v<B>)
+    return ctx;
+  else
+    return stage_context<backend::simd<>>{.backend = {},
+                                          .kind = ctx.kind,
+                                          .index = ctx.index,
+                                          .seed = ctx.seed,
+                                          .artifact_dir = ctx.artifact_dir};
+}
+
 }  // namespace forge

@@ -274,17 +274,21 @@ struct rtn_as {
   using data = compress_data;
   using accepts = compress_inputs;
   using produces = typename quant::repr_of<F>::type;
-  using backends = cpu_backends;
+  using backends = all_backends;  ///< cuda: this work runs on the CPU (on_cpu)
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
                                                      const data& d, model::causal_lm<float> m) {
-    return quant::detail::run_compress<F>(ctx, p.measure, d, std::move(m),
-                                          [&](model::causal_lm<float>& mm) {
-                                            return quant::quantize_model_rtn<F>(
-                                                ctx.backend, mm,
-                                                {.dense_fallback = p.measure.dense_fallback});
-                                          },
-                                          {});
+    if constexpr (!is_cpu_backend_v<B>) {
+      return apply(on_cpu(ctx), p, d, std::move(m));
+    } else {
+      return quant::detail::run_compress<F>(ctx, p.measure, d, std::move(m),
+                                            [&](model::causal_lm<float>& mm) {
+                                              return quant::quantize_model_rtn<F>(
+                                                  ctx.backend, mm,
+                                                  {.dense_fallback = p.measure.dense_fallback});
+                                            },
+                                            {});
+    }
   }
 };
 
@@ -296,21 +300,25 @@ struct gptq_as {
   using data = compress_data;
   using accepts = compress_inputs;
   using produces = typename quant::repr_of<F>::type;
-  using backends = cpu_backends;
+  using backends = all_backends;  ///< cuda: this work runs on the CPU (on_cpu)
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
                                                      const data& d, model::causal_lm<float> m) {
-    const quant::gptq_params gp{.percdamp = p.percdamp,
-                                .act_order = p.act_order,
-                                .static_groups = p.static_groups,
-                                .block_size = p.block_size};
-    return quant::detail::run_compress<F>(
-        ctx, p.measure, d, std::move(m),
-        [&](model::causal_lm<float>& mm) {
-          return quant::quantize_model_gptq<F>(ctx.backend, mm, d.calibration, gp,
-                                               {.dense_fallback = p.measure.dense_fallback});
-        },
-        {.desc_act = p.act_order && !p.static_groups, .damp_percent = p.percdamp});
+    if constexpr (!is_cpu_backend_v<B>) {
+      return apply(on_cpu(ctx), p, d, std::move(m));
+    } else {
+      const quant::gptq_params gp{.percdamp = p.percdamp,
+                                  .act_order = p.act_order,
+                                  .static_groups = p.static_groups,
+                                  .block_size = p.block_size};
+      return quant::detail::run_compress<F>(
+          ctx, p.measure, d, std::move(m),
+          [&](model::causal_lm<float>& mm) {
+            return quant::quantize_model_gptq<F>(ctx.backend, mm, d.calibration, gp,
+                                                 {.dense_fallback = p.measure.dense_fallback});
+          },
+          {.desc_act = p.act_order && !p.static_groups, .damp_percent = p.percdamp});
+    }
   }
 };
 
@@ -322,18 +330,22 @@ struct awq_as {
   using data = compress_data;
   using accepts = compress_inputs;
   using produces = typename quant::repr_of<F>::type;
-  using backends = cpu_backends;
+  using backends = all_backends;  ///< cuda: this work runs on the CPU (on_cpu)
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
                                                      const data& d, model::causal_lm<float> m) {
-    return quant::detail::run_compress<F>(ctx, p.measure, d, std::move(m),
-                                          [&](model::causal_lm<float>& mm) {
-                                            return quant::quantize_model_awq<F>(
-                                                ctx.backend, mm, d.calibration,
-                                                {.grid = p.grid, .max_rows = p.max_rows},
-                                                {.dense_fallback = p.measure.dense_fallback});
-                                          },
-                                          {});
+    if constexpr (!is_cpu_backend_v<B>) {
+      return apply(on_cpu(ctx), p, d, std::move(m));
+    } else {
+      return quant::detail::run_compress<F>(ctx, p.measure, d, std::move(m),
+                                            [&](model::causal_lm<float>& mm) {
+                                              return quant::quantize_model_awq<F>(
+                                                  ctx.backend, mm, d.calibration,
+                                                  {.grid = p.grid, .max_rows = p.max_rows},
+                                                  {.dense_fallback = p.measure.dense_fallback});
+                                            },
+                                            {});
+    }
   }
 };
 
@@ -354,48 +366,52 @@ struct distill {
   using data = compress_data;
   using accepts = compress_inputs;
   using produces = repr::dense_f32;
-  using backends = cpu_backends;
+  using backends = all_backends;  ///< cuda: this work runs on the CPU (on_cpu)
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
                                                      const data& d, model::causal_lm<float> m) {
-    require(p.direction == "forward" || p.direction == "reverse",
-            {.what = "unknown KL direction",
-             .place = "distill_params.direction",
-             .expected = "forward or reverse",
-             .found = p.direction});
-    auto layers = p.layers;
-    if (layers.empty())
-      for (std::size_t i = 0; i < m.layers.size(); i += 2) layers.push_back(i);
-    const train::distill_train_options o{
-        .max_steps = p.max_steps,
-        .batch_size = p.batch_size,
-        .max_grad_norm = p.max_grad_norm,
-        .optim = {.lr = p.learning_rate, .weight_decay = p.weight_decay},
-        .sched = {.kind = train::parse_schedule_kind(p.schedule), .warmup_steps = p.warmup_steps},
-        .seed = ctx.seed,
-        .pad_id = p.pad_id,
-        .loss = {.alpha = p.alpha,
-                 .temperature = p.temperature,
-                 .direction = p.direction == "forward" ? objectives::kl_direction::forward
-                                                       : objectives::kl_direction::reverse}};
-    auto r = quant::detail::run_compress<quant::detail::dense_student>(
-        ctx, p.measure, d, std::move(m),
-        [&](model::causal_lm<float>& teacher) {
-          auto student = train::init_student_from_teacher(teacher, layers, p.intermediate);
-          train::train_distill(ctx.backend, student, teacher, d.train, o);
-          student.set_trainable(false);
-          student.enable_grads();
-          teacher = std::move(student);
-          return quant::model_quant_report{};
-        },
-        {});
-    if (p.measure.save_checkpoint) {
-      io::save_hf_checkpoint(r.model, ctx.artifact_dir / "model");
-      for (const char* f :
-           {"model/config.json", "model/model.safetensors", "model/generation_config.json"})
-        r.artifacts.push_back(f);
+    if constexpr (!is_cpu_backend_v<B>) {
+      return apply(on_cpu(ctx), p, d, std::move(m));
+    } else {
+      require(p.direction == "forward" || p.direction == "reverse",
+              {.what = "unknown KL direction",
+               .place = "distill_params.direction",
+               .expected = "forward or reverse",
+               .found = p.direction});
+      auto layers = p.layers;
+      if (layers.empty())
+        for (std::size_t i = 0; i < m.layers.size(); i += 2) layers.push_back(i);
+      const train::distill_train_options o{
+          .max_steps = p.max_steps,
+          .batch_size = p.batch_size,
+          .max_grad_norm = p.max_grad_norm,
+          .optim = {.lr = p.learning_rate, .weight_decay = p.weight_decay},
+          .sched = {.kind = train::parse_schedule_kind(p.schedule), .warmup_steps = p.warmup_steps},
+          .seed = ctx.seed,
+          .pad_id = p.pad_id,
+          .loss = {.alpha = p.alpha,
+                   .temperature = p.temperature,
+                   .direction = p.direction == "forward" ? objectives::kl_direction::forward
+                                                         : objectives::kl_direction::reverse}};
+      auto r = quant::detail::run_compress<quant::detail::dense_student>(
+          ctx, p.measure, d, std::move(m),
+          [&](model::causal_lm<float>& teacher) {
+            auto student = train::init_student_from_teacher(teacher, layers, p.intermediate);
+            train::train_distill(ctx.backend, student, teacher, d.train, o);
+            student.set_trainable(false);
+            student.enable_grads();
+            teacher = std::move(student);
+            return quant::model_quant_report{};
+          },
+          {});
+      if (p.measure.save_checkpoint) {
+        io::save_hf_checkpoint(r.model, ctx.artifact_dir / "model");
+        for (const char* f :
+             {"model/config.json", "model/model.safetensors", "model/generation_config.json"})
+          r.artifacts.push_back(f);
+      }
+      return r;
     }
-    return r;
   }
 };
 
