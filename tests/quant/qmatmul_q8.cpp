@@ -60,3 +60,61 @@ TEST_CASE("int4 x int8-activation products: VNNI kernel, reference and f32 bound
   check<int4_group<64, false>>(2, 65, 320, true);
   check<int4_group<32, false>>(5, 16, 64, false);
 }
+
+namespace {
+// Q4_0 weights x Q8_0 activations (llama.cpp's decode arithmetic).
+void check_q4_0(std::int64_t m, std::int64_t n, std::int64_t k) {
+  const auto w = q4_0::quantize(test::randn(n * k, 70 + n, 0.05f), n, k);
+  const auto x = test::randn(m * k, 71 + k);
+  std::vector<float> ref(m * n), got(m * n, -1e30f), f32(m * n);
+  qmatmul_q8(scalar{}, x, m, w, ref);
+  qmatmul_q8(simd<xsimd::avx512bw>{}, x, m, w, got);
+  qmatmul(scalar{}, x, m, w, f32);
+  const auto d = dequantize(w);
+  INFO("q4_0 m=" << m << " n=" << n << " k=" << k);
+  std::size_t bad_kernel = 0, bad_bound = 0;
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t r = 0; r < n; ++r) {
+      const auto j = static_cast<std::size_t>(i * n + r);
+      // Kernel vs reference: the same exact integer block dots; f32 sums of k/32 scaled terms
+      // in another order (and the scale products rounded to f32): 1e-5 of Σ|w x|.
+      double mag = 0, bound = 0;
+      for (std::int64_t c = 0; c < k; ++c) mag += std::fabs(d[r * k + c] * x[i * k + c]);
+      if (!(std::fabs(got[j] - ref[j]) <= 1e-5 * mag + 1e-6)) ++bad_kernel;
+      // Reference vs f32: an activation moves by at most d/2 from rounding its code and by
+      // |d_f16 - d| * 127 <= 2^-11 amax from the f16 scale, d = amax / 127.
+      for (std::int64_t b = 0; b < k / 32; ++b) {
+        float amax = 0, wsum = 0;
+        for (int e = 0; e < 32; ++e) {
+          amax = std::max(amax, std::fabs(x[i * k + b * 32 + e]));
+          wsum += std::fabs(d[r * k + b * 32 + e]);
+        }
+        bound += amax * (1.0 / 254 + 1.0 / 2048) * wsum;
+      }
+      if (!(std::fabs(ref[j] - f32[j]) <= bound * 1.001 + 1e-6)) ++bad_bound;
+    }
+  CHECK(bad_kernel == 0);
+  CHECK(bad_bound == 0);
+}
+}  // namespace
+
+TEST_CASE("q4_0 x q8_0-activation products: VNNI kernel, reference and f32 bound") {
+  check_q4_0(1, 37, 256);   // decode, rows not a multiple of the 64-row task
+  check_q4_0(3, 70, 96);    // odd block count: the scalar tail block
+  check_q4_0(6, 130, 768);  // 4 + 2 activation rows, two row tasks
+  check_q4_0(2, 5, 32);     // a single block
+}
+
+TEST_CASE("q4_0 x q8_0 reference: integer block dots scaled by the f16 scales") {
+  // One block, hand-checkable: x = 1..32 quantizes with d = 32/127 to round(j * 127/32).
+  std::vector<float> xv(32), wv(32);
+  for (int j = 0; j < 32; ++j) xv[j] = float(j + 1), wv[j] = (j % 2 ? 1.0f : -0.5f);
+  const auto w = q4_0::quantize(wv, 1, 32);
+  std::vector<float> y(1);
+  qmatmul_q8(scalar{}, xv, 1, w, y);
+  const auto dw = dequantize(w);
+  const double dx = double(to_f32(to_f16(32.0f / 127.0f)));
+  double want = 0;
+  for (int j = 0; j < 32; ++j) want += double(dw[j]) * dx * std::round((j + 1) * (127.0 / 32.0));
+  CHECK(y[0] == Approx(want).epsilon(1e-6));  // double sum of exact products, rounded to f32
+}

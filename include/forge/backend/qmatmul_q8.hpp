@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -146,6 +147,225 @@ void qmatmul_q8(simd<Arch>, std::span<const float> x, std::int64_t m,
         }
       });
     }
+    return;
+  }
+#endif
+  qmatmul_q8(scalar{}, x, m, w, y);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF Q4_0 weights with Q8_0 activations: llama.cpp's decode arithmetic (ggml-cpu
+// ggml_vec_dot_q4_0_q8_0). Each activation row is quantized as ggml's quantize_row_q8_0_ref
+// does, in natural column order: per block b of 32, d_b = max|x| / 127, x_q = round(x / d_b)
+// (ties away from zero, with 1/d_b in f32), and the product uses d_b rounded to f16, as the
+// Q8_0 block stores it. With the weight block's f16 scale d_w and codes q (0..15):
+//   y = Σ_b d_w,b · d_b · Σ_j (q_j − 8) · x_q,j
+// the inner sum an exact integer. The SIMD kernel computes Σ q·x_q − 8·Σ x_q with one VNNI
+// vpdpbusd per 64 weights (its accumulator starts at −8·Σ x_q, precomputed per activation row).
+// ---------------------------------------------------------------------------------------------
+
+namespace detail {
+
+/// One activation row as ggml Q8_0 blocks (natural order): codes, f16-rounded scales and the
+/// per-block code sums.
+struct q8_0_row {
+  std::vector<std::int8_t> q{};     ///< k codes
+  std::vector<float> d{};           ///< k / 32 scales (f16 values, as Q8_0 stores them)
+  std::vector<std::int32_t> sum{};  ///< k / 32 sums of the block's codes
+};
+
+inline void quantize_q8_0_row(const float* x, std::int64_t k, q8_0_row& r) {
+  r.q.resize(static_cast<std::size_t>(k));
+  r.d.resize(static_cast<std::size_t>(k / 32));
+  r.sum.resize(static_cast<std::size_t>(k / 32));
+  std::uint8_t blk[34];
+  for (std::int64_t b = 0; b < k / 32; ++b) {
+    quant::q8_0::quantize_block(x + b * 32, blk);
+    std::int32_t s = 0;
+    for (int j = 0; j < 32; ++j) {
+      const auto q = static_cast<std::int8_t>(blk[2 + j]);
+      r.q[static_cast<std::size_t>(b * 32 + j)] = q;
+      s += q;
+    }
+    r.d[static_cast<std::size_t>(b)] = quant::detail::load_f16(blk);
+    r.sum[static_cast<std::size_t>(b)] = s;
+  }
+}
+
+}  // namespace detail
+
+/// Reference: y (m x n) = x Wᵀ for Q4_0 weights with x quantized to Q8_0 (see above); integer
+/// block dots exact, the scaled sum in double. Shapes as qmatmul.
+inline void qmatmul_q8(scalar, std::span<const float> x, std::int64_t m,
+                       const quant::qtensor<quant::q4_0>& w, std::span<float> y) {
+  detail::check_qmatmul(x.size(), m, w, y.size());
+  const std::int64_t nb = w.cols / 32;
+  detail::q8_0_row a;
+  for (std::int64_t i = 0; i < m; ++i) {
+    detail::quantize_q8_0_row(x.data() + i * w.cols, w.cols, a);
+    for (std::int64_t r = 0; r < w.rows; ++r) {
+      double acc = 0.0;
+      for (std::int64_t b = 0; b < nb; ++b) {
+        const auto* blk = w.codes.data() + (r * nb + b) * quant::q4_0::block_bytes;
+        std::int64_t dot = 0;
+        for (int j = 0; j < 16; ++j) {
+          dot += ((blk[2 + j] & 0x0f) - 8) * a.q[static_cast<std::size_t>(b * 32 + j)];
+          dot += ((blk[2 + j] >> 4) - 8) * a.q[static_cast<std::size_t>(b * 32 + 16 + j)];
+        }
+        acc += static_cast<double>(quant::detail::load_f16(blk)) *
+               a.d[static_cast<std::size_t>(b)] * static_cast<double>(dot);
+      }
+      y[static_cast<std::size_t>(i * w.rows + r)] = static_cast<float>(acc);
+    }
+  }
+}
+
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+namespace detail::avx512 {
+
+/// Activation row i prepared for the Q4_0 VNNI kernel: codes, the per-lane start value
+/// −8·(sum of the lane's 4 codes), and per-lane scales (lanes 0–7: block 2c, 8–15: 2c + 1).
+struct q4_0_act {
+  std::vector<std::int8_t> q{};
+  std::vector<std::int32_t> bias{};
+  std::vector<float> dv{};
+};
+
+inline void prepare_q4_0_act(const float* x, std::int64_t k, q8_0_row& tmp, q4_0_act& a) {
+  quantize_q8_0_row(x, k, tmp);
+  a.q = tmp.q;
+  a.bias.resize(static_cast<std::size_t>(k / 4));
+  a.dv.resize(static_cast<std::size_t>(k / 4));
+  for (std::int64_t l = 0; l < k / 4; ++l) {
+    std::int32_t s = 0;
+    for (int j = 0; j < 4; ++j) s += tmp.q[static_cast<std::size_t>(4 * l + j)];
+    a.bias[static_cast<std::size_t>(l)] = -8 * s;
+    a.dv[static_cast<std::size_t>(l)] = tmp.d[static_cast<std::size_t>(l / 8)];
+  }
+}
+
+/// y_i = Σ_b d_w,b d_i,b (Σ q x_q − 8 Σ x_q) for MR activation rows and one weight row of
+/// nb blocks (nb even; the caller handles an odd last block).
+/// Sum of the 16 lanes by halving (a short dependency chain: it runs once per output, and
+/// for k = 768 a row has only 12 chunks to amortise it over).
+inline float hsum_tree(__m512 v) {
+  const __m512 h =
+      _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(all16, v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  const __m512 q =
+      _mm512_add_ps(h, _mm512_maskz_shuffle_f32x4(all16, h, h, _MM_SHUFFLE(2, 3, 0, 1)));
+  __m128 x = _mm512_maskz_extractf32x4_ps(0xf, q, 0);
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+
+/// The 64 codes of blocks (blk, blk + 18) as unsigned bytes in the activations' order, and
+/// their two f16 scales widened over lanes 0–7 and 8–15.
+inline __m512i q4_0_codes(const std::uint8_t* blk) {
+  // Bytes of block 0 in 128-bit lanes 0 and 1, of block 1 in lanes 2 and 3; lanes 1 and 3
+  // are shifted right by 4 so that, masked, the lanes hold low nibbles (elements 0–15) then
+  // high nibbles (16–31) of each block: the activations' natural order.
+  const __m512i shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+  const __m256i b0 =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2)));
+  const __m256i b1 =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 20)));
+  return _mm512_and_si512(
+      _mm512_maskz_srlv_epi64(
+          0xff, _mm512_maskz_inserti64x4(0xff, _mm512_castsi256_si512(b0), b1, 1), shift),
+      _mm512_set1_epi8(0x0f));
+}
+inline __m512 q4_0_scales(const std::uint8_t* blk) {
+  std::uint16_t h0, h1;
+  std::memcpy(&h0, blk, 2);
+  std::memcpy(&h1, blk + 18, 2);
+  return _mm512_maskz_cvtph_ps(
+      all16, _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<short>(h0))),
+                                     _mm_set1_epi16(static_cast<short>(h1)), 1));
+}
+
+/// y_i = Σ_b d_w,b d_i,b (Σ q x_q − 8 Σ x_q) for MR activation rows and one weight row of
+/// nb blocks (nb even; the caller handles an odd last block). Two accumulators per row
+/// (even and odd chunks) keep two FMA chains in flight.
+template <int MR>
+inline void q4_0_row(const std::uint8_t* blk, std::int64_t nb, const q4_0_act* const* a, float* y,
+                     std::int64_t ystride) {
+  __m512 acc[MR][2];
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  auto chunk = [&](std::int64_t c, int u) {
+    const __m512i wq = q4_0_codes(blk + c * 36);
+    const __m512 dw = q4_0_scales(blk + c * 36);
+    for (int i = 0; i < MR; ++i) {
+      const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(a[i]->bias.data() + c * 16), wq,
+                                              _mm512_loadu_si512(a[i]->q.data() + c * 64));
+      acc[i][u] =
+          _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all16, dot),
+                          _mm512_mul_ps(dw, _mm512_loadu_ps(a[i]->dv.data() + c * 16)), acc[i][u]);
+    }
+  };
+  const std::int64_t chunks = nb / 2;
+  std::int64_t c = 0;
+  for (; c + 2 <= chunks; c += 2) {
+    chunk(c, 0);
+    chunk(c + 1, 1);
+  }
+  if (c < chunks) chunk(c, 0);
+  for (int i = 0; i < MR; ++i) y[i * ystride] = hsum_tree(_mm512_add_ps(acc[i][0], acc[i][1]));
+}
+
+}  // namespace detail::avx512
+#endif
+
+/// SIMD: the Q4_0 x Q8_0 product with VNNI integer dot products (64 weights per vpdpbusd);
+/// m rows of activations share each weight byte (up to 4 at a time).
+template <class Arch>
+void qmatmul_q8(simd<Arch>, std::span<const float> x, std::int64_t m,
+                const quant::qtensor<quant::q4_0>& w, std::span<float> y) {
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  if constexpr (detail::is_avx512_v<Arch>) {
+    detail::check_qmatmul(x.size(), m, w, y.size());
+    const std::int64_t n = w.rows, k = w.cols, nb = k / 32;
+    std::vector<detail::avx512::q4_0_act> acts(static_cast<std::size_t>(m));
+    detail::q8_0_row tmp;
+    for (std::int64_t i = 0; i < m; ++i)
+      detail::avx512::prepare_q4_0_act(x.data() + i * k, k, tmp, acts[static_cast<std::size_t>(i)]);
+    const std::int64_t tail = nb % 2;  // an odd last block: scalar, the same integer arithmetic
+    detail::parallel_blocks(n, 64, [&](std::int64_t lo, std::int64_t hi) {
+      const detail::avx512::q4_0_act* ap[4];
+      for (std::int64_t r = lo; r < hi; ++r) {
+        const auto* blk = w.codes.data() + r * nb * quant::q4_0::block_bytes;
+        for (std::int64_t i0 = 0; i0 < m; i0 += 4) {
+          const std::int64_t mr = std::min<std::int64_t>(4, m - i0);
+          for (std::int64_t i = 0; i < mr; ++i) ap[i] = &acts[static_cast<std::size_t>(i0 + i)];
+          float* yi = y.data() + i0 * n + r;
+          switch (mr) {
+            case 4:
+              detail::avx512::q4_0_row<4>(blk, nb - tail, ap, yi, n);
+              break;
+            case 3:
+              detail::avx512::q4_0_row<3>(blk, nb - tail, ap, yi, n);
+              break;
+            case 2:
+              detail::avx512::q4_0_row<2>(blk, nb - tail, ap, yi, n);
+              break;
+            default:
+              detail::avx512::q4_0_row<1>(blk, nb - tail, ap, yi, n);
+              break;
+          }
+          if (tail)
+            for (std::int64_t i = 0; i < mr; ++i) {
+              const auto* b = blk + (nb - 1) * quant::q4_0::block_bytes;
+              const auto* xq = ap[i]->q.data() + (nb - 1) * 32;
+              std::int32_t dot = 0;
+              for (int j = 0; j < 16; ++j)
+                dot += ((b[2 + j] & 0x0f) - 8) * xq[j] + ((b[2 + j] >> 4) - 8) * xq[16 + j];
+              yi[i * n] += quant::detail::load_f16(b) *
+                           ap[i]->dv[static_cast<std::size_t>((nb - 1) * 8)] *
+                           static_cast<float>(dot);
+            }
+        }
+      }
+    });
     return;
   }
 #endif
