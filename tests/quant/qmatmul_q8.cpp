@@ -118,3 +118,32 @@ TEST_CASE("q4_0 x q8_0 reference: integer block dots scaled by the f16 scales") 
   for (int j = 0; j < 32; ++j) want += double(dw[j]) * dx * std::round((j + 1) * (127.0 / 32.0));
   CHECK(y[0] == Approx(want).epsilon(1e-6));  // double sum of exact products, rounded to f32
 }
+
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+TEST_CASE("the vectorised Q8_0 activation quantizer equals ggml's reference bit for bit") {
+  // Random rows plus rows built on ties: with amax = 127 the scale is 1, so x = j + 0.5 are
+  // exact halves that must round away from zero, and values just below a half must not.
+  std::vector<std::vector<float>> rows;
+  for (std::uint64_t s = 0; s < 20; ++s) rows.push_back(test::randn(96, 80 + s, float(s + 1)));
+  std::vector<float> ties(96);
+  for (int j = 0; j < 96; ++j) {
+    const float h = float(j % 63) + 0.5f;
+    ties[j] = j % 32 == 0 ? 127.0f : (j % 3 == 0 ? -h : (j % 3 == 1 ? h : std::nextafter(h, 0.0f)));
+  }
+  rows.push_back(ties);
+  rows.push_back(std::vector<float>(96, 0.0f));  // d = 0: every code 0
+  for (const auto& x : rows) {
+    backend::detail::q8_0_row ref;
+    backend::detail::quantize_q8_0_row(x.data(), 96, ref);
+    backend::detail::avx512::q4_0_act got;
+    backend::detail::avx512::prepare_q4_0_act(x.data(), 96, got);
+    CHECK(got.q == ref.q);
+    for (int l = 0; l < 24; ++l) {
+      int s = 0;
+      for (int j = 0; j < 4; ++j) s += ref.q[4 * l + j];
+      CHECK(got.bias[l] == -8 * s);
+      CHECK(got.dv[l] == ref.d[l / 8]);
+    }
+  }
+}
+#endif

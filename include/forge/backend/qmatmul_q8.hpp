@@ -231,23 +231,63 @@ struct q4_0_act {
   std::vector<float> dv{};
 };
 
-inline void prepare_q4_0_act(const float* x, std::int64_t k, q8_0_row& tmp, q4_0_act& a) {
-  quantize_q8_0_row(x, k, tmp);
-  a.q = tmp.q;
+/// roundf(v) (half away from zero) lane by lane, exactly: the truncation, moved by one
+/// towards ±∞ where the dropped fraction is at least one half (v − trunc(v) is exact).
+inline __m512 round_half_away(__m512 v) {
+  const __m512 t = _mm512_maskz_roundscale_ps(all16, v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(v, t);
+  const __mmask16 up = _mm512_cmp_ps_mask(f, _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+  const __mmask16 down = _mm512_cmp_ps_mask(f, _mm512_set1_ps(-0.5f), _CMP_LE_OQ);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  return _mm512_mask_sub_ps(_mm512_mask_add_ps(t, up, t, one), down, t, one);
+}
+
+/// Activation row for the Q4_0 kernel: ggml's quantize_row_q8_0_ref, vectorised (the same
+/// f32 operations: max |x|, d = amax / 127 and 1/d in scalar f32, x · (1/d) per lane, round
+/// half away from zero), then the lane start values and per-lane scales.
+inline void prepare_q4_0_act(const float* x, std::int64_t k, q4_0_act& a) {
+  a.q.resize(static_cast<std::size_t>(k));
   a.bias.resize(static_cast<std::size_t>(k / 4));
   a.dv.resize(static_cast<std::size_t>(k / 4));
-  for (std::int64_t l = 0; l < k / 4; ++l) {
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  for (std::int64_t b = 0; b < k / 32; ++b) {
+    const __m512 v0 = _mm512_loadu_ps(x + b * 32), v1 = _mm512_loadu_ps(x + b * 32 + 16);
+    const __m512 m =
+        _mm512_maskz_max_ps(all16, _mm512_andnot_ps(sign, v0), _mm512_andnot_ps(sign, v1));
+    alignas(64) float t[16];
+    _mm512_store_ps(t, m);
+    float amax = 0.0f;
+    for (float e : t) amax = std::max(amax, e);
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const __m512 idv = _mm512_set1_ps(id);
+    const __m512i q0 = _mm512_maskz_cvtps_epi32(all16, round_half_away(_mm512_mul_ps(v0, idv)));
+    const __m512i q1 = _mm512_maskz_cvtps_epi32(all16, round_half_away(_mm512_mul_ps(v1, idv)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(a.q.data() + b * 32),
+                     _mm512_maskz_cvtsepi32_epi8(all16, q0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(a.q.data() + b * 32 + 16),
+                     _mm512_maskz_cvtsepi32_epi8(all16, q1));
+    const float dh = to_f32(to_f16(d));  // the scale as the Q8_0 block stores it
+    _mm256_storeu_ps(a.dv.data() + b * 8, _mm256_set1_ps(dh));
+  }
+  // −8 · (sum of each 4 codes): vpdpbusd of the constant 8 with the codes, negated.
+  for (std::int64_t c = 0; c + 64 <= k; c += 64) {
+    const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8),
+                                          _mm512_loadu_si512(a.q.data() + c));
+    _mm512_storeu_si512(a.bias.data() + c / 4, _mm512_sub_epi32(_mm512_setzero_si512(), s));
+  }
+  for (std::int64_t l = k / 64 * 16; l < k / 4; ++l) {
     std::int32_t s = 0;
-    for (int j = 0; j < 4; ++j) s += tmp.q[static_cast<std::size_t>(4 * l + j)];
+    for (int j = 0; j < 4; ++j) s += a.q[static_cast<std::size_t>(4 * l + j)];
     a.bias[static_cast<std::size_t>(l)] = -8 * s;
-    a.dv[static_cast<std::size_t>(l)] = tmp.d[static_cast<std::size_t>(l / 8)];
   }
 }
 
-/// y_i = Σ_b d_w,b d_i,b (Σ q x_q − 8 Σ x_q) for MR activation rows and one weight row of
-/// nb blocks (nb even; the caller handles an odd last block).
-/// Sum of the 16 lanes by halving (a short dependency chain: it runs once per output, and
-/// for k = 768 a row has only 12 chunks to amortise it over).
+/// Reads of the weight stream are prefetched this many bytes ahead (measured: 5–10% faster
+/// decode on one core than the hardware prefetcher alone).
+inline constexpr std::int64_t q4_0_prefetch = 1024;
+
+/// Sum of the 16 lanes by halving (a short dependency chain).
 inline float hsum_tree(__m512 v) {
   const __m512 h =
       _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(all16, v, v, _MM_SHUFFLE(1, 0, 3, 2)));
@@ -259,8 +299,7 @@ inline float hsum_tree(__m512 v) {
   return _mm_cvtss_f32(x);
 }
 
-/// The 64 codes of blocks (blk, blk + 18) as unsigned bytes in the activations' order, and
-/// their two f16 scales widened over lanes 0–7 and 8–15.
+/// The 64 codes of blocks (blk, blk + 18) as unsigned bytes in the activations' order.
 inline __m512i q4_0_codes(const std::uint8_t* blk) {
   // Bytes of block 0 in 128-bit lanes 0 and 1, of block 1 in lanes 2 and 3; lanes 1 and 3
   // are shifted right by 4 so that, masked, the lanes hold low nibbles (elements 0–15) then
@@ -275,6 +314,8 @@ inline __m512i q4_0_codes(const std::uint8_t* blk) {
           0xff, _mm512_maskz_inserti64x4(0xff, _mm512_castsi256_si512(b0), b1, 1), shift),
       _mm512_set1_epi8(0x0f));
 }
+
+/// The f16 scales of blocks (blk, blk + 18) widened over lanes 0–7 and 8–15.
 inline __m512 q4_0_scales(const std::uint8_t* blk) {
   std::uint16_t h0, h1;
   std::memcpy(&h0, blk, 2);
@@ -284,33 +325,64 @@ inline __m512 q4_0_scales(const std::uint8_t* blk) {
                                      _mm_set1_epi16(static_cast<short>(h1)), 1));
 }
 
-/// y_i = Σ_b d_w,b d_i,b (Σ q x_q − 8 Σ x_q) for MR activation rows and one weight row of
-/// nb blocks (nb even; the caller handles an odd last block). Two accumulators per row
-/// (even and odd chunks) keep two FMA chains in flight.
-template <int MR>
-inline void q4_0_row(const std::uint8_t* blk, std::int64_t nb, const q4_0_act* const* a, float* y,
-                     std::int64_t ystride) {
-  __m512 acc[MR][2];
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  auto chunk = [&](std::int64_t c, int u) {
-    const __m512i wq = q4_0_codes(blk + c * 36);
-    const __m512 dw = q4_0_scales(blk + c * 36);
-    for (int i = 0; i < MR; ++i) {
-      const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(a[i]->bias.data() + c * 16), wq,
-                                              _mm512_loadu_si512(a[i]->q.data() + c * 64));
-      acc[i][u] =
-          _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all16, dot),
-                          _mm512_mul_ps(dw, _mm512_loadu_ps(a[i]->dv.data() + c * 16)), acc[i][u]);
+/// The lane sums of four vectors, [Σ a0, Σ a1, Σ a2, Σ a3].
+inline __m128 hsum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+  // 128-bit lanes: t01 = [a0.0+a0.2, a0.1+a0.3, a1.0+a1.2, a1.1+a1.3], likewise t23; then
+  // u = [a0, a1, a2, a3] each reduced to one 128-bit lane, then within the lanes.
+  const __m512 t01 =
+      _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all16, a0, a1, _MM_SHUFFLE(1, 0, 1, 0)),
+                    _mm512_maskz_shuffle_f32x4(all16, a0, a1, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 t23 =
+      _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all16, a2, a3, _MM_SHUFFLE(1, 0, 1, 0)),
+                    _mm512_maskz_shuffle_f32x4(all16, a2, a3, _MM_SHUFFLE(3, 2, 3, 2)));
+  __m512 u = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all16, t01, t23, _MM_SHUFFLE(2, 0, 2, 0)),
+                           _mm512_maskz_shuffle_f32x4(all16, t01, t23, _MM_SHUFFLE(3, 1, 3, 1)));
+  u = _mm512_add_ps(u, _mm512_maskz_permute_ps(all16, u, _MM_SHUFFLE(2, 3, 0, 1)));
+  u = _mm512_add_ps(u, _mm512_maskz_permute_ps(all16, u, _MM_SHUFFLE(1, 0, 3, 2)));
+  return _mm512_maskz_extractf32x4_ps(0xf, _mm512_maskz_compress_ps(0x1111, u), 0);
+}
+
+/// y[i][j] = Σ_b d_w,b d_i,b (Σ q x_q − 8 Σ x_q) for MR activation rows and NR (1 or 4)
+/// consecutive weight rows of nb blocks each (nb even; the caller handles an odd last block).
+/// Rows are streamed one after the other (a sequential read; interleaving four rows measured
+/// 30% slower), with two accumulators per row (even and odd chunks) for two FMA chains in
+/// flight; four rows share one reduction.
+template <int MR, int NR>
+inline void q4_0_rows(const std::uint8_t* blk, std::int64_t row_bytes, std::int64_t nb,
+                      const q4_0_act* const* a, float* y, std::int64_t ystride) {
+  __m512 acc[MR][NR];
+  for (int j = 0; j < NR; ++j) {
+    __m512 part[MR][2];
+    for (int i = 0; i < MR; ++i) part[i][0] = part[i][1] = _mm512_setzero_ps();
+    const std::uint8_t* row = blk + j * row_bytes;
+    auto chunk = [&](std::int64_t c, int u) {
+      const __m512i wq = q4_0_codes(row + c * 36);
+      const __m512 dw = q4_0_scales(row + c * 36);
+      for (int i = 0; i < MR; ++i) {
+        const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(a[i]->bias.data() + c * 16), wq,
+                                                _mm512_loadu_si512(a[i]->q.data() + c * 64));
+        part[i][u] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all16, dot),
+                                     _mm512_mul_ps(dw, _mm512_loadu_ps(a[i]->dv.data() + c * 16)),
+                                     part[i][u]);
+      }
+    };
+    const std::int64_t chunks = nb / 2;
+    std::int64_t c = 0;
+    for (; c + 2 <= chunks; c += 2) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + c * 36 + q4_0_prefetch), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row + c * 36 + q4_0_prefetch + 64), _MM_HINT_T0);
+      chunk(c, 0);
+      chunk(c + 1, 1);
     }
-  };
-  const std::int64_t chunks = nb / 2;
-  std::int64_t c = 0;
-  for (; c + 2 <= chunks; c += 2) {
-    chunk(c, 0);
-    chunk(c + 1, 1);
+    if (c < chunks) chunk(c, 0);
+    for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_add_ps(part[i][0], part[i][1]);
   }
-  if (c < chunks) chunk(c, 0);
-  for (int i = 0; i < MR; ++i) y[i * ystride] = hsum_tree(_mm512_add_ps(acc[i][0], acc[i][1]));
+  for (int i = 0; i < MR; ++i) {
+    if constexpr (NR == 4)
+      _mm_storeu_ps(y + i * ystride, hsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
+    else
+      y[i * ystride] = hsum_tree(acc[i][0]);
+  }
 }
 
 }  // namespace detail::avx512
@@ -325,45 +397,54 @@ void qmatmul_q8(simd<Arch>, std::span<const float> x, std::int64_t m,
   if constexpr (detail::is_avx512_v<Arch>) {
     detail::check_qmatmul(x.size(), m, w, y.size());
     const std::int64_t n = w.rows, k = w.cols, nb = k / 32;
-    std::vector<detail::avx512::q4_0_act> acts(static_cast<std::size_t>(m));
-    detail::q8_0_row tmp;
+    // Reused across calls on the same thread: decode quantizes ~80 small rows per token.
+    // (A lambda does not capture a thread_local: the workers below must see this thread's
+    // buffers through the reference `acts`.)
+    thread_local std::vector<detail::avx512::q4_0_act> act_buf;
+    if (act_buf.size() < static_cast<std::size_t>(m)) act_buf.resize(static_cast<std::size_t>(m));
+    auto& acts = act_buf;
     for (std::int64_t i = 0; i < m; ++i)
-      detail::avx512::prepare_q4_0_act(x.data() + i * k, k, tmp, acts[static_cast<std::size_t>(i)]);
+      detail::avx512::prepare_q4_0_act(x.data() + i * k, k, acts[static_cast<std::size_t>(i)]);
     const std::int64_t tail = nb % 2;  // an odd last block: scalar, the same integer arithmetic
+    const std::int64_t row_bytes = nb * quant::q4_0::block_bytes;
     detail::parallel_blocks(n, 64, [&](std::int64_t lo, std::int64_t hi) {
       const detail::avx512::q4_0_act* ap[4];
-      for (std::int64_t r = lo; r < hi; ++r) {
-        const auto* blk = w.codes.data() + r * nb * quant::q4_0::block_bytes;
-        for (std::int64_t i0 = 0; i0 < m; i0 += 4) {
-          const std::int64_t mr = std::min<std::int64_t>(4, m - i0);
-          for (std::int64_t i = 0; i < mr; ++i) ap[i] = &acts[static_cast<std::size_t>(i0 + i)];
+      for (std::int64_t i0 = 0; i0 < m; i0 += 4) {
+        const std::int64_t mr = std::min<std::int64_t>(4, m - i0);
+        for (std::int64_t i = 0; i < mr; ++i) ap[i] = &acts[static_cast<std::size_t>(i0 + i)];
+        auto rows = [&]<int NR>(std::int64_t r) {
+          const auto* blk = w.codes.data() + r * row_bytes;
           float* yi = y.data() + i0 * n + r;
           switch (mr) {
             case 4:
-              detail::avx512::q4_0_row<4>(blk, nb - tail, ap, yi, n);
+              detail::avx512::q4_0_rows<4, NR>(blk, row_bytes, nb - tail, ap, yi, n);
               break;
             case 3:
-              detail::avx512::q4_0_row<3>(blk, nb - tail, ap, yi, n);
+              detail::avx512::q4_0_rows<3, NR>(blk, row_bytes, nb - tail, ap, yi, n);
               break;
             case 2:
-              detail::avx512::q4_0_row<2>(blk, nb - tail, ap, yi, n);
+              detail::avx512::q4_0_rows<2, NR>(blk, row_bytes, nb - tail, ap, yi, n);
               break;
             default:
-              detail::avx512::q4_0_row<1>(blk, nb - tail, ap, yi, n);
+              detail::avx512::q4_0_rows<1, NR>(blk, row_bytes, nb - tail, ap, yi, n);
               break;
           }
           if (tail)
-            for (std::int64_t i = 0; i < mr; ++i) {
-              const auto* b = blk + (nb - 1) * quant::q4_0::block_bytes;
-              const auto* xq = ap[i]->q.data() + (nb - 1) * 32;
-              std::int32_t dot = 0;
-              for (int j = 0; j < 16; ++j)
-                dot += ((b[2 + j] & 0x0f) - 8) * xq[j] + ((b[2 + j] >> 4) - 8) * xq[16 + j];
-              yi[i * n] += quant::detail::load_f16(b) *
-                           ap[i]->dv[static_cast<std::size_t>((nb - 1) * 8)] *
-                           static_cast<float>(dot);
-            }
-        }
+            for (int j = 0; j < NR; ++j)
+              for (std::int64_t i = 0; i < mr; ++i) {
+                const auto* b = blk + j * row_bytes + (nb - 1) * quant::q4_0::block_bytes;
+                const auto* xq = ap[i]->q.data() + (nb - 1) * 32;
+                std::int32_t dot = 0;
+                for (int e = 0; e < 16; ++e)
+                  dot += ((b[2 + e] & 0x0f) - 8) * xq[e] + ((b[2 + e] >> 4) - 8) * xq[16 + e];
+                yi[i * n + j] += quant::detail::load_f16(b) *
+                                 ap[i]->dv[static_cast<std::size_t>((nb - 1) * 8)] *
+                                 static_cast<float>(dot);
+              }
+        };
+        std::int64_t r = lo;
+        for (; r + 4 <= hi; r += 4) rows.template operator()<4>(r);
+        for (; r < hi; ++r) rows.template operator()<1>(r);
       }
     });
     return;
