@@ -9,6 +9,7 @@
 #include "forge/quant/gguf_blocks.hpp"
 #include "forge/quant/int4.hpp"
 #include "forge/quant/int8.hpp"
+#include "forge/quant/k_quants.hpp"
 #include "forge/quant/nf4.hpp"
 
 namespace forge::backend::detail {
@@ -27,7 +28,7 @@ template <class F>
 constexpr std::int64_t decode_step() {
   if constexpr (std::is_same_v<F, quant::int8_channel>)
     return 1;
-  else if constexpr (is_int4_v<F> || is_nf4_v<F>)
+  else if constexpr (is_int4_v<F> || is_nf4_v<F> || std::is_same_v<F, quant::q4_k>)
     return F::group_size;
   else
     return 32;
@@ -68,6 +69,13 @@ void decode(const quant::qtensor<F>& t, std::int64_t r, std::int64_t k0, std::in
         o[2 * j + 1] = lut[b[j] & 0x0f];
       }
     }
+  } else if constexpr (std::is_same_v<F, quant::q4_k>) {
+    // Whole 256-value super-blocks, decoded as ggml does.
+    quant::q4_k::check_blocks(t);
+    for (std::int64_t k = k0; k < k1; k += 256)
+      quant::q4_k::dequantize_block(
+          t.codes.data() + (r * (t.cols / 256) + k / 256) * quant::q4_k::block_bytes,
+          out + (k - k0));
   } else {
     // GGUF blocks: decode whole blocks of 32 through the format's own row decoder.
     float blk[32];
