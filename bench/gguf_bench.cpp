@@ -37,6 +37,7 @@
 #include "forge/model/forward.hpp"
 #include "forge/model/init.hpp"
 #include "forge/quant/gguf_blocks.hpp"
+#include "forge/quant/k_quants.hpp"
 
 using namespace forge;
 using be_t = backend::simd<>;
@@ -130,11 +131,13 @@ std::shared_ptr<const model::linear_base<float>> base_of(const io::gguf_file& f,
       return base_of<quant::q4_0>(f, t, rope_heads);
     case io::ggml_type::q8_0:
       return base_of<quant::q8_0>(f, t, rope_heads);
+    case io::ggml_type::q4_k:
+      return base_of<quant::q4_k>(f, t, rope_heads);
     default:
       throw error({.what = "tensor type not benchmarked",
                    .file = f.source(),
                    .place = name,
-                   .expected = "Q4_0 or Q8_0",
+                   .expected = "Q4_0, Q8_0 or Q4_K",
                    .found = std::string(io::name(t.type))});
   }
 }
