@@ -103,6 +103,10 @@ TEST_CASE("q4_0 x q8_0-activation products: VNNI kernel, reference and f32 bound
   check_q4_0(3, 70, 96);    // odd block count: the scalar tail block
   check_q4_0(6, 130, 768);  // 4 + 2 activation rows, two row tasks
   check_q4_0(2, 5, 32);     // a single block
+  // GEMM path (8 or more rows): 16-row panels, ragged rows and columns, 8-row tiles + rest.
+  check_q4_0(8, 37, 256);
+  check_q4_0(19, 70, 96);
+  check_q4_0(33, 130, 768);
 }
 
 TEST_CASE("q4_0 x q8_0 reference: integer block dots scaled by the f16 scales") {

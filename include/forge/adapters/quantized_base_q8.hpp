@@ -1,10 +1,11 @@
 #pragma once
-// A quantized base weight whose decode-sized products quantize the activations to int8 blocks,
-// as llama.cpp does (its Q8_0 / Q8_K activation blocks): calls with fewer than
-// `q8_max_rows` activation rows use backend::qmatmul_q8 (VNNI integer dot products where the
-// backend has them), larger calls (prefill, training) the f32-activation backend::qmatmul.
-// The price is a bounded activation rounding error (backend/qmatmul_q8.hpp states it); the
-// input gradient is always the f32 product.
+// A quantized base weight for inference whose forward quantizes the activations to int8
+// blocks, as llama.cpp does (its Q8_0 activation blocks), and multiplies with
+// backend::qmatmul_q8 (VNNI integer dot products where the backend has them: a streaming
+// kernel for decode, a packed-panel GEMM for prefill). The price is a bounded activation
+// rounding error (backend/qmatmul_q8.hpp states it). The input gradient is the f32 product of
+// the same weights, so training through it would see a straight-through estimate: train on
+// adapters::quantized_base instead.
 
 #include <cstdint>
 #include <span>
@@ -15,11 +16,8 @@
 
 namespace forge::adapters {
 
-/// Calls with fewer activation rows than this take the int8-activation path.
-inline constexpr std::int64_t q8_max_rows = 16;
-
 /// A linear layer's base weight in format F (one that backend::qmatmul_q8 accepts), with
-/// int8-quantized activations for decode-sized calls.
+/// int8-quantized activations.
 template <class Bk, class F>
 class quantized_base_q8 final : public quantized_weight {
  public:
@@ -27,10 +25,7 @@ class quantized_base_q8 final : public quantized_weight {
   void forward(const float* x, std::int64_t rows, float* y) const override {
     const std::span<const float> xs(x, std::size_t(rows * w_.cols));
     const std::span<float> ys(y, std::size_t(rows * w_.rows));
-    if (rows < q8_max_rows)
-      backend::qmatmul_q8(Bk{}, xs, rows, w_, ys);
-    else
-      backend::qmatmul(Bk{}, xs, rows, w_, ys);
+    backend::qmatmul_q8(Bk{}, xs, rows, w_, ys);
   }
   void backward_input(const float* dy, std::int64_t rows, float* dx) const override {
     std::vector<float> t(std::size_t(rows * w_.cols));
