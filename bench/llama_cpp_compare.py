@@ -97,6 +97,8 @@ def main():
     ap.add_argument("--cpus", default="")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--skip-write", action="store_true")
+    ap.add_argument("--omp-wait", default="",
+                    help="OMP_WAIT_POLICY for forge (e.g. passive on a shared machine; unset by default)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     script = os.path.join(a.out, "llama_bench.py")
@@ -110,7 +112,9 @@ def main():
         for rnd in range(a.rounds):
             for t in a.threads:
                 cpus = ",".join(cpu_list[:t]) if cpu_list else None
-                env = dict(os.environ, OMP_NUM_THREADS=str(t), OMP_WAIT_POLICY="passive")
+                env = dict(os.environ, OMP_NUM_THREADS=str(t))
+                if a.omp_wait:
+                    env["OMP_WAIT_POLICY"] = a.omp_wait
                 load0 = loadavg()
                 f = run([a.bench, "run", model, path] + [str(n) for n in a.lens] +
                         ["--decode", str(a.decode), "--reps", str(a.reps)], env, cpus)
