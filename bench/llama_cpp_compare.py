@@ -25,6 +25,7 @@ import sys
 
 LLAMA = r"""
 import json, sys, time
+import numpy as np
 import llama_cpp
 path, threads, lens, n_decode, reps = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 ids = json.load(open(path + ".ids.json"))
@@ -47,9 +48,11 @@ for n in lens:
         if r:
             t.append(s)
             cpu.append(time.process_time() - c0)
-    row = llm.scores[llm.n_tokens - 1]
+    # The last position's logits from llama.cpp itself (llm.scores is only filled with
+    # logits_all, which would make llama.cpp compute every position's logits).
+    row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))
     out["prefill"][str(n)] = {"median_s": med(t), "best_s": min(t), "tokens_per_s": n / med(t), "cpu_s": med(cpu),
-                              "argmax": int(max(range(len(row)), key=lambda i: row[i]))}
+                              "argmax": int(np.argmax(row))}
 if n_decode > 0:
     seq = ids["16"] + ids[str(max(k for k in (128, 512, 1024) if k >= n_decode))][:n_decode]
     llm.reset()
@@ -124,6 +127,11 @@ def main():
                                 "llama_cpp": l, "loadavg_before": load0, "loadavg_after": loadavg()})
                 print(f"# {model} t={t} round {rnd}: load {load0} -> {loadavg()}", file=sys.stderr)
     json.dump(results, open(os.path.join(a.out, "results.json"), "w"), indent=1)
+    for r in results:
+        for n in a.lens:
+            fa, la = r["forge"]["prefill"][str(n)]["argmax"], r["llama_cpp"]["prefill"][str(n)]["argmax"]
+            print(f"# {r['model']} t={r['threads']} prompt {n}: argmax of the last logits forge {fa}, "
+                  f"llama.cpp {la}{'' if fa == la else ' (differ)'}")
     print("| model | threads | what | forge tokens/s | llama.cpp tokens/s | forge / llama.cpp "
           "| per CPU-s: forge / llama.cpp | load avg |")
     print("|---|---|---|---|---|---|---|---|")
