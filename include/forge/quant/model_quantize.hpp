@@ -20,6 +20,11 @@
 //                        every query head has its own value head, as in llm-awq), the
 //                        post-attention norm (gate, up), up_proj's rows (down_proj) — and
 //                        W·diag(s) is quantized with RTN.
+// Calibration runs layer by layer (detail::layer_calibration): each sequence's hidden states are
+// carried from one decoder layer to the next, and a capture pass runs only the layer being
+// quantized, so GPTQ (5 one-layer passes per layer) and AWQ (2) cost O(layers) forwards rather
+// than O(layers²); `model_quant_options::layerwise = false` restores whole-model passes (same
+// results bit for bit).
 // Projections whose input width is not a multiple of F's group are kept dense (listed in
 // the report) unless `dense_fallback` is false, in which case they are a forge::error.
 
