@@ -233,6 +233,69 @@ void weighted_values(const T* p, const T* v, std::int64_t stride, std::int64_t j
   }
   for (int u = 0; u < NV; ++u) acc[u].store_unaligned(o + u * W);
 }
+
+// The same for QB queries at once (prefill): every key vector loaded feeds QB FMAs, so the
+// transposed keys (D x ld, beyond L1 for long prompts) are read once per QB queries.
+template <class Arch, int QB, class T>
+void scores_from_transposed_block(const T* const* q, const T* kt, std::int64_t ld, std::int64_t D,
+                                  std::int64_t j0, std::int64_t j1, T scale, T* const* s) {
+  using batch = xsimd::batch<T, Arch>;
+  constexpr std::int64_t W = batch::size;
+  const batch vs(scale);
+  std::int64_t j = j0 / W * W;
+  const std::int64_t j1_up = (j1 + W - 1) / W * W;
+  for (; j + 4 * W <= j1_up; j += 4 * W) {
+    batch acc[QB][4];
+    for (int u = 0; u < QB; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = batch(T(0));
+    for (std::int64_t e = 0; e < D; ++e) {
+      const T* r = kt + e * ld + j;
+      const batch k0 = batch::load_unaligned(r), k1 = batch::load_unaligned(r + W);
+      const batch k2 = batch::load_unaligned(r + 2 * W), k3 = batch::load_unaligned(r + 3 * W);
+      for (int u = 0; u < QB; ++u) {
+        const batch qe(q[u][e]);
+        acc[u][0] = xsimd::fma(qe, k0, acc[u][0]);
+        acc[u][1] = xsimd::fma(qe, k1, acc[u][1]);
+        acc[u][2] = xsimd::fma(qe, k2, acc[u][2]);
+        acc[u][3] = xsimd::fma(qe, k3, acc[u][3]);
+      }
+    }
+    for (int u = 0; u < QB; ++u)
+      for (int t = 0; t < 4; ++t) (acc[u][t] * vs).store_unaligned(s[u] + j + t * W);
+  }
+  for (; j < j1; j += W) {
+    batch acc[QB];
+    for (int u = 0; u < QB; ++u) acc[u] = batch(T(0));
+    for (std::int64_t e = 0; e < D; ++e) {
+      const batch kv = batch::load_unaligned(kt + e * ld + j);
+      for (int u = 0; u < QB; ++u) acc[u] = xsimd::fma(batch(q[u][e]), kv, acc[u]);
+    }
+    for (int u = 0; u < QB; ++u) (acc[u] * vs).store_unaligned(s[u] + j);
+  }
+}
+
+// o_u = Σ_{j in [j0, j1)} p_u[j] v_j for QB queries, each value row loaded once (p_u is zero
+// outside query u's own keys, so the shared range adds nothing to it).
+template <class Arch, class T, int NV, int QB>
+void weighted_values_block(const T* const* p, const T* v, std::int64_t stride, std::int64_t j0,
+                           std::int64_t j1, T* const* o) {
+  using batch = xsimd::batch<T, Arch>;
+  constexpr std::int64_t W = batch::size;
+  batch acc[QB][NV];
+  for (int u = 0; u < QB; ++u)
+    for (int t = 0; t < NV; ++t) acc[u][t] = batch(T(0));
+  for (std::int64_t j = j0; j < j1; ++j) {
+    const T* vj = v + j * stride;
+    batch vv[NV];
+    for (int t = 0; t < NV; ++t) vv[t] = batch::load_unaligned(vj + t * W);
+    for (int u = 0; u < QB; ++u) {
+      if (p[u][j] == T(0)) continue;
+      const batch pj(p[u][j]);
+      for (int t = 0; t < NV; ++t) acc[u][t] = xsimd::fma(pj, vv[t], acc[u][t]);
+    }
+  }
+  for (int u = 0; u < QB; ++u)
+    for (int t = 0; t < NV; ++t) acc[u][t].store_unaligned(o[u] + t * W);
+}
 }  // namespace detail
 
 #pragma GCC diagnostic pop
@@ -252,7 +315,9 @@ void attention_forward(simd<Arch>, const attention_shape& a, const T* q, const T
   const std::int64_t ld = (kv_used + 4 * W - 1) / (4 * W) * (4 * W);
 #pragma omp parallel if (BH * a.q_len * a.kv_len * D > (1 << 16))
   {
-    std::vector<T> s(static_cast<std::size_t>(std::max(a.kv_len, ld)));
+    constexpr int QB = 4;  // queries per block in the prefill path
+    const auto row = static_cast<std::size_t>(std::max(a.kv_len, ld));
+    std::vector<T> s(row), sb(blocked ? QB * row : 0);
     std::vector<T> kt(blocked ? static_cast<std::size_t>(D * ld) : 0);
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t bh = 0; bh < BH; ++bh) {
@@ -267,7 +332,43 @@ void attention_forward(simd<Arch>, const attention_shape& a, const T* q, const T
           for (std::int64_t j = kv_used; j < ld; ++j) r[j] = T(0);
         }
       }
-      for (std::int64_t i = 0; i < a.q_len; ++i) {
+      std::int64_t i0 = 0;
+      if (blocked && D == 4 * W) {
+        // QB queries at a time: shared loads of the transposed keys and of the values.
+        for (; i0 + QB <= a.q_len; i0 += QB) {
+          const T* qs[QB];
+          T* ss[QB];
+          T* os[QB];
+          std::int64_t lo[QB], hi[QB];
+          for (int u = 0; u < QB; ++u) {
+            const std::int64_t i = i0 + u;
+            qs[u] = q + ((b * a.q_len + i) * a.heads + h) * D;
+            ss[u] = sb.data() + std::size_t(u) * row;
+            os[u] = out + ((b * a.q_len + i) * a.heads + h) * D;
+            hi[u] = std::min(a.kv_len, a.q_offset + i + 1);
+            lo[u] = a.window > 0 ? std::max<std::int64_t>(0, a.q_offset + i - a.window + 1) : 0;
+          }
+          const std::int64_t J0 = lo[0], J1 = hi[QB - 1];  // both grow with the query index
+          detail::scores_from_transposed_block<Arch, QB>(qs, kt.data(), ld, D, J0, J1, T(a.scale),
+                                                         ss);
+          for (int u = 0; u < QB; ++u) {
+            T* su = ss[u];
+            for (std::int64_t j = 0; j < lo[u]; ++j) su[j] = T(0);
+            for (std::int64_t j = hi[u]; j < a.kv_len; ++j) su[j] = T(0);
+            if (a.segments)
+              detail::masked_softmax(a, key_mask, b, i0 + u, su);
+            else
+              detail::softmax_range<Arch>(su, lo[u], hi[u],
+                                          key_mask ? key_mask + b * a.kv_stride : nullptr);
+          }
+          detail::weighted_values_block<Arch, T, 4, QB>(ss, vh, kvs, J0, J1, os);
+          if (probs)
+            for (int u = 0; u < QB; ++u)
+              std::copy(ss[u], ss[u] + a.kv_len,
+                        probs + ((b * a.heads + h) * a.q_len + i0 + u) * a.kv_len);
+        }
+      }
+      for (std::int64_t i = i0; i < a.q_len; ++i) {
         const T* qi = q + ((b * a.q_len + i) * a.heads + h) * D;
         // Keys past the causal limit are never allowed: skip their dot products.
         const std::int64_t jmax = std::min(a.kv_len, a.q_offset + i + 1);
