@@ -183,4 +183,7 @@ TEST_CASE("q4_0 panels: lossless repacking, and the panel kernel equals the refe
   auto w = q4_0::quantize(test::randn(64, 1), 2, 32);
   w.codes.pop_back();
   CHECK_THROWS_AS(pack_q4_0_panels(w), error);  // truncated block data
+  std::vector<float> x(32), y(2);
+  CHECK_THROWS_AS(qmatmul_q8(scalar{}, x, 1, w, y), error);
+  CHECK_THROWS_AS(qmatmul_q8(simd<xsimd::avx512bw>{}, x, 1, w, y), error);
 }

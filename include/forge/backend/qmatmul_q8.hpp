@@ -192,6 +192,15 @@ inline void quantize_q8_0_row(const float* x, std::int64_t k, q8_0_row& r) {
   }
 }
 
+/// forge::error unless the tensor holds rows x cols/32 whole Q4_0 blocks.
+inline void check_q4_0_blocks(const quant::qtensor<quant::q4_0>& w) {
+  require(w.cols % 32 == 0 && w.codes.size() == quant::q4_0::bytes_for(w.rows, w.cols),
+          {.what = "Q4_0 block data has the wrong size",
+           .place = "qmatmul_q8 q4_0 " + std::to_string(w.rows) + " x " + std::to_string(w.cols),
+           .expected = std::to_string(quant::q4_0::bytes_for(w.rows, w.cols)) + " bytes",
+           .found = std::to_string(w.codes.size()) + " bytes"});
+}
+
 }  // namespace detail
 
 /// Reference: y (m x n) = x Wᵀ for Q4_0 weights with x quantized to Q8_0 (see above); integer
@@ -199,6 +208,7 @@ inline void quantize_q8_0_row(const float* x, std::int64_t k, q8_0_row& r) {
 inline void qmatmul_q8(scalar, std::span<const float> x, std::int64_t m,
                        const quant::qtensor<quant::q4_0>& w, std::span<float> y) {
   detail::check_qmatmul(x.size(), m, w, y.size());
+  detail::check_q4_0_blocks(w);
   const std::int64_t nb = w.cols / 32;
   detail::q8_0_row a;
   for (std::int64_t i = 0; i < m; ++i) {
@@ -467,6 +477,7 @@ void qmatmul_q8(simd<Arch>, std::span<const float> x, std::int64_t m,
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
   if constexpr (detail::is_avx512_v<Arch>) {
     detail::check_qmatmul(x.size(), m, w, y.size());
+    detail::check_q4_0_blocks(w);
     const std::int64_t n = w.rows, k = w.cols, nb = k / 32;
     // Reused across calls on the same thread: decode quantizes ~80 small rows per token.
     // (A lambda does not capture a thread_local: the workers below must see this thread's
