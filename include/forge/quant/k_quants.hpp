@@ -248,16 +248,18 @@ struct q4_k {
 
   /// forge::error unless `t` holds exactly rows x cols/256 blocks with cols % 256 == 0.
   static void check_blocks(const qtensor<q4_k>& t) {
-    require(t.cols % 256 == 0 && t.rows >= 0,
-            {.what = "Q4_K rows must be whole 256-value blocks",
-             .place = "q4_k tensor",
-             .expected = "cols % 256 == 0",
-             .found = std::to_string(t.rows) + " x " + std::to_string(t.cols)});
-    require(t.codes.size() == bytes_for(t.rows, t.cols),
-            {.what = "Q4_K block data has the wrong size",
-             .place = "q4_k tensor " + std::to_string(t.rows) + " x " + std::to_string(t.cols),
-             .expected = std::to_string(bytes_for(t.rows, t.cols)) + " bytes",
-             .found = std::to_string(t.codes.size()) + " bytes"});
+    // Called by every decode: build the message only on failure.
+    if (t.cols % 256 != 0 || t.rows < 0)
+      throw error({.what = "Q4_K rows must be whole 256-value blocks",
+                   .place = "q4_k tensor",
+                   .expected = "cols % 256 == 0",
+                   .found = std::to_string(t.rows) + " x " + std::to_string(t.cols)});
+    if (t.codes.size() != bytes_for(t.rows, t.cols))
+      throw error(
+          {.what = "Q4_K block data has the wrong size",
+           .place = "q4_k tensor " + std::to_string(t.rows) + " x " + std::to_string(t.cols),
+           .expected = std::to_string(bytes_for(t.rows, t.cols)) + " bytes",
+           .found = std::to_string(t.codes.size()) + " bytes"});
   }
 
   /// A Q4_K tensor over a copy of `blocks` (e.g. a GGUF tensor's data); forge::error naming
