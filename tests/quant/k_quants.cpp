@@ -10,6 +10,7 @@
 #include "common.hpp"
 #include "forge/backend/qmatmul.hpp"
 #include "forge/backend/qmatmul_lora.hpp"
+#include "forge/backend/qmatmul_q8.hpp"
 #include "forge/core/error.hpp"
 #include "forge/io/gguf.hpp"
 #include "forge/quant/k_quants.hpp"
@@ -152,4 +153,53 @@ TEST_CASE("q4_k bad block data is a forge::error, never a read past the buffer")
     const auto part = std::as_bytes(std::span(whole)).first(whole.size() - drop);
     CHECK_THROWS_AS(io::gguf_file::parse(part, "w.gguf"), error);
   }
+}
+
+namespace {
+// Q4_K x int8-activation products (decode kernel) against their scalar reference, and the
+// reference against the f32 product within the activation-rounding bound.
+void check_q8(std::int64_t m, std::int64_t n, std::int64_t k) {
+  const auto w = q4_k::quantize(test::randn(n * k, 50 + n, 0.05f), n, k);
+  const auto x = test::randn(m * k, 51 + m);
+  std::vector<float> ref(m * n), got(m * n, -1e30f), f32(m * n);
+  qmatmul_q8(scalar{}, x, m, w, ref);
+  qmatmul_q8(simd<xsimd::avx512bw>{}, x, m, w, got);
+  qmatmul(scalar{}, x, m, w, f32);
+  const auto d = dequantize(w);
+  INFO("q4_k x q8 m=" << m << " n=" << n << " k=" << k);
+  std::size_t bad_kernel = 0, bad_bound = 0;
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t r = 0; r < n; ++r) {
+      const auto j = std::size_t(i * n + r);
+      double mag = 0, bound = 0;
+      for (std::int64_t c = 0; c < k; ++c) mag += std::fabs(d[r * k + c] * x[i * k + c]);
+      // Same exact integer sub-block dots; f32 sums of the scaled terms in another order.
+      if (!(std::fabs(got[j] - ref[j]) <= 1e-5 * mag + 1e-6)) ++bad_kernel;
+      // Each activation moves by at most d_x/2 (rounding) + 2^-11·amax (f16 scale).
+      for (std::int64_t b = 0; b < k / 32; ++b) {
+        float amax = 0, wsum = 0;
+        for (int e = 0; e < 32; ++e) {
+          amax = std::max(amax, std::fabs(x[i * k + b * 32 + e]));
+          wsum += std::fabs(d[r * k + b * 32 + e]);
+        }
+        bound += amax * (1.0 / 254 + 1.0 / 2048) * wsum;
+      }
+      if (!(std::fabs(ref[j] - f32[j]) <= bound * 1.001 + 1e-6)) ++bad_bound;
+    }
+  CHECK(bad_kernel == 0);
+  CHECK(bad_bound == 0);
+}
+}  // namespace
+
+TEST_CASE("q4_k x int8-activation products: VNNI kernel, reference and f32 bound") {
+  check_q8(1, 37, 512);
+  check_q8(3, 70, 256);
+  check_q8(5, 16, 768);  // 4 + 1 activation rows
+  // 8 rows or more take the f32 tiled product: identical to qmatmul.
+  const auto w = q4_k::quantize(test::randn(20 * 256, 60, 0.05f), 20, 256);
+  const auto x = test::randn(9 * 256, 61);
+  std::vector<float> a(9 * 20), b(9 * 20);
+  qmatmul_q8(simd<xsimd::avx512bw>{}, x, 9, w, a);
+  qmatmul(simd<xsimd::avx512bw>{}, x, 9, w, b);
+  CHECK(a == b);
 }

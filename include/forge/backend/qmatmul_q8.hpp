@@ -604,3 +604,168 @@ void qmatmul_q8(simd<Arch>, std::span<const float> x, std::int64_t m,
 }
 
 }  // namespace forge::backend
+
+// ---------------------------------------------------------------------------------------------
+// GGUF Q4_K weights with activations quantized to int8 per 32 values (the Q8_0 rule above; a
+// Q4_K sub-block is 32 values, so each sub-block meets one activation block):
+//   y = Σ_sub (d·sc)·d_x·Σ_l q_l·x_q,l − (dmin·m)·d_x·Σ_l x_q,l
+// with d·sc and dmin·m the f32 products the dequantization uses. The two sub-blocks of a
+// 32-byte code group (low nibbles: sub-block 2t, high: 2t + 1) are already in activation order,
+// so one masked/shifted 64-byte vector meets 64 activation bytes in one vpdpbusd.
+// ---------------------------------------------------------------------------------------------
+
+namespace forge::backend {
+
+namespace detail {
+/// d·sc_j and dmin·m_j of the 8 sub-blocks of one Q4_K block.
+inline void q4_k_scales(const std::uint8_t* blk, float* dsc, float* dmn) {
+  const float d = quant::detail::load_f16(blk), dmin = quant::detail::load_f16(blk + 2);
+  for (int j = 0; j < 8; ++j) {
+    std::uint8_t sc, mn;
+    quant::detail::scale_min_k4(j, blk + 4, sc, mn);
+    dsc[j] = d * float(sc);
+    dmn[j] = dmin * float(mn);
+  }
+}
+}  // namespace detail
+
+/// Reference: y (m x n) = x Wᵀ for Q4_K weights with x quantized to int8 per 32 values;
+/// integer sub-block dots exact, the scaled sum in double.
+inline void qmatmul_q8(scalar, std::span<const float> x, std::int64_t m,
+                       const quant::qtensor<quant::q4_k>& w, std::span<float> y) {
+  detail::check_qmatmul(x.size(), m, w, y.size());
+  quant::q4_k::check_blocks(w);
+  const std::int64_t nb = w.cols / 256;
+  detail::q8_0_row a;
+  float dsc[8], dmn[8];
+  for (std::int64_t i = 0; i < m; ++i) {
+    detail::quantize_q8_0_row(x.data() + i * w.cols, w.cols, a);
+    for (std::int64_t r = 0; r < w.rows; ++r) {
+      double acc = 0.0;
+      for (std::int64_t b = 0; b < nb; ++b) {
+        const auto* blk = w.codes.data() + (r * nb + b) * quant::q4_k::block_bytes;
+        detail::q4_k_scales(blk, dsc, dmn);
+        for (int j = 0; j < 8; ++j) {
+          const auto* qs = blk + 16 + 32 * (j / 2);
+          const auto s = static_cast<std::size_t>(b * 8 + j);
+          std::int64_t dot = 0;
+          for (int l = 0; l < 32; ++l)
+            dot += (j % 2 ? qs[l] >> 4 : qs[l] & 0xF) * a.q[s * 32 + static_cast<std::size_t>(l)];
+          acc += double(dsc[j]) * a.d[s] * double(dot) - double(dmn[j]) * a.d[s] * a.sum[s];
+        }
+      }
+      y[static_cast<std::size_t>(i * w.rows + r)] = static_cast<float>(acc);
+    }
+  }
+}
+
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+namespace detail::avx512 {
+/// y_i for MR activation rows and one Q4_K weight row of nb blocks; c8_i[s] = d_x,s·Σx_q,s.
+template <int MR>
+inline void q4_k_row(const std::uint8_t* row, std::int64_t nb, const q4_0_act* const* a,
+                     const float* const* c8, float* y, std::int64_t ystride) {
+  __m512 acc[MR];
+  __m256 macc[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps(), macc[i] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  alignas(32) float dsc[8], dmn[8];
+  for (std::int64_t b = 0; b < nb; ++b) {
+    const std::uint8_t* blk = row + b * quant::q4_k::block_bytes;
+    _mm_prefetch(reinterpret_cast<const char*>(blk + 4 * 144), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(blk + 4 * 144 + 64), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(blk + 4 * 144 + 128), _MM_HINT_T0);
+    q4_k_scales(blk, dsc, dmn);
+    const __m256 vmn = _mm256_load_ps(dmn);
+    for (int i = 0; i < MR; ++i)
+      macc[i] = _mm256_fmadd_ps(vmn, _mm256_loadu_ps(c8[i] + b * 8), macc[i]);
+    for (int t = 0; t < 4; ++t) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * t));
+      const __m512i wq =
+          _mm512_maskz_inserti64x4(0xff, _mm512_castsi256_si512(_mm256_and_si256(v, low4)),
+                                   _mm256_and_si256(_mm256_srli_epi16(v, 4), low4), 1);
+      const __m512 sv =
+          _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(dsc[2 * t]), _mm512_set1_ps(dsc[2 * t + 1]));
+      const std::int64_t off = b * 256 + 64 * t;
+      for (int i = 0; i < MR; ++i) {
+        const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq,
+                                                _mm512_loadu_si512(a[i]->q.data() + off));
+        acc[i] =
+            _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all16, dot),
+                            _mm512_mul_ps(sv, _mm512_loadu_ps(a[i]->dv.data() + off / 4)), acc[i]);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    alignas(32) float t[8];
+    _mm256_store_ps(t, macc[i]);
+    float mins = 0;
+    for (float e : t) mins += e;
+    y[i * ystride] = hsum_tree(acc[i]) - mins;
+  }
+}
+}  // namespace detail::avx512
+#endif
+
+/// SIMD: decode-sized Q4_K products (fewer than 8 activation rows) with VNNI integer dots,
+/// 4 activation rows per weight pass; 8 rows or more (prefill) take qmatmul's tiled f32 path.
+template <class Arch>
+void qmatmul_q8(simd<Arch>, std::span<const float> x, std::int64_t m,
+                const quant::qtensor<quant::q4_k>& w, std::span<float> y) {
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  if constexpr (detail::is_avx512_v<Arch>) {
+    detail::check_qmatmul(x.size(), m, w, y.size());
+    quant::q4_k::check_blocks(w);
+    if (m >= detail::avx512::q8_gemm_rows) return qmatmul(simd<Arch>{}, x, m, w, y);
+    const std::int64_t n = w.rows, k = w.cols, nb = k / 256;
+    std::vector<detail::avx512::q4_0_act> acts(static_cast<std::size_t>(m));
+    std::vector<std::vector<float>> c8(static_cast<std::size_t>(m));
+    for (std::int64_t i = 0; i < m; ++i) {
+      auto& a = acts[static_cast<std::size_t>(i)];
+      detail::avx512::prepare_q4_0_act(x.data() + i * k, k, a);
+      auto& c = c8[static_cast<std::size_t>(i)];
+      c.resize(static_cast<std::size_t>(k / 32));
+      for (std::int64_t s = 0; s < k / 32; ++s) {
+        std::int32_t t = 0;  // bias lanes hold −8·(sum of 4 codes)
+        for (int l = 0; l < 8; ++l) t += a.bias[static_cast<std::size_t>(s * 8 + l)];
+        c[static_cast<std::size_t>(s)] = a.dv[static_cast<std::size_t>(s * 8)] * float(-t / 8);
+      }
+    }
+    const std::int64_t row_bytes = nb * quant::q4_k::block_bytes;
+    detail::parallel_blocks(n, detail::avx512::q8_task_rows(m, n, k),
+                            [&](std::int64_t lo, std::int64_t hi) {
+                              const detail::avx512::q4_0_act* ap[4];
+                              const float* cp[4];
+                              for (std::int64_t i0 = 0; i0 < m; i0 += 4) {
+                                const std::int64_t mr = std::min<std::int64_t>(4, m - i0);
+                                for (std::int64_t i = 0; i < mr; ++i) {
+                                  ap[i] = &acts[static_cast<std::size_t>(i0 + i)];
+                                  cp[i] = c8[static_cast<std::size_t>(i0 + i)].data();
+                                }
+                                for (std::int64_t r = lo; r < hi; ++r) {
+                                  const auto* row = w.codes.data() + r * row_bytes;
+                                  float* yi = y.data() + i0 * n + r;
+                                  switch (mr) {
+                                    case 4:
+                                      detail::avx512::q4_k_row<4>(row, nb, ap, cp, yi, n);
+                                      break;
+                                    case 3:
+                                      detail::avx512::q4_k_row<3>(row, nb, ap, cp, yi, n);
+                                      break;
+                                    case 2:
+                                      detail::avx512::q4_k_row<2>(row, nb, ap, cp, yi, n);
+                                      break;
+                                    default:
+                                      detail::avx512::q4_k_row<1>(row, nb, ap, cp, yi, n);
+                                      break;
+                                  }
+                                }
+                              }
+                            });
+    return;
+  }
+#endif
+  qmatmul_q8(scalar{}, x, m, w, y);
+}
+
+}  // namespace forge::backend
