@@ -27,6 +27,9 @@ std::vector<std::vector<std::byte>> make_seeds(const std::filesystem::path& dir)
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(float(i)) * 3.0f;
   auto q8 = test::test_quantize_q8_0(x);
   auto q4 = test::test_quantize_q4_0(x);
+  std::vector<float> x256(256);
+  for (std::size_t i = 0; i < x256.size(); ++i) x256[i] = std::cos(float(i) * 0.3f);
+  const auto q4k = forge::quant::q4_k::quantize(x256, 1, 256).codes;  // one Q4_K block
   std::vector<std::uint16_t> h(x.size());
   for (std::size_t i = 0; i < x.size(); ++i) h[i] = to_f16(x[i]).bits;
 
@@ -61,6 +64,7 @@ std::vector<std::vector<std::byte>> make_seeds(const std::filesystem::path& dir)
   std::vector<gguf_tensor_view> ta = {
       {"token_embd.weight", ggml_type::q8_0, {1, 64}, q8},
       {"blk.0.attn_q.weight", ggml_type::q4_0, {2, 32}, q4},
+      {"blk.0.ffn_up.weight", ggml_type::q4_k, {1, 256}, std::as_bytes(std::span(q4k))},
       {"output_norm.weight", ggml_type::f16, {64}, std::as_bytes(std::span(h))},
       {"output.weight", ggml_type::f32, {4, 16}, std::as_bytes(std::span(x))}};
   write_gguf(dir / "a.gguf", a, ta);
@@ -169,7 +173,8 @@ TEST_CASE("the GGUF reader survives 120k mutated files with only forge::error") 
       for (const auto& t : f.tensors()) {
         for (auto byte : f.bytes(t)) checksum += std::to_integer<unsigned>(byte);
         if (t.type == ggml_type::f32 || t.type == ggml_type::f16 || t.type == ggml_type::q8_0 ||
-            t.type == ggml_type::q4_0 || t.type == ggml_type::bf16 || t.type == ggml_type::f64)
+            t.type == ggml_type::q4_0 || t.type == ggml_type::q4_k || t.type == ggml_type::bf16 ||
+            t.type == ggml_type::f64)
           checksum += f.to_f32(t.name).size();
       }
       for (const auto& [k, v] : f.metadata().items()) checksum += k.size() + v.index();

@@ -9,6 +9,7 @@
 #include "forge/quant/gguf_blocks.hpp"
 #include "forge/quant/int4.hpp"
 #include "forge/quant/int8.hpp"
+#include "forge/quant/k_quants.hpp"
 #include "forge/quant/nf4.hpp"
 
 namespace forge::backend::detail {
@@ -27,7 +28,7 @@ template <class F>
 constexpr std::int64_t decode_step() {
   if constexpr (std::is_same_v<F, quant::int8_channel>)
     return 1;
-  else if constexpr (is_int4_v<F> || is_nf4_v<F>)
+  else if constexpr (is_int4_v<F> || is_nf4_v<F> || std::is_same_v<F, quant::q4_k>)
     return F::group_size;
   else
     return 32;
@@ -66,6 +67,25 @@ void decode(const quant::qtensor<F>& t, std::int64_t r, std::int64_t k0, std::in
       for (int j = 0; j < 32; ++j) {
         o[2 * j] = lut[b[j] >> 4];
         o[2 * j + 1] = lut[b[j] & 0x0f];
+      }
+    }
+  } else if constexpr (std::is_same_v<F, quant::q4_k>) {
+    // Whole 256-value super-blocks: x = (d·sc)·q − dmin·m per sub-block of 32. The products
+    // may be fused here (kernels are tested against the reference within summation tolerance);
+    // q4_k::dequantize_row keeps ggml's separate roundings.
+    quant::q4_k::check_blocks(t);
+    for (std::int64_t k = k0; k < k1; k += 256) {
+      const auto* blk = t.codes.data() + (r * (t.cols / 256) + k / 256) * quant::q4_k::block_bytes;
+      const float d = quant::detail::load_f16(blk), dmin = quant::detail::load_f16(blk + 2);
+      float* o = out + (k - k0);
+      for (int j = 0; j < 4; ++j) {
+        std::uint8_t s0, m0, s1, m1;
+        quant::detail::scale_min_k4(2 * j, blk + 4, s0, m0);
+        quant::detail::scale_min_k4(2 * j + 1, blk + 4, s1, m1);
+        const float d0 = d * s0, n0 = dmin * m0, d1 = d * s1, n1 = dmin * m1;
+        const std::uint8_t* q = blk + 16 + 32 * j;
+        for (int l = 0; l < 32; ++l) o[64 * j + l] = d0 * float(q[l] & 0xF) - n0;
+        for (int l = 0; l < 32; ++l) o[64 * j + 32 + l] = d1 * float(q[l] >> 4) - n1;
       }
     }
   } else {

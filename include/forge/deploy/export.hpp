@@ -5,7 +5,8 @@
 //   * save_merged_checkpoint: that copy as a Hugging Face directory (config.json,
 //     generation_config.json, model.safetensors) plus the tokenizer files;
 //   * save_attached_adapter: the adapters attached to a model as a PEFT directory;
-//   * gguf_tokenizer_from_hf / save_llama_gguf: a llama.cpp GGUF file (F32, F16, Q8_0, Q4_0)
+//   * gguf_tokenizer_from_hf / save_llama_gguf: a llama.cpp GGUF file (F32, F16, Q8_0, Q4_0,
+//     Q4_K)
 //     with the tokenizer read from tokenizer.json (gguf-py's convert_hf_to_gguf.py rules:
 //     2-D weights take the file type, norms stay F32, q/k rows permuted for llama rope).
 
@@ -31,6 +32,7 @@
 #include "forge/quant/gguf_blocks.hpp"
 #include "forge/quant/gptq_checkpoint.hpp"
 #include "forge/quant/int4.hpp"
+#include "forge/quant/k_quants.hpp"
 
 namespace forge::exports {
 
@@ -343,32 +345,36 @@ inline io::gguf_tokenizer gguf_tokenizer_from_hf(const std::filesystem::path& di
 }
 
 /// The GGUF tensor types an export can use for its 2-D weights.
-enum class gguf_export_type { f32, f16, q8_0, q4_0 };
+enum class gguf_export_type { f32, f16, q8_0, q4_0, q4_k };
 
-/// Parses "f32", "f16", "q8_0" or "q4_0" (case-insensitive); forge::error otherwise.
+/// Parses "f32", "f16", "q8_0", "q4_0" or "q4_k" (case-insensitive); forge::error otherwise.
 inline gguf_export_type parse_gguf_export_type(std::string s) {
   for (auto& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
   if (s == "f32") return gguf_export_type::f32;
   if (s == "f16") return gguf_export_type::f16;
   if (s == "q8_0") return gguf_export_type::q8_0;
   if (s == "q4_0") return gguf_export_type::q4_0;
-  throw error({.what = "unknown GGUF type", .expected = "f32, f16, q8_0 or q4_0", .found = s});
+  if (s == "q4_k") return gguf_export_type::q4_k;
+  throw error(
+      {.what = "unknown GGUF type", .expected = "f32, f16, q8_0, q4_0 or q4_k", .found = s});
 }
 
 /// Writes a dense copy of `m` as a llama.cpp GGUF file: llama.* metadata from the config,
 /// the tokenizer `tok`, 1-D tensors in F32 and 2-D weights in `type` (a quantized type falls
 /// back to F16 for rows whose width is not a multiple of the 32-value block, as
-/// convert_hf_to_gguf.py does). q/k weights get llama.cpp's rope row permutation.
+/// convert_hf_to_gguf.py does; Q4_K falls back to Q8_0 for widths that are multiples of 32 but
+/// not of its 256-value block). q/k weights get llama.cpp's rope row permutation.
 inline void save_llama_gguf(const model::causal_lm<float>& m, const io::gguf_tokenizer& tok,
                             const std::filesystem::path& path, gguf_export_type type,
                             const std::string& name = "forge") {
   const auto d = dense_copy(m);
   const auto& c = d.config;
   io::gguf_metadata md;
-  const io::llama_file_type ft = type == gguf_export_type::f32   ? io::llama_file_type::all_f32
-                                 : type == gguf_export_type::f16 ? io::llama_file_type::mostly_f16
-                                 : type == gguf_export_type::q8_0
-                                     ? io::llama_file_type::mostly_q8_0
+  const io::llama_file_type ft = type == gguf_export_type::f32    ? io::llama_file_type::all_f32
+                                 : type == gguf_export_type::f16  ? io::llama_file_type::mostly_f16
+                                 : type == gguf_export_type::q8_0 ? io::llama_file_type::mostly_q8_0
+                                 : type == gguf_export_type::q4_k
+                                     ? io::llama_file_type::mostly_q4_k_s
                                      : io::llama_file_type::mostly_q4_0;
   io::add_llama_metadata(md, {.name = name,
                               .context_length = std::uint32_t(c.max_position_embeddings),
@@ -400,6 +406,10 @@ inline void save_llama_gguf(const model::causal_lm<float>& m, const io::gguf_tok
       if (type == gguf_export_type::f16) t = io::ggml_type::f16;
       if (type == gguf_export_type::q8_0) t = cols % 32 ? io::ggml_type::f16 : io::ggml_type::q8_0;
       if (type == gguf_export_type::q4_0) t = cols % 32 ? io::ggml_type::f16 : io::ggml_type::q4_0;
+      if (type == gguf_export_type::q4_k)
+        t = cols % 256 == 0 ? io::ggml_type::q4_k
+            : cols % 32     ? io::ggml_type::f16
+                            : io::ggml_type::q8_0;
     }
     std::vector<std::byte> b;
     if (t == io::ggml_type::f32) {
@@ -412,8 +422,9 @@ inline void save_llama_gguf(const model::causal_lm<float>& m, const io::gguf_tok
         std::memcpy(b.data() + 2 * i, &h, 2);
       }
     } else {
-      const auto codes = t == io::ggml_type::q8_0 ? quant::q8_0::quantize(v, rows, cols).codes
-                                                  : quant::q4_0::quantize(v, rows, cols).codes;
+      const auto codes = t == io::ggml_type::q8_0   ? quant::q8_0::quantize(v, rows, cols).codes
+                         : t == io::ggml_type::q4_k ? quant::q4_k::quantize(v, rows, cols).codes
+                                                    : quant::q4_0::quantize(v, rows, cols).codes;
       b.resize(codes.size());
       std::memcpy(b.data(), codes.data(), codes.size());
     }

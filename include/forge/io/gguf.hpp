@@ -47,6 +47,7 @@
 #include "forge/core/error.hpp"
 #include "forge/io/atomic_file.hpp"
 #include "forge/io/mapped_file.hpp"
+#include "forge/quant/k_quants.hpp"
 
 namespace forge::io {
 
@@ -136,6 +137,7 @@ enum class llama_file_type : std::uint32_t {
   mostly_f16 = 1,
   mostly_q4_0 = 2,
   mostly_q8_0 = 7,
+  mostly_q4_k_s = 14,
   mostly_bf16 = 32,
 };
 
@@ -500,7 +502,7 @@ class gguf_file {
     return bytes_.subspan(data_start_ + t.offset, t.nbytes);
   }
 
-  /// A tensor's values as f32: F32, F16, BF16 and F64 converted, Q8_0 and Q4_0
+  /// A tensor's values as f32: F32, F16, BF16 and F64 converted, Q8_0, Q4_0 and Q4_K
   /// dequantized; forge::error naming the tensor for other types.
   std::vector<float> to_f32(std::string_view name) const {
     const auto& t = at(name);
@@ -528,11 +530,16 @@ class gguf_file {
         for (std::size_t k = 0; k < out.size() / 32; ++k)
           detail::dequantize_q4_0_block(b.data() + 18 * k, out.data() + 32 * k);
         break;
+      case ggml_type::q4_k:
+        for (std::size_t k = 0; k < out.size() / 256; ++k)
+          quant::q4_k::dequantize_block(reinterpret_cast<const std::uint8_t*>(b.data()) + 144 * k,
+                                        out.data() + 256 * k);
+        break;
       default:
         throw error({.what = "cannot convert this tensor type to f32",
                      .file = source_,
                      .place = "tensor " + t.name,
-                     .expected = "F32, F16, BF16, F64, Q8_0 or Q4_0",
+                     .expected = "F32, F16, BF16, F64, Q8_0, Q4_0 or Q4_K",
                      .found = std::string(io::name(t.type))});
     }
     return out;
