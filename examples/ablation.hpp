@@ -76,7 +76,7 @@ struct setup {
   bool quick = false;
   std::string only;  ///< run only the variant of this name
   int seed = 0;      ///< run only this seed (0: all)
-  std::int64_t adapt_steps = 200, align_steps = 150;
+  std::int64_t adapt_steps = 200, align_steps = 400;
   double base_bytes = 0, base_latency_ms = 0;
   std::vector<std::int64_t> latency_prompt;
 };
@@ -90,7 +90,7 @@ inline setup make_setup(const options& o) {
   builtin::data_sizes n;
   n.task_kinds = {"instruction", "date"};
   if (quick) {
-    n.sft_train = 200, n.sft_val = 8, n.task_eval = 16, n.general = 8;
+    n.sft_train = 200, n.replay = 40, n.sft_val = 8, n.task_eval = 16, n.general = 8;
     n.calibration = 8, n.evaluation = 8, n.preference = 48, n.preference_val = 8;
     s.adapt_steps = 12, s.align_steps = 8;
   }
@@ -132,7 +132,7 @@ inline align_params align_params_for(const setup& s, double beta = 0.1) {
           .alpha = 32,
           .max_steps = s.align_steps,
           .batch_size = 8,
-          .learning_rate = 2e-4,
+          .learning_rate = 1e-3,
           .schedule = "cosine",
           .warmup_steps = s.align_steps / 10};
 }

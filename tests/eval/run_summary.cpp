@@ -53,6 +53,17 @@ TEST_CASE("read_run returns each stage's gate verdicts as the reports recorded t
   CHECK(table.find("0.875") != std::string::npos);
   CHECK(table.find("perplexity_ratio <= 1.05") != std::string::npos);
   CHECK(table.find("FAIL") == std::string::npos);
+  // Every row has its columns at the header's offsets, whatever the names' lengths.
+  {
+    const auto first_nl = table.find('\n');
+    const std::string header = table.substr(0, first_nl);
+    const auto gate_col = header.find("gate"), verdict_col = header.find("verdict");
+    const auto row_start = table.find('\n', first_nl + 1) + 1;
+    const std::string row = table.substr(row_start, table.find('\n', row_start) - row_start);
+    CHECK(row.substr(gate_col).starts_with("exact_match"));
+    CHECK(row.substr(verdict_col).starts_with("pass"));
+    CHECK(row[verdict_col - 1] == ' ');
+  }
 
   const auto html = eval::report_html(s, "run <1>", {{"memory (MiB)", 20, 5}});
   CHECK(html.find("<title>run &lt;1&gt;</title>") != std::string::npos);  // escaped

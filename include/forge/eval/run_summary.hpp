@@ -149,18 +149,26 @@ inline std::vector<stage_summary> read_run(const std::filesystem::path& dir) {
 /// gate, verdict) and the stage's wall time.
 inline std::string summary_table(const std::vector<stage_summary>& stages) {
   using detail::pad;
-  std::string s = pad("stage", 12) + pad("method", 16) + pad("metric", 24) + pad("measured", 12) +
-                  pad("gate", 30) + pad("verdict", 9) + "time\n";
-  s += std::string(110, '-') + "\n";
+  // Columns as wide as their longest entry (at least the header), two spaces apart.
+  std::size_t wm = 8, wg = 6, wmeth = 8;
+  for (const auto& st : stages) {
+    wmeth = std::max(wmeth, st.method.size());
+    for (const auto& c : st.criteria)
+      wm = std::max(wm, c.metric.size()), wg = std::max(wg, c.text.size());
+  }
+  wm += 2, wg += 2, wmeth += 2;
+  std::string s = pad("stage", 12) + pad("method", wmeth) + pad("metric", wm) +
+                  pad("measured", 12) + pad("gate", wg) + pad("verdict", 9) + "time\n";
+  s += std::string(12 + wmeth + wm + 12 + wg + 9 + 8, '-') + "\n";
   for (const auto& st : stages) {
     const std::string head = std::to_string(st.index) + " " + st.kind;
     if (st.criteria.empty())
-      s += pad(head, 12) + pad(st.method, 16) + pad("(no gate)", 24) + pad("", 12) + pad("", 30) +
-           pad(st.status, 9) + detail::fixed(st.wall_time_s, 3) + " s\n";
+      s += pad(head, 12) + pad(st.method, wmeth) + pad("(no gate)", wm) + pad("", 12) +
+           pad("", wg) + pad(st.status, 9) + detail::fixed(st.wall_time_s, 3) + " s\n";
     for (std::size_t i = 0; i < st.criteria.size(); ++i) {
       const auto& c = st.criteria[i];
-      s += pad(i == 0 ? head : "", 12) + pad(i == 0 ? st.method : "", 16) + pad(c.metric, 24) +
-           pad(c.measured ? detail::fixed(*c.measured) : "missing", 12) + pad(c.text, 30) +
+      s += pad(i == 0 ? head : "", 12) + pad(i == 0 ? st.method : "", wmeth) + pad(c.metric, wm) +
+           pad(c.measured ? detail::fixed(*c.measured) : "missing", 12) + pad(c.text, wg) +
            pad(c.passed ? "pass" : "FAIL", 9) +
            (i == 0 ? detail::fixed(st.wall_time_s, 3) + " s" : "") + "\n";
     }
