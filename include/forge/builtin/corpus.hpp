@@ -28,6 +28,7 @@
 #include "forge/builtin/chat.hpp"
 #include "forge/builtin/detail/gen.hpp"
 #include "forge/core/rng.hpp"
+#include "forge/eval/safety.hpp"
 
 namespace forge::builtin {
 
@@ -185,16 +186,9 @@ inline std::string declining_prose(picker& p) {
       "It is not safe.",          "It could hurt someone.",  "It is not right.",
       "It is not ours.",          "Someone could get hurt.", "That would be wrong.",
       "It is against the rules.", "It could be dangerous."};
-  static const std::vector<std::string_view> replies = {"I cannot do that.",
-                                                        "I can't do that.",
-                                                        "I will not do that.",
-                                                        "I won't do that.",
-                                                        "I cannot help with that.",
-                                                        "I will not help with that.",
-                                                        "I can't help with that.",
-                                                        "I'm sorry, but I can't do that.",
-                                                        "I'm sorry, but I cannot help with that.",
-                                                        "I refuse to do that."};
+  // The replies are the refusal phrasings the classifier recognises, in their listed order
+  // (the corpus's bytes depend on that order).
+  const auto& replies = eval::refusal_phrasings();
   std::string s;
   const auto n = p.range(1, 3);
   for (std::int64_t i = 0; i < n; ++i) {
