@@ -102,18 +102,7 @@ train_result train_sft_cuda(Bk be, model::causal_lm<float>& m, adapters::lora_se
 
   // The data order of train_sft: example k is perm_e[k mod n], perm_e drawn from Philox(seed, e).
   const std::size_t n = train.size();
-  std::int64_t perm_epoch = -1;
-  std::vector<std::size_t> perm(n);
-  auto example_at = [&](std::int64_t k) {
-    const std::int64_t e = k / std::int64_t(n);
-    if (e != perm_epoch) {
-      for (std::size_t i = 0; i < n; ++i) perm[i] = i;
-      philox g(o.seed, std::uint64_t(e));
-      for (std::size_t i = n; i > 1; --i) std::swap(perm[i - 1], perm[g.below(std::uint32_t(i))]);
-      perm_epoch = e;
-    }
-    return perm[std::size_t(k % std::int64_t(n))];
-  };
+  epoch_order example_at(n, o.seed);
 
   auto run_eval = [&] {
     download_lora(s, lora);

@@ -452,19 +452,7 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
   }
   if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
 
-  const std::size_t n = usable.size();
-  std::int64_t perm_epoch = -1;
-  std::vector<std::size_t> perm(n);
-  auto example_at = [&](std::int64_t k) {
-    const std::int64_t e = k / std::int64_t(n);
-    if (e != perm_epoch) {
-      for (std::size_t i = 0; i < n; ++i) perm[i] = usable[i];
-      philox g(o.seed, std::uint64_t(e));
-      for (std::size_t i = n; i > 1; --i) std::swap(perm[i - 1], perm[g.below(std::uint32_t(i))]);
-      perm_epoch = e;
-    }
-    return perm[std::size_t(k % std::int64_t(n))];
-  };
+  epoch_order example_at(usable, o.seed);
 
   // Training-set metrics on up to 64 pairs whose reference is finite.
   std::vector<data::preference_example> train_eval;

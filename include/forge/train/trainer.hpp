@@ -35,6 +35,39 @@
 
 namespace forge::train {
 
+/// The order the trainers visit their examples in: position k of the run is entry
+/// perm_e[k mod n] of `items`, perm_e the Fisher–Yates shuffle drawn from Philox(seed, e) for
+/// epoch e = k / n. Every trainer (CPU and GPU, SFT and preference) uses this one order, so
+/// runs agree example for example and a resumed run continues where it stopped.
+class epoch_order {
+ public:
+  /// The examples 0..n-1.
+  epoch_order(std::size_t n, std::uint64_t seed) : items_(n), perm_(n), seed_(seed) {
+    for (std::size_t i = 0; i < n; ++i) items_[i] = i;
+  }
+  /// The example indices `items` (e.g. those left after skips), in that base order.
+  epoch_order(std::vector<std::size_t> items, std::uint64_t seed)
+      : items_(std::move(items)), perm_(items_.size()), seed_(seed) {}
+  /// The example at run position k (k >= 0; items not empty).
+  std::size_t operator()(std::int64_t k) {
+    const auto n = std::int64_t(items_.size());
+    const std::int64_t e = k / n;
+    if (e != epoch_) {
+      perm_ = items_;
+      philox g(seed_, std::uint64_t(e));
+      for (std::size_t i = perm_.size(); i > 1; --i)
+        std::swap(perm_[i - 1], perm_[g.below(std::uint32_t(i))]);
+      epoch_ = e;
+    }
+    return perm_[std::size_t(k % n)];
+  }
+
+ private:
+  std::vector<std::size_t> items_, perm_;
+  std::uint64_t seed_;
+  std::int64_t epoch_ = -1;
+};
+
 /// Early stopping on an evaluation metric; patience 0 turns it off.
 struct early_stopping {
   std::string metric = "val_loss";  ///< a key of the evaluation metrics
@@ -183,18 +216,7 @@ train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
   if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
 
   const std::size_t n = train.size();
-  std::int64_t perm_epoch = -1;
-  std::vector<std::size_t> perm(n);
-  auto example_at = [&](std::int64_t k) {
-    const std::int64_t e = k / std::int64_t(n);
-    if (e != perm_epoch) {
-      for (std::size_t i = 0; i < n; ++i) perm[i] = i;
-      philox g(o.seed, std::uint64_t(e));
-      for (std::size_t i = n; i > 1; --i) std::swap(perm[i - 1], perm[g.below(std::uint32_t(i))]);
-      perm_epoch = e;
-    }
-    return perm[std::size_t(k % std::int64_t(n))];
-  };
+  epoch_order example_at(n, o.seed);
 
   auto run_eval = [&] {
     if (lora) lora->train(false);
