@@ -105,7 +105,9 @@ int main(int argc, char** argv) try {
           sft,
           accept(exact_match >= (quick ? 0.0 : 0.12), regression_delta <= (quick ? 2.0 : 0.1))},
       compress<gptq_as<quant::int4_group<64, true>>>{
-          {}, calibration, accept(memory_ratio <= 0.35, perplexity_ratio <= 1.25)},
+          {.measure = {.embedding_format = "q8_0"}},  // embedding and head too: 8.5 bits
+          calibration,
+          accept(memory_ratio <= 0.25, perplexity_ratio <= 1.25)},
       align<dpo<repr::int4_group<64>>>{
           {.beta = 0.1,
            .sft_weight = 1.0,  // + NLL of the chosen (TRL's RPO)

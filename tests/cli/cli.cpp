@@ -183,6 +183,12 @@ TEST_CASE("forge: usage and input errors are one clear line with the documented 
   expect_input_error("param.yaml",
                      model + "stages:\n  - {kind: adapt, method: lora, params: {rnk: 4}}\n",
                      "params.rnk");
+  // Nested parameters merge key by key, so a typo inside one is named with its path.
+  expect_input_error("nested_param.yaml",
+                     model +
+                         "stages:\n  - {kind: compress, method: rtn, params: {measure: "
+                         "{embeding_format: q8_0}}}\n",
+                     "params.measure.embeding_format");
   expect_input_error("gate.yaml",
                      model +
                          "stages:\n  - {kind: adapt, method: lora, gate: [\"exact_match >= "

@@ -312,17 +312,23 @@ P params_from(const json& given, const std::string& where) {
   json j = json(P{});
   if (!given.is_null() && !given.is_object())
     throw error({.what = "parameters must be a mapping", .place = where + ": params"});
-  if (given.is_object())
-    for (const auto& [k, v] : given.items()) {
-      if (!j.contains(k)) {
+  // Nested mappings (e.g. compress's `measure`) are overridden key by key too.
+  auto merge = [&](auto&& self, json& into, const json& from, const std::string& path) -> void {
+    for (const auto& [k, v] : from.items()) {
+      if (!into.contains(k)) {
         std::string known;
-        for (const auto& [kk, _] : j.items()) known += (known.empty() ? "" : ", ") + kk;
+        for (const auto& [kk, _] : into.items()) known += (known.empty() ? "" : ", ") + kk;
         throw error({.what = "unknown parameter",
-                     .place = where + ": params." + k,
+                     .place = where + ": " + path + "." + k,
                      .expected = "one of " + known});
       }
-      j[k] = v;
+      if (into[k].is_object() && v.is_object())
+        self(self, into[k], v, path + "." + k);
+      else
+        into[k] = v;
     }
+  };
+  if (given.is_object()) merge(merge, j, given, "params");
   try {
     return j.get<P>();
   } catch (const json::exception& e) {

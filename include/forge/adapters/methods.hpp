@@ -48,6 +48,10 @@ inline std::string model_digest(const causal_lm<float>& m) {
         for (auto* v : {&l->A, &l->B, &l->m}) h.update(v->data(), v->size() * sizeof(float));
       }
   }
+  if (auto* t = dynamic_cast<const adapters::quantized_table*>(m.embed_base.get())) {
+    h.update("model.embed_tokens", 18);
+    for (auto s : t->source()->storage()) h.update(s.data(), s.size());
+  }
   return h.hex_digest();
 }
 

@@ -62,6 +62,8 @@ class quantized_base_q8 final : public quantized_weight {
               std::as_bytes(std::span(w_.zeros)), std::as_bytes(std::span(w_.scales2)),
               std::as_bytes(std::span(&w_.offset, 1))};
   }
+  std::vector<float> dequantized() const override { return quant::dequantize(weight()); }
+  std::string_view format() const override { return F::name; }
 
  private:
   stored w_;

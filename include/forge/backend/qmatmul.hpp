@@ -118,7 +118,7 @@ void qgemv_avx512(std::span<const float> x, std::int64_t m, const quant::qtensor
   const std::int64_t n = w.rows, k = w.cols;
   std::vector<float> xd;
   const float* xp = x.data();
-  if constexpr (!std::is_same_v<F, quant::int8_channel>) {
+  if constexpr (is_int4_v<F> || is_nf4_v<F>) {  // nibble layouts read x deinterleaved
     xd.resize(x.size());
     for (std::int64_t i = 0; i < m; ++i)
       avx512::deinterleave(x.data() + i * k, k, w.perm.empty() ? nullptr : w.perm.data(),
@@ -131,6 +131,23 @@ void qgemv_avx512(std::span<const float> x, std::int64_t m, const quant::qtensor
     if constexpr (std::is_same_v<F, quant::int8_channel>) {
       avx512::int8_row<MR>(w.codes.data() + r * k, w.scales[static_cast<std::size_t>(r)], k, xi, k,
                            yi, n);
+    } else if constexpr (std::is_same_v<F, quant::q8_0>) {
+      // GGUF Q8_0 blocks (f16 scale, 32 int8 codes): widen 16 codes at a time, scale, FMA.
+      const std::uint8_t* src = w.codes.data() + r * (k / 32) * quant::q8_0::block_bytes;
+      __m512 acc[MR];
+      for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+      for (std::int64_t b = 0; b < k / 32; ++b, src += quant::q8_0::block_bytes) {
+        const __m512 d = _mm512_set1_ps(quant::detail::load_f16(src));
+        const __m512 w0 = _mm512_mul_ps(
+            avx512::widen_s8_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2))), d);
+        const __m512 w1 = _mm512_mul_ps(
+            avx512::widen_s8_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 18))), d);
+        for (int i = 0; i < MR; ++i) {
+          acc[i] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xi + i * k + 32 * b), acc[i]);
+          acc[i] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xi + i * k + 32 * b + 16), acc[i]);
+        }
+      }
+      for (int i = 0; i < MR; ++i) yi[i * n] = avx512::hsum(acc[i]);
     } else if constexpr (is_int4_v<F>) {
       constexpr int G = F::group_size;
       const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -206,7 +223,8 @@ void qmatmul_fused(std::span<const float> x, std::int64_t m, const quant::qtenso
   if (m >= 16) return qgemm_tiled<Arch>(x, m, w, y, done);
   if constexpr (is_avx512_v<Arch>) {
 #if defined(__AVX512F__)
-    if constexpr (std::is_same_v<F, quant::int8_channel> || is_int4_v<F> || is_nf4_v<F>)
+    if constexpr (std::is_same_v<F, quant::int8_channel> || std::is_same_v<F, quant::q8_0> ||
+                  is_int4_v<F> || is_nf4_v<F>)
       return qgemv_avx512(x, m, w, y, done);
 #else
     static_assert(!detail::is_avx512_v<Arch>,

@@ -31,6 +31,7 @@
 #include "forge/model/causal_lm.hpp"
 #include "forge/quant/gguf_blocks.hpp"
 #include "forge/quant/gptq_checkpoint.hpp"
+#include "forge/quant/gptq_model.hpp"
 #include "forge/quant/int4.hpp"
 #include "forge/quant/k_quants.hpp"
 
@@ -42,6 +43,10 @@ namespace detail {
 // one plus zeros), and it is what the model itself computes with.
 inline std::vector<float> dense_weight_of(const model::linear<float>& l) {
   if (!l.base) return l.weight.value;
+  // A quantized base knows its values exactly (a base that quantizes its activations would
+  // round the identity's rows below).
+  if (auto* q = dynamic_cast<const adapters::quantized_weight*>(l.base.get()))
+    return q->dequantized();
   const std::int64_t in = l.in, out = l.out, chunk = 64;
   std::vector<float> w(std::size_t(in * out)), x, y;
   for (std::int64_t r0 = 0; r0 < in; r0 += chunk) {
@@ -110,17 +115,28 @@ inline adapters::lora_set<float> attached_adapters(const model::causal_lm<float>
   return set;
 }
 
-/// True when some projection of `m` has a replaced (quantized) base weight.
+/// True when some projection or the embedding of `m` has a replaced (quantized) weight.
 inline bool has_quantized_base(const model::causal_lm<float>& m) {
   for (auto [key, lin] : adapters::linear_layers(const_cast<model::causal_lm<float>&>(m)))
     if (lin->base) return true;
-  return false;
+  return m.embed_base != nullptr;
 }
 
-/// A dense f32 copy of `m`: quantized bases dequantized, adapters folded in, no adapters
-/// or replaced bases left. `m` is unchanged.
+/// A dense f32 copy of `m`: quantized bases and a quantized embedding dequantized, adapters
+/// folded in, no adapters or replaced bases left. `m` is unchanged.
 inline model::causal_lm<float> dense_copy(const model::causal_lm<float>& m) {
   model::causal_lm<float> d = m;
+  if (m.embed_base) {
+    const auto V = m.config.vocab_size, H = m.config.hidden_size;
+    auto& e = d.embed_tokens;
+    e.value.resize(std::size_t(V * H));
+    for (std::int64_t v = 0; v < V; ++v) m.embed_row(v, e.value.data() + v * H);
+    e.shape = {V, H};
+    e.name = "model.embed_tokens.weight";
+    e.grad = {};
+    e.trainable = false;
+    d.embed_base.reset();
+  }
   auto src = adapters::linear_layers(const_cast<model::causal_lm<float>&>(m));
   auto dst = adapters::linear_layers(d);
   for (std::size_t k = 0; k < src.size(); ++k) {
@@ -129,6 +145,7 @@ inline model::causal_lm<float> dense_copy(const model::causal_lm<float>& m) {
     if (src[k].name == "lm_head" && m.config.tie_word_embeddings) {
       require(from.adapters.empty(),
               {.what = "an adapter on a tied head cannot be merged", .place = "lm_head"});
+      to.base.reset();  // a quantized tied head shares the embedding's matrix, dense above
       continue;
     }
     if (!from.base && from.adapters.empty()) continue;
@@ -222,7 +239,8 @@ bool pack_if(const model::linear_base<float>* b, std::optional<quant::gptq_packe
 /// checkpoint_format "gptq_v2") when its base projections are int4_group<G> quantized with
 /// kernels of backend `Bk` (G = 32, 64 or 128): PREFIX.qweight/.qzeros/.scales/.g_idx for
 /// each quantized projection, the other tensors in f32, config.json with its
-/// quantization_config, generation_config.json and the tokenizer files. Adapters are not
+/// quantization_config, generation_config.json and the tokenizer files; a q8_0 embedding
+/// and head as exact F32 values (quant::quantized_dense_tensors). Adapters are not
 /// part of this layout (they go to the PEFT export). Returns false, writing nothing, when no
 /// projection is int4; forge::error when some are int4 and others another format.
 template <class Bk>
@@ -233,7 +251,7 @@ bool save_gptq_checkpoint(const model::causal_lm<float>& m, const std::filesyste
   bool sym = true, other = false;
   std::string other_name;
   for (auto [key, lin] : adapters::linear_layers(const_cast<model::causal_lm<float>&>(m))) {
-    if (!lin->base) continue;
+    if (!lin->base || key == "lm_head") continue;  // a quantized head: quantized_dense_tensors
     std::optional<quant::gptq_packed> pk;
     const auto* b = lin->base.get();
     (void)(detail::pack_if<Bk, 32, true>(b, pk, group, sym) ||
@@ -260,12 +278,16 @@ bool save_gptq_checkpoint(const model::causal_lm<float>& m, const std::filesyste
   const_cast<model::causal_lm<float>&>(m).for_each_parameter(
       [&](const model::parameter<float>& p) { params.push_back(&p); });
   for (const auto* p : params) views.push_back(io::f32_view(p->name, p->shape, p->value));
+  const auto exact = quant::quantized_dense_tensors(m);
+  for (const auto& [name, values] : exact.tensors)
+    views.push_back(io::f32_view(name, {m.config.vocab_size, m.config.hidden_size}, values));
   for (const auto& [key, pk] : packed) quant::append_gptq_views(views, key, pk);
   io::write_safetensors(dir / "model.safetensors", views, {{"format", "pt"}});
   auto cfg = model::to_json(m.config);
   cfg["torch_dtype"] = "float32";
   cfg["quantization_config"] =
       json::parse(quant::gptq_quantization_config(group, sym, false, 0.01, quant::gptq_format::v2));
+  if (!exact.names.empty()) cfg["forge_quantized_dense"] = exact.names;
   io::write_atomic(dir / "config.json", cfg.dump(2) + "\n");
   json g = json::object();
   if (m.generation.bos_token_id) g["bos_token_id"] = *m.generation.bos_token_id;

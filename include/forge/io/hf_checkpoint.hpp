@@ -198,6 +198,26 @@ model::causal_lm<T> load_hf_checkpoint(const std::filesystem::path& dir,
 template <class T>
 void save_hf_checkpoint(const model::causal_lm<T>& m, const std::filesystem::path& dir,
                         std::optional<dtype> as = {}) {
+  // Every tensor of the config must be there, dense: a projection, head or embedding that a
+  // quantized representation replaced is not a Hugging Face tensor.
+  {
+    std::map<std::string, std::int64_t> have;
+    m.for_each_parameter(
+        [&](const model::parameter<T>& p) { have[p.name] = std::int64_t(p.value.size()); });
+    for (const auto& spec : model::expected_parameters(m.config)) {
+      std::int64_t n = 1;
+      for (auto e : spec.shape) n *= e;
+      const auto it = have.find(spec.name);
+      require(it != have.end() && it->second == n,
+              {.what = "a weight is not dense (quantized or missing); save a dense copy "
+                       "(exports::dense_copy) or a GPTQ checkpoint instead",
+               .file = (dir / "model.safetensors").string(),
+               .place = spec.name,
+               .expected = std::to_string(n) + " dense values",
+               .found = it == have.end() ? std::string("no dense tensor")
+                                         : std::to_string(it->second) + " values"});
+    }
+  }
   std::filesystem::create_directories(dir);
   std::vector<std::vector<std::byte>> buffers;
   std::vector<tensor_view> views;

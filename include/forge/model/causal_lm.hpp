@@ -12,12 +12,15 @@
 //   (absent when tied)
 // Scalar type T is float for real use and double for gradient checks.
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "forge/model/config.hpp"
+#include "forge/model/embedding.hpp"
 #include "forge/model/linear.hpp"
 
 namespace forge::model {
@@ -36,10 +39,22 @@ template <class T>
 struct causal_lm {
   model_config config;
   generation_config generation;
-  parameter<T> embed_tokens;
+  parameter<T> embed_tokens;  ///< value empty when `embed_base` replaces it
+  /// Replaces embed_tokens' dense values when set (a quantized table; frozen).
+  std::shared_ptr<const embedding_table<T>> embed_base;
   std::vector<decoder_layer<T>> layers;
   parameter<T> norm;
-  linear<T> lm_head;  ///< weight empty when config.tie_word_embeddings
+  linear<T> lm_head;  ///< weight empty when config.tie_word_embeddings or `base` is set
+
+  /// Writes the embedding of token `id` (hidden values) to `out`; `id` must be in range.
+  void embed_row(std::int64_t id, T* out) const {
+    if (embed_base) {
+      embed_base->row(id, out);
+    } else {
+      const auto H = config.hidden_size;
+      std::copy_n(embed_tokens.value.data() + id * H, H, out);
+    }
+  }
 
   /// The head's weight: lm_head.weight, or the embedding matrix when tied.
   parameter<T>& head_weight() { return config.tie_word_embeddings ? embed_tokens : lm_head.weight; }
@@ -47,10 +62,11 @@ struct causal_lm {
     return config.tie_word_embeddings ? embed_tokens : lm_head.weight;
   }
 
-  /// Visits every stored parameter in Hugging Face key order (tied head skipped).
+  /// Visits every dense parameter in Hugging Face key order (tied head skipped, and weights
+  /// that a quantized base or embedding table replaces).
   template <class F>
   void for_each_parameter(F&& f) {
-    f(embed_tokens);
+    if (!embed_base) f(embed_tokens);
     for (auto& L : layers) {
       f(L.input_layernorm);
       for (auto* l :

@@ -374,7 +374,7 @@ std::span<const T> forward(Bk be, causal_lm<T>& m, workspace<T>& ws, const model
                .place = "input_ids[" + std::to_string(t) + "]",
                .expected = "in [0, " + std::to_string(c.vocab_size) + ")",
                .found = std::to_string(id)});
-      std::copy_n(m.embed_tokens.value.data() + id * H, H, x0 + t * H);
+      m.embed_row(id, x0 + t * H);
     }
   }
 
@@ -455,7 +455,7 @@ void backward(Bk be, causal_lm<T>& m, workspace<T>& ws, std::span<T> d_inputs_em
     detail::layer_backward(be, c, m.layers[li], li, ws, a);
   }
   // Embeddings.
-  if (!ws.from_embeds_ && m.embed_tokens.has_grad()) {
+  if (!ws.from_embeds_ && !m.embed_base && m.embed_tokens.has_grad()) {
     T* g = m.embed_tokens.grad.data();
     for (std::int64_t t = 0; t < N; ++t) detail::add_inplace(g + ws.ids_[t] * H, ws.dx_ + t * H, H);
   }

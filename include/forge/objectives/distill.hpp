@@ -139,6 +139,7 @@ inline model::causal_lm<float> init_student_from_teacher(const model::causal_lm<
   if (intermediate > 0) s.config.intermediate_size = intermediate;
   s.config.sliding_window.clear();
   s.embed_tokens = teacher.embed_tokens;
+  s.embed_base = teacher.embed_base;
   s.norm = teacher.norm;
   s.lm_head = teacher.lm_head;
   s.lm_head.adapters.clear();

@@ -9,11 +9,16 @@
 //                      stored dtype
 //   generation_config.json
 // GPTQModel's "dynamic" entries with a "-:" prefix mark modules that are not quantized.
+// A q8_0 embedding or head (quantize_head_and_embeddings) is stored as its exact values in
+// F32, named in config.json's "forge_quantized_dense" {"model.embed_tokens.weight": "q8_0",
+// ...}; load_gptq_checkpoint quantizes them back to the same blocks (checked bit for bit),
+// other loaders see ordinary dense tensors.
 // load_gptq_checkpoint reads such a directory back into a causal_lm<float> whose projections
 // are adapters::quantized_base<Bk, int4_group<G, Sym>>; with f32 dense tensors the loaded
 // model computes exactly what the saved one did (the int4 scales are f16-exact, so packing
 // loses nothing).
 
+#include <bit>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -27,6 +32,7 @@
 #include "forge/io/safetensors.hpp"
 #include "forge/model/causal_lm.hpp"
 #include "forge/model/config.hpp"
+#include "forge/quant/gguf_blocks.hpp"
 #include "forge/quant/gptq_checkpoint.hpp"
 
 namespace forge::quant {
@@ -38,6 +44,45 @@ struct gptq_save_options {
   gptq_format format = gptq_format::v1;
   std::optional<dtype> dense_as{};  ///< dtype of the dense tensors (default: each one's own)
 };
+
+/// A quantized embedding and head, which have no GPTQ form, as exact F32 values.
+struct quantized_dense {
+  nlohmann::json names = nlohmann::json::object();  ///< "forge_quantized_dense": name -> format
+  std::vector<std::pair<std::string, std::vector<float>>> tensors{};  ///< name, [vocab, hidden]
+};
+
+/// The q8_0 embedding and (untied) head of `m` as F32 tensors holding their exact values, and
+/// the config.json entry that names their format (both empty for a dense embedding and head).
+/// forge::error for adapters on a quantized head or another format.
+inline quantized_dense quantized_dense_tensors(const model::causal_lm<float>& m) {
+  quantized_dense out;
+  auto keep = [&](const std::string& name, const adapters::quantized_weight* q,
+                  const std::string& what) {
+    require(q != nullptr, {.what = what + " is replaced by something that is not quantized",
+                           .place = name,
+                           .expected = "a quantized matrix"});
+    require(q->format() == q8_0::name,
+            {.what = "a GPTQ checkpoint holds a quantized embedding or head only in q8_0",
+             .place = name,
+             .expected = "q8_0",
+             .found = std::string(q->format())});
+    out.names[name] = std::string(q->format());
+    out.tensors.push_back({name, q->dequantized()});
+  };
+  if (m.embed_base) {
+    auto* t = dynamic_cast<const adapters::quantized_table*>(m.embed_base.get());
+    keep("model.embed_tokens.weight", t ? t->source().get() : nullptr, "the embedding");
+  }
+  if (m.lm_head.base) {
+    require(
+        m.lm_head.adapters.empty(),
+        {.what = "a GPTQ checkpoint holds no adapters (save them separately)", .place = "lm_head"});
+    if (!m.config.tie_word_embeddings)
+      keep("lm_head.weight", dynamic_cast<const adapters::quantized_weight*>(m.lm_head.base.get()),
+           "the head");
+  }
+  return out;
+}
 
 /// Writes `m` — whose decoder projections are quantized_base<Bk, int4_group<G, Sym>> or
 /// dense — as a GPTQ checkpoint directory `dir` (files written atomically).
@@ -53,11 +98,13 @@ void save_gptq_checkpoint(const model::causal_lm<float>& m, const std::filesyste
   auto& mm = const_cast<model::causal_lm<float>&>(m);
   std::vector<std::pair<std::string, const model::parameter<float>*>> params;
   m.for_each_parameter([&](const model::parameter<float>& p) { params.push_back({p.name, &p}); });
+  const auto exact = quantized_dense_tensors(m);
   for (auto [key, lin] : adapters::linear_layers(mm)) {
     if (!lin->base) {
       if (key != "lm_head") dynamic["-:" + key] = nlohmann::json::object();
       continue;
     }
+    if (key == "lm_head") continue;  // quantized_dense_tensors
     auto* q = dynamic_cast<const adapters::quantized_base<Bk, F>*>(lin->base.get());
     require(q != nullptr, {.what = "projection is not quantized in the checkpoint's format",
                            .place = key,
@@ -77,6 +124,9 @@ void save_gptq_checkpoint(const model::causal_lm<float>& m, const std::filesyste
   for (std::size_t i = 0; i < params.size(); ++i)
     views.push_back({params[i].first, o.dense_as.value_or(params[i].second->stored),
                      params[i].second->shape, std::span<const std::byte>(dense[i])});
+  const std::vector<std::int64_t> vh = {m.config.vocab_size, m.config.hidden_size};
+  for (const auto& [name, values] : exact.tensors)
+    views.push_back({name, dtype::f32, vh, std::as_bytes(std::span(values))});
   for (std::size_t i = 0; i < packed.size(); ++i) append_gptq_views(views, names[i], packed[i]);
   io::write_safetensors(dir / "model.safetensors", views, {{"format", "pt"}});
   auto cfg = model::to_json(m.config);
@@ -84,6 +134,7 @@ void save_gptq_checkpoint(const model::causal_lm<float>& m, const std::filesyste
       nlohmann::json::parse(gptq_quantization_config(G, Sym, o.desc_act, o.damp_percent, o.format));
   if (!dynamic.empty()) qc["dynamic"] = dynamic;
   cfg["quantization_config"] = qc;
+  if (!exact.names.empty()) cfg["forge_quantized_dense"] = exact.names;
   io::write_atomic(dir / "config.json", cfg.dump(2) + "\n");
   nlohmann::json g = nlohmann::json::object();  // "{}" when nothing is set, never "null"
   if (m.generation.bos_token_id) g["bos_token_id"] = *m.generation.bos_token_id;
@@ -115,6 +166,61 @@ void install_gptq_layers(model::causal_lm<float>& m, const io::safetensors_file&
     lin->base = std::make_shared<adapters::quantized_base<Bk, F>>(std::move(t));
     std::vector<float>().swap(lin->weight.value);
     lin->weight.trainable = false;
+  }
+}
+
+// Re-quantizes the dense tensors that "forge_quantized_dense" names (written by
+// save_gptq_checkpoint for a q8_0 embedding or head); each must come back exactly.
+template <class Bk>
+void requantize_dense(model::causal_lm<float>& m, const nlohmann::json& cfg,
+                      const io::safetensors_file& f, const std::string& cfg_file) {
+  if (!cfg.contains("forge_quantized_dense")) return;
+  const auto& r = cfg["forge_quantized_dense"];
+  auto bad = [&](const std::string& place, const std::string& exp, const std::string& found) {
+    throw error({.what = "unsupported forge_quantized_dense entry",
+                 .file = cfg_file,
+                 .place = "forge_quantized_dense" + place,
+                 .expected = exp,
+                 .found = found});
+  };
+  if (!r.is_object()) bad("", "an object of tensor name -> \"q8_0\"", r.dump());
+  const bool tied = m.config.tie_word_embeddings;
+  for (const auto& [name, fmt] : r.items()) {
+    if (!fmt.is_string() || fmt.template get<std::string>() != q8_0::name)
+      bad("." + name, "\"q8_0\"", fmt.dump());
+    if (name != "model.embed_tokens.weight" && !(name == "lm_head.weight" && !tied))
+      bad("." + name, "model.embed_tokens.weight or (untied) lm_head.weight", name);
+  }
+  const auto V = m.config.vocab_size, H = m.config.hidden_size;
+  auto quantize_exact = [&](const std::string& name, const std::vector<float>& v) {
+    require(H % q8_0::group_size == 0, {.what = "hidden size is not a multiple of the q8_0 block",
+                                        .file = cfg_file,
+                                        .place = name,
+                                        .expected = "hidden_size % 32 == 0",
+                                        .found = std::to_string(H)});
+    auto q = std::make_shared<const adapters::quantized_base<Bk, q8_0>>(q8_0::quantize(v, V, H));
+    const auto back = q->dequantized();
+    for (std::size_t i = 0; i < v.size(); ++i)
+      if (std::bit_cast<std::uint32_t>(back[i]) != std::bit_cast<std::uint32_t>(v[i]))
+        throw error({.what = "tensor is marked q8_0 but its values are not q8_0 values",
+                     .file = f.source(),
+                     .place = "tensor " + name + ", element " + std::to_string(i),
+                     .expected = str(back[i]) + " (the q8_0 rounding of the stored value)",
+                     .found = str(v[i])});
+    return q;
+  };
+  std::shared_ptr<const adapters::quantized_base<Bk, q8_0>> emb;
+  if (r.contains("model.embed_tokens.weight")) {
+    emb = quantize_exact("model.embed_tokens.weight", m.embed_tokens.value);
+    m.embed_base = std::make_shared<const adapters::quantized_embedding<Bk, q8_0>>(emb);
+    std::vector<float>().swap(m.embed_tokens.value);
+    m.embed_tokens.trainable = false;
+    if (tied) m.lm_head.base = emb;
+  }
+  if (r.contains("lm_head.weight")) {
+    m.lm_head.base = quantize_exact("lm_head.weight", m.lm_head.weight.value);
+    std::vector<float>().swap(m.lm_head.weight.value);
+    m.lm_head.weight.trainable = false;
   }
 }
 
@@ -229,6 +335,7 @@ model::causal_lm<float> load_gptq_checkpoint(const std::filesystem::path& dir) {
   m.for_each_parameter([&](model::parameter<float>& p) {
     if (const auto* t = f.find(p.name)) p.stored = t->type;
   });
+  detail::requantize_dense<Bk>(m, j, f, cfg_path.string());
   if (G == 32)
     sym ? detail::install_gptq_layers<Bk, int4_group<32, true>>(m, f, quantized, fmt)
         : detail::install_gptq_layers<Bk, int4_group<32, false>>(m, f, quantized, fmt);

@@ -7,7 +7,8 @@
 //
 // Each method takes a model::causal_lm<float> — dense, or dense with LoRA/DoRA adapters,
 // which are merged into the base first and dropped — quantizes every decoder projection into
-// an adapters::quantized_base (quant/model_quantize.hpp), measures the Compress metrics on
+// an adapters::quantized_base (quant/model_quantize.hpp) and, with
+// `measure.embedding_format = "q8_0"`, the embedding and head, measures the Compress metrics on
 // `compress_data` and writes into the stage's artifact directory:
 //   model/            int4 formats: the GPTQ checkpoint layout (quant/gptq_model.hpp)
 //   compression.json  bytes (projections and whole model, before/after), perplexities, task
@@ -72,14 +73,20 @@ struct compress_data {
   }
 };
 
-/// Measurement settings shared by the Compress methods.
+/// Settings shared by the Compress methods: what else is quantized, what is measured and
+/// written.
 struct compress_measure {
   bool dense_fallback = true;        ///< keep projections the format cannot hold dense
   std::int64_t latency_tokens = 16;  ///< greedy tokens timed for latency (0: not measured)
   bool save_checkpoint = true;       ///< write model/ (int4 formats)
+  /// The token embedding and output head: "dense" (f32, as GPTQ, AWQ and QLoRA keep them) or
+  /// "q8_0" (GGUF Q8_0 blocks by round to nearest, 8.5 bits per weight, as llama.cpp stores
+  /// them; quant::quantize_head_and_embeddings). In vocabulary-heavy small models they are a
+  /// large share of the weights.
+  std::string embedding_format = "dense";
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(compress_measure, dense_fallback, latency_tokens,
-                                   save_checkpoint)
+                                   save_checkpoint, embedding_format)
 
 /// Parameters of RTN (nothing to tune besides measurement).
 struct rtn_params {
@@ -210,7 +217,14 @@ stage_result<model::causal_lm<float>> run_compress(const stage_context<B>& ctx,
   const bool time_it = ms.latency_tokens > 0 && !latency_prompt.empty();
   const double ms_before =
       time_it ? decode_ms_per_token(be, m, latency_prompt, ms.latency_tokens) : 0.0;
+  if (ms.embedding_format != "dense" && ms.embedding_format != q8_0::name)
+    throw error({.what = "unknown format for the embedding and head",
+                 .place = "measure.embedding_format",
+                 .expected = "\"dense\" or \"q8_0\"",
+                 .found = "\"" + ms.embedding_format + "\""});
   const model_quant_report q = quantize(m);
+  const auto he =
+      quantize_head_and_embeddings<B>(m, ms.embedding_format, "measure.embedding_format");
   stage_result<model::causal_lm<float>> r{.model = {}};
   const auto total_after = model_weight_bytes(m);
   const auto proj_after = projection_weight_bytes(m);
@@ -224,6 +238,9 @@ stage_result<model::causal_lm<float>> run_compress(const stage_context<B>& ctx,
                   {"projections_after", proj_after},
                   {"projections_ratio", double(proj_after) / double(proj_before)},
                   {"metric_memory_ratio_counts", "model"}};
+  rep["embedding_format"] = ms.embedding_format;
+  if (he)
+    rep["bytes"]["head_and_embedding"] = {{"before", he->bytes_before}, {"after", he->bytes_after}};
   if (!d.evaluation.empty()) {
     const double after = sequence_perplexity(be, m, d.evaluation);
     r.metrics.set(perplexity, after).set(perplexity_ratio, after / ppl_before);

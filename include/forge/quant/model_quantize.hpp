@@ -3,7 +3,7 @@
 // projection (q/k/v/o, gate/up/down) is replaced by an adapters::quantized_base<Bk, F> — a
 // frozen quantized linear base with forward and input gradient, so forward, generate and
 // LoRA training keep working on top. Embeddings, norms and the head stay dense (as in GPTQ,
-// AWQ and QLoRA).
+// AWQ and QLoRA); quantize_head_and_embeddings quantizes the embedding and head as well.
 //
 //   quantize_model_rtn   round to nearest, no data
 //   quantize_model_gptq  GPTQ (Frantar et al. 2023) layer by layer, "true sequential": the
@@ -39,6 +39,7 @@
 #include "forge/adapters/qlora.hpp"
 #include "forge/model/forward.hpp"
 #include "forge/quant/awq.hpp"
+#include "forge/quant/gguf_blocks.hpp"
 #include "forge/quant/gptq.hpp"
 #include "forge/quant/rtn.hpp"
 
@@ -72,7 +73,8 @@ struct model_quant_report {
   std::size_t projection_bytes_after = 0;   ///< quantized bytes of the same projections
 };
 
-/// Bytes of every weight the model holds: dense parameters (f32) plus quantized bases.
+/// Bytes of every weight the model holds: dense parameters (f32) plus quantized matrices
+/// (projections, head, embedding; a tied head and embedding counted once).
 inline std::size_t model_weight_bytes(const model::causal_lm<float>& m) {
   std::size_t b = 0;
   m.for_each_parameter([&](const model::parameter<float>& p) { b += p.value.size() * 4; });
@@ -91,6 +93,86 @@ inline std::size_t projection_weight_bytes(const model::causal_lm<float>& m) {
       b += lin->weight.value.size() * 4;
   }
   return b;
+}
+
+/// What quantize_head_and_embeddings did.
+struct head_embedding_report {
+  std::string format{};          ///< the format's name
+  std::size_t bytes_before = 0;  ///< f32 bytes of the embedding and head (tied: once)
+  std::size_t bytes_after = 0;   ///< quantized bytes of the same
+};
+
+/// Quantizes the token embedding and the output head of `m` into format F by round to
+/// nearest (llama.cpp's treatment of token_embd and output; GPTQ and AWQ calibrate the
+/// decoder projections only). The head becomes an adapters::quantized_base<Bk, F> (forward
+/// and input gradient, so adapters can still train on top) and the embedding an
+/// adapters::quantized_embedding that dequantizes one row per token; with tied embeddings
+/// both share one quantized matrix. Both are frozen afterwards. forge::error when either is
+/// already replaced, the head carries adapters (merge them first), or the hidden size is
+/// not a multiple of F's group.
+template <class Bk, QuantFormat F>
+head_embedding_report quantize_head_and_embeddings(model::causal_lm<float>& m) {
+  const auto V = m.config.vocab_size, H = m.config.hidden_size;
+  const bool tied = m.config.tie_word_embeddings;
+  require(!m.embed_base && !m.lm_head.base,
+          {.what = "the embedding or the head is already replaced (quantized)",
+           .place = "quantize_head_and_embeddings",
+           .expected = "dense model.embed_tokens.weight and lm_head.weight"});
+  require(m.lm_head.adapters.empty(),
+          {.what = "the head carries adapters; merge them before quantizing it",
+           .place = "lm_head",
+           .expected = "no adapters"});
+  require(F::group_size == 0 || H % F::group_size == 0,
+          {.what = std::string("the hidden size is not a multiple of the ") + F::name + " group",
+           .place = "quantize_head_and_embeddings",
+           .expected = "hidden_size % " + std::to_string(F::group_size) + " == 0",
+           .found = "hidden_size = " + std::to_string(H)});
+  require(std::int64_t(m.embed_tokens.value.size()) == V * H,
+          {.what = "embedding matrix has the wrong size",
+           .place = "model.embed_tokens.weight",
+           .expected = std::to_string(V * H) + " values",
+           .found = std::to_string(m.embed_tokens.value.size())});
+  if (!tied)
+    require(std::int64_t(m.lm_head.weight.value.size()) == V * H,
+            {.what = "head matrix has the wrong size",
+             .place = "lm_head.weight",
+             .expected = std::to_string(V * H) + " values",
+             .found = std::to_string(m.lm_head.weight.value.size())});
+  head_embedding_report r{.format = F::name};
+  auto freeze = [](model::parameter<float>& p) {
+    std::vector<float>().swap(p.value);
+    std::vector<float>().swap(p.grad);
+    p.trainable = false;
+  };
+  using base_t = adapters::quantized_base<Bk, F>;
+  auto emb = std::make_shared<const base_t>(F::quantize(m.embed_tokens.value, V, H));
+  r.bytes_before += m.embed_tokens.value.size() * sizeof(float);
+  r.bytes_after += emb->bytes();
+  std::shared_ptr<const base_t> head = emb;
+  if (!tied) {
+    head = std::make_shared<const base_t>(F::quantize(m.lm_head.weight.value, V, H));
+    r.bytes_before += m.lm_head.weight.value.size() * sizeof(float);
+    r.bytes_after += head->bytes();
+    freeze(m.lm_head.weight);
+  }
+  m.embed_base = std::make_shared<const adapters::quantized_embedding<Bk, F>>(emb);
+  m.lm_head.base = head;
+  freeze(m.embed_tokens);
+  return r;
+}
+
+/// The formats quantize_head_and_embeddings takes by name ("q8_0"); "dense" does nothing.
+/// forge::error naming `place` for any other name.
+template <class Bk>
+std::optional<head_embedding_report> quantize_head_and_embeddings(model::causal_lm<float>& m,
+                                                                  const std::string& format,
+                                                                  const std::string& place) {
+  if (format == "dense") return std::nullopt;
+  if (format == q8_0::name) return quantize_head_and_embeddings<Bk, q8_0>(m);
+  throw error({.what = "unknown format for the embedding and head",
+               .place = place,
+               .expected = "\"dense\" or \"q8_0\"",
+               .found = "\"" + format + "\""});
 }
 
 /// Merges every LoRA/DoRA adapter into its dense base weight and removes all adapters
@@ -188,7 +270,7 @@ class layer_calibration {
              .place = "calibration sequence " + std::to_string(i) + ", token " + std::to_string(t),
              .expected = "in [0, " + std::to_string(c.vocab_size) + ")",
              .found = std::to_string(s[t])});
-        std::copy_n(m.embed_tokens.value.data() + s[t] * H, H, x.data() + t * std::size_t(H));
+        m.embed_row(s[t], x.data() + t * std::size_t(H));
       }
       hidden_.push_back(std::move(x));
     }

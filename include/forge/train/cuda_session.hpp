@@ -159,9 +159,23 @@ cuda_lora_session open_cuda_session(Bk be, const model::causal_lm<float>& m,
     owned.push_back(std::move(W));
     return owned.back().data();
   };
-  cuda::llama_host_weights w{.embed = m.embed_tokens.value.data(),
-                             .final_norm = m.norm.value.data(),
-                             .lm_head = m.head_weight().value.data()};
+  // A quantized embedding or head (Compress's q8_0, say) goes up dequantized: the GPU trainer
+  // keeps them dense, and they are frozen either way.
+  const float* embed = m.embed_tokens.value.data();
+  if (m.embed_base) {
+    const auto V = m.config.vocab_size, H = m.config.hidden_size;
+    std::vector<float> E(std::size_t(V * H));
+    for (std::int64_t v = 0; v < V; ++v) m.embed_row(v, E.data() + v * H);
+    owned.push_back(std::move(E));
+    embed = owned.back().data();
+  }
+  const float* head = m.config.tie_word_embeddings ? embed : m.lm_head.weight.value.data();
+  if (auto* q = dynamic_cast<const adapters::quantized_weight*>(mm.lm_head.base.get());
+      q && !m.config.tie_word_embeddings) {
+    owned.push_back(q->dequantized());
+    head = owned.back().data();
+  }
+  cuda::llama_host_weights w{.embed = embed, .final_norm = m.norm.value.data(), .lm_head = head};
   for (std::int64_t i = 0; i < dims.layers; ++i) {
     auto& L = mm.layers[std::size_t(i)];
     using P = cuda::llama_proj;
@@ -175,11 +189,13 @@ cuda_lora_session open_cuda_session(Bk be, const model::causal_lm<float>& m,
                         .up = projection(i, P::up, L.up_proj),
                         .down = projection(i, P::down, L.down_proj)});
   }
-  require(mm.lm_head.adapters.empty() && !mm.lm_head.base,
-          {.what = "the GPU trainer keeps the head dense and unadapted",
+  require(mm.lm_head.adapters.empty() &&
+              (!mm.lm_head.base ||
+               dynamic_cast<const adapters::quantized_weight*>(mm.lm_head.base.get())),
+          {.what = "the GPU trainer keeps the head frozen and unadapted",
            .place = "lm_head",
-           .expected = "a plain weight",
-           .found = "an adapter or a quantized head"});
+           .expected = "a plain or quantized weight",
+           .found = "an adapter or another replaced base"});
   s.gpu = cuda::open_lora_session(dims, w,
                                   {.rank = c.rank,
                                    .scale = c.scaling(),
