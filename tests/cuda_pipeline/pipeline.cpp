@@ -1,7 +1,11 @@
 // p.run(model, backend::cuda{}) against p.run(model, backend::simd<>{}): the same pipelines on
-// the built-in model — Adapt with LoRA, Adapt with QLoRA, and Adapt (LoRA) then Align (DPO on
-// top of the SFT adapter) — once with the adapters trained on the GPU and once on the CPU,
-// compared step by step (loss, gradient norm), adapter by adapter and metric by metric.
+// the built-in model — Adapt with LoRA, Adapt with QLoRA, Adapt with full fine-tuning, Adapt
+// (LoRA) then Align (DPO on top of the SFT adapter), and Align with KTO (cached and live
+// reference) — once trained on the GPU and once on the CPU, compared step by step (loss,
+// gradient norm), adapter by adapter (weight by weight) and metric by metric. Full
+// fine-tuning is also checked below the pipeline: the gradients of every weight against
+// forge's CPU backward (f32 and bf16, separate and tied head), AdamW steps against train_sft
+// (all weights, a frozen subset), and a halted + resumed GPU run.
 // Prints a PASS/FAIL table; exits nonzero on any failure.
 //
 //   forge_cuda_pipeline MODEL_DIR OUT_DIR           both backends, compared
@@ -564,6 +568,60 @@ void compare_full_pipeline(const model::causal_lm<float>& base, const adapt_data
           std::filesystem::exists(out / "full_cuda" / "01_adapt" / f) ? 0.0 : 1.0, 0.0);
 }
 
+// ---- KTO
+
+template <class B>
+auto run_kto(const model::causal_lm<float>& base, const align_data& a, B be,
+             const std::string& reference, const std::filesystem::path& out) {
+  std::filesystem::remove_all(out);
+  auto p = pipeline(align<kto<repr::dense_f32>>{{.beta = 0.1,
+                                                 .desirable_weight = 1.0,
+                                                 .undesirable_weight = 1.5,
+                                                 .reference = reference,
+                                                 .max_steps = 8,
+                                                 .batch_size = 4,
+                                                 .grad_accum = 2,
+                                                 .learning_rate = 1e-3,
+                                                 .eval_every = 4},
+                                                a});
+  return p.run(base, be, {.out = out, .seed = 13});
+}
+
+// align<kto> on both backends, with the reference cached and live: per-step curves (the KL
+// estimate enters every step's loss), the adapters, the CPU-measured metrics. Bounds as
+// compare_dpo's (the same arithmetic: GPU sequence log-probs into the CPU's loss code).
+void compare_kto(const model::causal_lm<float>& base, const align_data& a,
+                 const std::filesystem::path& out, bool cpu_only) {
+  for (const std::string& reference : {std::string("cached"), std::string("live")}) {
+    const std::string tag = "kto (" + reference + " reference)";
+    auto cpu = run_kto(base, a, backend::simd<>{}, reference, out / ("kto_simd_" + reference));
+    check(tag + " simd: pipeline passed", cpu.passed ? 0.0 : 1.0, 0.0);
+    const auto cc = read_curve(out / ("kto_simd_" + reference) / "01_align" / "loss.csv");
+    // The CPU reference learns: KTO's loss starts near 0.5·(w_d + w_u)/2 and falls.
+    check(tag + " simd: last loss / first loss", cc.loss.back() / cc.loss.at(0), 0.99);
+    if (cpu_only) continue;
+    auto gpu = run_kto(base, a, backend::cuda{}, reference, out / ("kto_cuda_" + reference));
+    check(tag + " cuda: pipeline passed", gpu.passed ? 0.0 : 1.0, 0.0);
+    if (!gpu.passed || !cpu.passed) {
+      for (const auto& st : gpu.stages) std::printf("cuda stage error: %s\n", st.error.c_str());
+      continue;
+    }
+    compare_curves(tag, cc, read_curve(out / ("kto_cuda_" + reference) / "01_align" / "loss.csv"));
+    std::size_t mods = 0;
+    check(tag + ": LoRA A, relative norm difference",
+          adapter_diff(*gpu.model, *cpu.model, false, mods), 2e-3);
+    check(tag + ": LoRA B, relative norm difference",
+          adapter_diff(*gpu.model, *cpu.model, true, mods), 2e-3);
+    check(tag + ": adapter modules (4 layers x 7) - 28", std::abs(double(mods) - 28.0), 0.0);
+    for (const char* metric : {"preference_accuracy", "reward_margin", "kl_to_reference"}) {
+      const auto x = gpu.stages.at(0).metrics.get(std::string_view(metric));
+      const auto y = cpu.stages.at(0).metrics.get(std::string_view(metric));
+      const double diff = x && y ? std::abs(*x - *y) / std::max(std::abs(*y), 1e-3) : INFINITY;
+      check(tag + ": metric " + metric + " (CPU-measured), relative difference", diff, 2e-4);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -591,6 +649,7 @@ int main(int argc, char** argv) {
     a.name = "shifted-copy preferences";
     if (!cpu_only) compare_forward(base, a);
     compare_dpo(base, d, a, argv[2], cpu_only);
+    compare_kto(base, a, argv[2], cpu_only);
   } catch (const std::exception& e) {
     std::printf("FAIL exception: %s\n", e.what());
     return 1;
