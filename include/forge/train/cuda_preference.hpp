@@ -161,24 +161,10 @@ preference_train_result train_preference_cuda(Bk be, model::causal_lm<float>& m,
   res.reference_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_ref0).count();
   // The examples a step draws from (train_preference's): pairs, or for KTO the 2n unpaired
-  // examples; those whose cached reference is not finite are dropped and counted.
-  std::vector<std::size_t> usable;
-  const std::size_t n_all = obj.kto ? 2 * train.size() : train.size();
-  for (std::size_t k = 0; k < n_all; ++k) {
-    bool ok = true;
-    if (!cache.chosen.empty()) {
-      const std::size_t p = k % train.size();
-      ok = obj.kto ? std::isfinite(k < train.size() ? cache.chosen[p] : cache.rejected[p]) &&
-                         std::isfinite(cache.kl[k])
-                   : std::isfinite(cache.chosen[p] + cache.rejected[p]);
-    }
-    if (ok)
-      usable.push_back(k);
-    else
-      ++res.skipped_nonfinite_reference;
-  }
-  require(!usable.empty(), {.what = "no preference pair has a finite reference log-probability",
-                            .place = "train_preference_cuda"});
+  // examples, less those whose cached reference is not finite.
+  const reference_cache* cached = cache.chosen.empty() ? nullptr : &cache;
+  const auto usable =
+      detail::usable_examples(train.size(), obj.kto, cached, res.skipped_nonfinite_reference);
   res.optimizer_state_bytes = std::size_t(lora.parameter_count()) * 8;
   schedule sched = o.sched;
   if (sched.total_steps == 0) sched.total_steps = o.max_steps;
@@ -187,10 +173,7 @@ preference_train_result train_preference_cuda(Bk be, model::causal_lm<float>& m,
   const auto ckpt = o.out_dir.empty() ? std::filesystem::path() : checkpoint_path(o.out_dir);
   if (!ckpt.empty() && o.resume && std::filesystem::exists(ckpt)) {
     st = load_cuda_checkpoint(ckpt, s, lora);
-    require(st.seed == o.seed, {.what = "checkpoint was made with another seed",
-                                .file = ckpt.string(),
-                                .expected = std::to_string(o.seed),
-                                .found = std::to_string(st.seed)});
+    detail::require_same_seed(st, o.seed, ckpt);
     res.resumed = true;
   }
   if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
@@ -199,15 +182,8 @@ preference_train_result train_preference_cuda(Bk be, model::causal_lm<float>& m,
   epoch_order example_at(usable, o.seed);
 
   // Evaluation on the CPU with the GPU's reference values (train_preference's metrics).
-  std::vector<data::preference_example> train_eval;
-  reference_cache train_eval_cache, val_cache;
-  for (std::size_t p = 0; p < train.size() && train_eval.size() < 64; ++p) {
-    if (!cache.chosen.empty() && !std::isfinite(cache.chosen[p] + cache.rejected[p])) continue;
-    train_eval.push_back(train[p]);
-    if (!cache.chosen.empty())
-      train_eval_cache.chosen.push_back(cache.chosen[p]),
-          train_eval_cache.rejected.push_back(cache.rejected[p]);
-  }
+  auto [train_eval, train_eval_cache] = detail::train_eval_pairs(train, cached);
+  reference_cache val_cache;
   if (obj.needs_reference() && !val.empty()) {
     std::vector<std::size_t> vi(val.size());
     for (std::size_t i = 0; i < vi.size(); ++i) vi[i] = i;
@@ -347,7 +323,7 @@ preference_train_result train_preference_cuda(Bk be, model::causal_lm<float>& m,
     const bool last = st.step == o.max_steps;
     if (last || (o.eval_every > 0 && st.step % o.eval_every == 0)) run_eval();
     const bool halt = o.halt_after > 0 && st.step >= o.halt_after;
-    if (last || halt || (o.checkpoint_every > 0 && st.step % o.checkpoint_every == 0)) save();
+    if (detail::checkpoint_due(st.step, o.checkpoint_every, last, halt)) save();
     if (halt) break;
   }
   download_lora(s, lora);

@@ -123,10 +123,7 @@ train_result sft_loop(Bk be, model::causal_lm<float>& m, Dev& dev,
   const auto ckpt = o.out_dir.empty() ? std::filesystem::path() : checkpoint_path(o.out_dir);
   if (!ckpt.empty() && o.resume && std::filesystem::exists(ckpt)) {
     st = dev.load(ckpt);
-    require(st.seed == o.seed, {.what = "checkpoint was made with another seed",
-                                .file = ckpt.string(),
-                                .expected = std::to_string(o.seed),
-                                .found = std::to_string(st.seed)});
+    detail::require_same_seed(st, o.seed, ckpt);
     res.resumed = true;
   }
   if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
@@ -135,31 +132,10 @@ train_result sft_loop(Bk be, model::causal_lm<float>& m, Dev& dev,
   const std::size_t n = train.size();
   epoch_order example_at(n, o.seed);
 
+  // train_sft's evaluation and early stopping, on the CPU with the trained values copied back.
   auto run_eval = [&] {
     dev.to_host();
-    eval_entry e{.step = st.step, .metrics = {}};
-    if (!val.empty()) {
-      const double vl = mean_loss(be, m, val, o.batch_size, o.pad_id);
-      e.metrics["val_loss"] = vl;
-      e.metrics["perplexity"] = std::exp(vl);
-      if (!st.log.empty()) e.metrics["train_val_gap"] = vl - st.log.back().loss;
-    }
-    if (evaluate)
-      for (auto& [k, v] : evaluate(m)) e.metrics[k] = v;
-    st.evals.push_back(e);
-    if (o.stop.patience <= 0) return false;
-    auto it = e.metrics.find(o.stop.metric);
-    require(it != e.metrics.end(), {.what = "early-stopping metric is not measured",
-                                    .place = "early_stopping.metric",
-                                    .found = o.stop.metric});
-    const double v = it->second;
-    const bool better = !st.has_best || (o.stop.higher_is_better ? v > st.best + o.stop.min_delta
-                                                                 : v < st.best - o.stop.min_delta);
-    if (better) {
-      st.best = v, st.has_best = true, st.bad_evals = 0;
-      return false;
-    }
-    return ++st.bad_evals >= o.stop.patience;
+    return detail::sft_evaluate(be, m, val, o, evaluate, st);
   };
   std::int64_t adam_steps = st.step;
   auto save = [&] {
@@ -236,8 +212,7 @@ train_result sft_loop(Bk be, model::causal_lm<float>& m, Dev& dev,
     if (!last && o.eval_every > 0 && st.step % o.eval_every == 0) stopped = run_eval();
     if (last) run_eval();
     const bool halt = o.halt_after > 0 && st.step >= o.halt_after;
-    if (last || stopped || halt || (o.checkpoint_every > 0 && st.step % o.checkpoint_every == 0))
-      save();
+    if (detail::checkpoint_due(st.step, o.checkpoint_every, last, stopped || halt)) save();
     if (halt) break;
   }
   if (bar) bar->finish();
