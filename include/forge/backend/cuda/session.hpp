@@ -1,11 +1,12 @@
 #pragma once
 // The bridge between host code compiled without nvcc (the pipeline's method policies, any
 // program using forge's CPU headers) and the GPU trainer of lora_trainer.cuh. This header is
-// plain C++: it declares an abstract LoRA training session over host arrays and the function
-// that opens one. The definition lives in forge/backend/cuda/pipeline_impl.cuh, which exactly
-// one .cu file of a program includes (nvcc compiles it; the rest of the program is ordinary
-// C++). A program that never runs a stage on backend::cuda needs neither that file nor nvcc:
-// open_lora_session is then never referenced.
+// plain C++: it declares abstract training sessions over host arrays — LoRA (lora_session)
+// and full fine-tuning (full_session) — and the functions that open them. The definitions live
+// in forge/backend/cuda/pipeline_impl.cuh, which exactly one .cu file of a program includes
+// (nvcc compiles it; the rest of the program is ordinary C++). A program that never runs a
+// stage on backend::cuda needs neither that file nor nvcc: the open_*_session functions are
+// then never referenced.
 //
 //   // gpu.cu — the program's one CUDA translation unit
 //   #include <forge/backend/cuda/pipeline_impl.cuh>
