@@ -1,7 +1,11 @@
 // p.run(model, backend::cuda{}) against p.run(model, backend::simd<>{}): the same pipelines on
-// the built-in model — Adapt with LoRA, Adapt with QLoRA, and Adapt (LoRA) then Align (DPO on
-// top of the SFT adapter) — once with the adapters trained on the GPU and once on the CPU,
-// compared step by step (loss, gradient norm), adapter by adapter and metric by metric.
+// the built-in model — Adapt with LoRA, Adapt with QLoRA, Adapt with full fine-tuning, Adapt
+// (LoRA) then Align (DPO on top of the SFT adapter), and Align with KTO (cached and live
+// reference) — once trained on the GPU and once on the CPU, compared step by step (loss,
+// gradient norm), adapter by adapter (weight by weight) and metric by metric. Full
+// fine-tuning is also checked below the pipeline: the gradients of every weight against
+// forge's CPU backward (f32 and bf16, separate and tied head), AdamW steps against train_sft
+// (all weights, a frozen subset), and a halted + resumed GPU run.
 // Prints a PASS/FAIL table; exits nonzero on any failure.
 //
 //   forge_cuda_pipeline MODEL_DIR OUT_DIR           both backends, compared
@@ -24,6 +28,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -31,6 +36,7 @@
 #include "forge/adapters/methods.hpp"
 #include "forge/core/rng.hpp"
 #include "forge/io/hf_checkpoint.hpp"
+#include "forge/model/init.hpp"
 #include "forge/pipeline/pipeline.hpp"
 #include "forge/train/align_methods.hpp"
 
@@ -331,6 +337,291 @@ void compare(const char* name, const model::causal_lm<float>& base, const adapt_
           0.0);
 }
 
+// ---- full fine-tuning
+
+// max over the parameters of ‖x_k − y_k‖ / ‖y_k‖ (x, y: the parameters' values in order);
+// `worst` names the parameter where it is reached.
+double max_rel_norm(const std::vector<std::vector<float>>& x,
+                    const std::vector<std::vector<float>>& y, const std::vector<std::string>& names,
+                    std::string& worst) {
+  if (x.size() != y.size() || x.empty()) return INFINITY;
+  double m = 0;
+  for (std::size_t k = 0; k < x.size(); ++k) {
+    if (x[k].size() != y[k].size()) return INFINITY;
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < x[k].size(); ++i)
+      num += (double(x[k][i]) - y[k][i]) * (double(x[k][i]) - y[k][i]),
+          den += double(y[k][i]) * y[k][i];
+    const double r = den > 0 ? std::sqrt(num / den) : (num > 0 ? INFINITY : 0.0);
+    if (r > m || worst.empty()) m = std::max(m, r), worst = names[k];
+  }
+  return m;
+}
+
+// Gradients of every weight for one padded micro-batch: the GPU full fine-tuning session
+// against forge's CPU backward (mean cross-entropy over the kept targets).
+// f32: both sides compute in f32 with f32 accumulation; they differ in summation order
+// (cuBLAS vs Eigen), in the RoPE angles (f32 on the GPU as transformers does, double on the
+// CPU) and in the attention's softmax form, each a relative 1e-7 per operation. Through
+// 4 layers and sums over ~100 tokens the gradients agree to ~1e-6 relative; bound 1e-4 per
+// tensor (relative norm). bf16: storage rounding of 2^-9 per value in every activation and
+// weight, compounded through the layers: bound 5e-2.
+void compare_full_grads(const model::causal_lm<float>& base, const adapt_data& d, bool tied) {
+  const backend::simd<> cpu{};
+  auto m = base;
+  if (tied) {  // the same extents with the head tied to the embedding
+    auto c = base.config;
+    c.tie_word_embeddings = true;
+    m = model::random_model<float>(c, {.seed = 5, .initializer_range = 0.05});
+  }
+  const std::string tag = tied ? "full grads (tied head)" : "full grads";
+  const std::vector<std::size_t> pick{0, 1, 2};
+  const auto b = objectives::make_batch(d.train, pick, d.pad_id);
+  auto cm = m;
+  auto cps = train::model_parameters(cm);
+  model::workspace<float> ws;
+  const double cl = objectives::sft_forward_loss(cpu, cm, ws, b, 1.0, true);
+  model::backward(cpu, cm, ws);
+  std::vector<std::vector<float>> cg;
+  std::vector<std::string> names;
+  for (const auto& p : cps) cg.emplace_back(p.grad.begin(), p.grad.end()), names.push_back(p.name);
+  for (auto prec : {cuda::precision::f32, cuda::precision::bf16}) {
+    auto gm = m;
+    auto s = train::open_cuda_full_session(gm, train::model_parameters(gm), prec, b.batch,
+                                           train::cuda_detail::padded_seq(b.seq));
+    std::vector<std::int64_t> ids, targets;
+    train::cuda_detail::batch_arrays(b, train::cuda_detail::padded_seq(b.seq), d.pad_id, ids,
+                                     targets);
+    std::vector<float> w(ids.size(), 0.0f);
+    for (std::size_t t = 0; t < w.size(); ++t)
+      if (targets[t] != data::ignore_index) w[t] = float(1.0 / double(b.targets()));
+    s.gpu->zero_grad();
+    const double gl = s.gpu->forward_backward(b.batch, train::cuda_detail::padded_seq(b.seq),
+                                              ids.data(), targets.data(), w.data());
+    std::vector<std::vector<float>> gg;
+    for (std::size_t k = 0; k < s.params.size(); ++k) {
+      gg.emplace_back(s.params[k].value.size());
+      s.gpu->get_grad(s.where[k].first, s.where[k].second, gg.back().data());
+    }
+    const bool f32 = prec == cuda::precision::f32;
+    const std::string t = tag + (f32 ? " f32" : " bf16");
+    std::string worst;
+    const double rel = max_rel_norm(gg, cg, names, worst);
+    check(t + ": loss, relative difference", std::abs(gl - cl) / cl, f32 ? 1e-5 : 2e-2);
+    check(t + ": " + std::to_string(names.size()) + " tensors, max rel. norm diff (" +
+              worst.substr(0, 18) + ")",
+          rel, f32 ? 1e-4 : 5e-2);
+  }
+}
+
+std::vector<std::vector<float>> values_of(model::causal_lm<float>& m,
+                                          std::vector<std::string>* names = nullptr) {
+  std::vector<std::vector<float>> v;
+  m.for_each_parameter([&](const model::parameter<float>& p) {
+    v.emplace_back(p.value.begin(), p.value.end());
+    if (names) names->push_back(p.name);
+  });
+  return v;
+}
+
+// Δ = after − before, tensor by tensor.
+std::vector<std::vector<float>> updates(const std::vector<std::vector<float>>& after,
+                                        const std::vector<std::vector<float>>& before) {
+  auto d = after;
+  for (std::size_t k = 0; k < d.size(); ++k)
+    for (std::size_t i = 0; i < d[k].size(); ++i) d[k][i] -= before[k][i];
+  return d;
+}
+
+// A few AdamW steps of train_sft_cuda_full against train_sft's full fine-tuning (the same
+// data order, accumulation, clipping, schedule, weight decay): per-step loss and gradient norm,
+// and each tensor's update Δ = θ_6 − θ_0 (the update, not θ, so the bound says something about
+// the training). Once with every weight trained, once with a subset (frozen weights must not
+// move at all). Then a GPU run halted at step 3 and resumed from its checkpoint must end where
+// the uninterrupted GPU run ends. Bounds: per-step loss and norm 2e-4 relative and updates 2e-3
+// relative norm, as the LoRA comparison (same arithmetic; AdamW's m/√v amplifies the rounding
+// differences of entries with tiny gradients); frozen weights and the resumed run exact (the
+// GPU's reductions run in a fixed order and the checkpoint holds the f32 masters and moments).
+void compare_full_steps(const model::causal_lm<float>& base, const adapt_data& d,
+                        const std::filesystem::path& out) {
+  const backend::simd<> cpu{};
+  std::vector<std::string> names;
+  auto b0 = base;
+  const auto before = values_of(b0, &names);
+  for (const std::string& pattern :
+       {std::string(".*"),
+        std::string("model\\.layers\\.[13]\\..*|model\\.norm\\.weight|lm_head\\.weight")}) {
+    const bool all = pattern == ".*";
+    const std::string tag = all ? "full steps (all weights)" : "full steps (subset)";
+    train::trainer_options o{.max_steps = 6,
+                             .batch_size = 4,
+                             .grad_accum = 2,
+                             .max_grad_norm = 1.0,
+                             .optim = {.lr = 1e-3, .weight_decay = 0.01},
+                             .sched = {.warmup_steps = 1},
+                             .seed = 3,
+                             .pad_id = d.pad_id};
+    auto cm = base;
+    const auto cr =
+        train::train_sft(cpu, cm, train::model_parameters(cm, pattern), nullptr, d.train, d.val, o);
+    auto gm = base;
+    const auto gr = train::train_sft_cuda_full(cpu, gm, train::model_parameters(gm, pattern),
+                                               d.train, d.val, o);
+    curve cc, gc;
+    for (const auto& e : cr.log) cc.loss.push_back(e.loss), cc.norm.push_back(e.grad_norm);
+    for (const auto& e : gr.log) gc.loss.push_back(e.loss), gc.norm.push_back(e.grad_norm);
+    compare_curves(tag, cc, gc);
+    const auto cu = updates(values_of(cm), before), gu = updates(values_of(gm), before);
+    std::vector<std::vector<float>> cu_t, gu_t, frozen_g;
+    std::vector<std::string> tn;
+    std::size_t frozen = 0;
+    double frozen_moved = 0;
+    const std::regex re(pattern);
+    for (std::size_t k = 0; k < names.size(); ++k) {
+      if (std::regex_match(names[k], re)) {
+        cu_t.push_back(cu[k]), gu_t.push_back(gu[k]), tn.push_back(names[k]);
+      } else {
+        ++frozen;
+        for (std::size_t i = 0; i < gu[k].size(); ++i)
+          frozen_moved = std::max(frozen_moved, double(std::abs(gu[k][i])));
+      }
+    }
+    std::string worst;
+    check(tag + ": updates of " + std::to_string(tn.size()) + " tensors, max rel. norm diff",
+          max_rel_norm(gu_t, cu_t, tn, worst), 2e-3);
+    if (!all) {
+      check(tag + ": " + std::to_string(frozen) + " frozen tensors, largest change", frozen_moved,
+            0.0);
+      continue;
+    }
+    // Halted at step 3 and resumed (GPU both times) against the uninterrupted GPU run.
+    auto o2 = o;
+    o2.out_dir = out / "full_resume";
+    std::filesystem::remove_all(o2.out_dir);
+    o2.halt_after = 3;
+    auto hm = base;
+    train::train_sft_cuda_full(cpu, hm, train::model_parameters(hm), d.train, d.val, o2);
+    o2.halt_after = 0;
+    o2.resume = true;
+    auto rm = base;
+    const auto rr =
+        train::train_sft_cuda_full(cpu, rm, train::model_parameters(rm), d.train, d.val, o2);
+    check("full steps: resumed run resumed", rr.resumed ? 0.0 : 1.0, 0.0);
+    std::string w2;
+    check("full steps: halted + resumed vs uninterrupted GPU run, max rel. norm diff",
+          max_rel_norm(values_of(rm), values_of(gm), names, w2), 0.0);
+  }
+}
+
+template <class B>
+auto run_full(const model::causal_lm<float>& base, const adapt_data& d, B be,
+              const std::filesystem::path& out) {
+  std::filesystem::remove_all(out);
+  auto p = pipeline(adapt<full_finetune>{{.max_steps = 12,
+                                          .batch_size = 4,
+                                          .grad_accum = 2,
+                                          .learning_rate = 5e-4,
+                                          .warmup_steps = 2,
+                                          .max_grad_norm = 1.0,
+                                          .eval_every = 6},
+                                         d});
+  return p.run(base, be, {.out = out, .seed = 7});
+}
+
+// adapt<full_finetune> through the pipeline on both backends: per-step curves, the update of
+// every weight, the CPU-measured metrics and the artifacts (bounds as compare()'s).
+void compare_full_pipeline(const model::causal_lm<float>& base, const adapt_data& d,
+                           const std::filesystem::path& out, bool cpu_only) {
+  auto cpu = run_full(base, d, backend::simd<>{}, out / "full_simd");
+  check("full_finetune simd: pipeline passed", cpu.passed ? 0.0 : 1.0, 0.0);
+  const auto cc = read_curve(out / "full_simd" / "01_adapt" / "loss.csv");
+  const double late = (cc.loss.at(9) + cc.loss.at(10) + cc.loss.at(11)) / 3;
+  check("full_finetune simd: late loss / first loss", late / cc.loss.at(0), 0.95);
+  if (cpu_only) return;
+  auto gpu = run_full(base, d, backend::cuda{}, out / "full_cuda");
+  check("full_finetune cuda: pipeline passed", gpu.passed ? 0.0 : 1.0, 0.0);
+  if (!gpu.passed || !cpu.passed) {
+    if (!gpu.stages.empty()) std::printf("cuda stage error: %s\n", gpu.stages[0].error.c_str());
+    return;
+  }
+  compare_curves("full_finetune", cc, read_curve(out / "full_cuda" / "01_adapt" / "loss.csv"));
+  std::vector<std::string> names;
+  auto b0 = base;
+  const auto before = values_of(b0, &names);
+  std::string worst;
+  check("full_finetune: update of every weight, max rel. norm diff",
+        max_rel_norm(updates(values_of(*gpu.model), before), updates(values_of(*cpu.model), before),
+                     names, worst),
+        2e-3);
+  for (const char* metric : {"perplexity", "regression_delta", "train_val_gap"}) {
+    const auto a = gpu.stages[0].metrics.get(std::string_view(metric));
+    const auto b = cpu.stages[0].metrics.get(std::string_view(metric));
+    const double diff = a && b ? std::abs(*a - *b) / std::max(std::abs(*b), 1e-3) : INFINITY;
+    check(std::string("full_finetune: metric ") + metric + " (CPU-measured), relative difference",
+          diff, 2e-4);
+  }
+  const auto ea = gpu.stages[0].metrics.get(std::string_view("exact_match"));
+  const auto eb = cpu.stages[0].metrics.get(std::string_view("exact_match"));
+  check("full_finetune: exact_match, difference", ea && eb ? std::abs(*ea - *eb) : INFINITY, 0.0);
+  for (const char* f : {"model/model.safetensors", "checkpoint.safetensors", "loss.svg"})
+    check(std::string("full_finetune cuda: artifact ") + f + " written",
+          std::filesystem::exists(out / "full_cuda" / "01_adapt" / f) ? 0.0 : 1.0, 0.0);
+}
+
+// ---- KTO
+
+template <class B>
+auto run_kto(const model::causal_lm<float>& base, const align_data& a, B be,
+             const std::string& reference, const std::filesystem::path& out) {
+  std::filesystem::remove_all(out);
+  auto p = pipeline(align<kto<repr::dense_f32>>{{.beta = 0.1,
+                                                 .desirable_weight = 1.0,
+                                                 .undesirable_weight = 1.5,
+                                                 .reference = reference,
+                                                 .max_steps = 8,
+                                                 .batch_size = 4,
+                                                 .grad_accum = 2,
+                                                 .learning_rate = 1e-3,
+                                                 .eval_every = 4},
+                                                a});
+  return p.run(base, be, {.out = out, .seed = 13});
+}
+
+// align<kto> on both backends, with the reference cached and live: per-step curves (the KL
+// estimate enters every step's loss), the adapters, the CPU-measured metrics. Bounds as
+// compare_dpo's (the same arithmetic: GPU sequence log-probs into the CPU's loss code).
+void compare_kto(const model::causal_lm<float>& base, const align_data& a,
+                 const std::filesystem::path& out, bool cpu_only) {
+  for (const std::string& reference : {std::string("cached"), std::string("live")}) {
+    const std::string tag = "kto (" + reference + " reference)";
+    auto cpu = run_kto(base, a, backend::simd<>{}, reference, out / ("kto_simd_" + reference));
+    check(tag + " simd: pipeline passed", cpu.passed ? 0.0 : 1.0, 0.0);
+    const auto cc = read_curve(out / ("kto_simd_" + reference) / "01_align" / "loss.csv");
+    // The CPU reference learns: KTO's loss starts near 0.5·(w_d + w_u)/2 and falls.
+    check(tag + " simd: last loss / first loss", cc.loss.back() / cc.loss.at(0), 0.99);
+    if (cpu_only) continue;
+    auto gpu = run_kto(base, a, backend::cuda{}, reference, out / ("kto_cuda_" + reference));
+    check(tag + " cuda: pipeline passed", gpu.passed ? 0.0 : 1.0, 0.0);
+    if (!gpu.passed || !cpu.passed) {
+      for (const auto& st : gpu.stages) std::printf("cuda stage error: %s\n", st.error.c_str());
+      continue;
+    }
+    compare_curves(tag, cc, read_curve(out / ("kto_cuda_" + reference) / "01_align" / "loss.csv"));
+    std::size_t mods = 0;
+    check(tag + ": LoRA A, relative norm difference",
+          adapter_diff(*gpu.model, *cpu.model, false, mods), 2e-3);
+    check(tag + ": LoRA B, relative norm difference",
+          adapter_diff(*gpu.model, *cpu.model, true, mods), 2e-3);
+    check(tag + ": adapter modules (4 layers x 7) - 28", std::abs(double(mods) - 28.0), 0.0);
+    for (const char* metric : {"preference_accuracy", "reward_margin", "kl_to_reference"}) {
+      const auto x = gpu.stages.at(0).metrics.get(std::string_view(metric));
+      const auto y = cpu.stages.at(0).metrics.get(std::string_view(metric));
+      const double diff = x && y ? std::abs(*x - *y) / std::max(std::abs(*y), 1e-3) : INFINITY;
+      check(tag + ": metric " + metric + " (CPU-measured), relative difference", diff, 2e-4);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -345,6 +636,14 @@ int main(int argc, char** argv) {
     refusals(base);
     compare<lora>("lora", base, d, argv[2], cpu_only);
     compare<qlora>("qlora", base, d, argv[2], cpu_only);
+    if (!cpu_only) {
+      compare_full_grads(base, d, false);
+      compare_full_grads(base, d, true);
+      compare_full_steps(base, d, argv[2]);
+    }
+    // The CPU half (CI, no GPU) keeps to the runs it had: full fine-tuning and KTO on the CPU
+    // are tested in tests/adapters and tests/align, and CI's time is shared.
+    if (!cpu_only) compare_full_pipeline(base, d, argv[2], cpu_only);
     align_data a;
     a.train = pairs(5, 32, base.config.vocab_size);
     a.val = pairs(6, 8, base.config.vocab_size);
@@ -352,6 +651,7 @@ int main(int argc, char** argv) {
     a.name = "shifted-copy preferences";
     if (!cpu_only) compare_forward(base, a);
     compare_dpo(base, d, a, argv[2], cpu_only);
+    if (!cpu_only) compare_kto(base, a, argv[2], cpu_only);
   } catch (const std::exception& e) {
     std::printf("FAIL exception: %s\n", e.what());
     return 1;

@@ -8,9 +8,9 @@
 //   loss.csv, loss.svg, checkpoint.safetensors (the resumable training state)
 // The model flowing through the pipeline is a model::causal_lm<float>; LoRA-family methods
 // return it with their adapters attached (unmerged), QLoRA with NF4 base projections.
-// lora and qlora also run on backend::cuda: the adapters train on the GPU (one .cu file of the
-// program includes forge/backend/cuda/pipeline_impl.cuh; docs/backends.md), evaluation stays
-// on the CPU.
+// lora, qlora and full_finetune also run on backend::cuda: the adapters (or, for full
+// fine-tuning, the weights) train on the GPU (one .cu file of the program includes
+// forge/backend/cuda/pipeline_impl.cuh; docs/backends.md), evaluation stays on the CPU.
 
 #include <string>
 #include <string_view>
@@ -270,6 +270,32 @@ stage_result<model::causal_lm<float>> apply_lora_cuda(const stage_context<B>& ct
   });
 }
 
+/// Full fine-tuning on backend::cuda: every weight on the GPU (train/cuda_sft.hpp's
+/// train_sft_cuda_full, f32, the CPU's data order and optimizer), evaluation on the CPU
+/// (backend::simd<>). A template for the same reason as apply_lora_cuda.
+template <class B>
+stage_result<model::causal_lm<float>> apply_full_cuda(const stage_context<B>& ctx,
+                                                      const full_finetune_params& p,
+                                                      const adapt_data& d,
+                                                      model::causal_lm<float> m) {
+  const backend::simd<> cpu{};
+  const double before = general_ppl(cpu, m, d, p.batch_size);
+  auto params = train::model_parameters(m, p.parameters);
+  train::evaluator<float> task_eval;
+  if (!d.task.empty())
+    task_eval = [&](model::causal_lm<float>& mm) {
+      return std::map<std::string, double>{
+          {"exact_match", eval::evaluate_task(cpu, mm, d.task, d.eos).exact_match}};
+    };
+  train::train_sft_cuda_full(cpu, m, std::move(params), d.train, d.val,
+                             trainer_options_of(p, ctx.artifact_dir, ctx.seed, d.pad_id),
+                             cuda::precision::f32, task_eval);
+  return measure_adapt(cpu, p, d, std::move(m), before, [&](model::causal_lm<float>& mm) {
+    io::save_hf_checkpoint(mm, ctx.artifact_dir / "model");
+    return std::vector<std::filesystem::path>{"model/config.json", "model/model.safetensors"};
+  });
+}
+
 }  // namespace adapters::detail
 
 /// LoRA (Hu et al. 2021) on a dense base: `adapt<lora>{{.rank = 16, .alpha = 32}, data, gate}`.
@@ -365,18 +391,22 @@ struct full_finetune {
   using data = adapt_data;
   using accepts = repr::dense_f32;
   using produces = repr::dense_f32;
-  using backends = cpu_backends;
+  using backends = all_backends;  ///< cuda: every weight trains on the GPU, evaluation on the CPU
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
                                                      const data& d, model::causal_lm<float> m) {
-    const double before = adapters::detail::general_ppl(ctx.backend, m, d, p.batch_size);
-    auto params = train::model_parameters(m, p.parameters);
-    return adapters::detail::run_adapt(
-        ctx, p, d, std::move(m), std::move(params), nullptr, before,
-        [&](model::causal_lm<float>& mm) {
-          io::save_hf_checkpoint(mm, ctx.artifact_dir / "model");
-          return std::vector<std::filesystem::path>{"model/config.json", "model/model.safetensors"};
-        });
+    if constexpr (std::same_as<B, backend::cuda>) {
+      return adapters::detail::apply_full_cuda(ctx, p, d, std::move(m));
+    } else {
+      const double before = adapters::detail::general_ppl(ctx.backend, m, d, p.batch_size);
+      auto params = train::model_parameters(m, p.parameters);
+      return adapters::detail::run_adapt(ctx, p, d, std::move(m), std::move(params), nullptr,
+                                         before, [&](model::causal_lm<float>& mm) {
+                                           io::save_hf_checkpoint(mm, ctx.artifact_dir / "model");
+                                           return std::vector<std::filesystem::path>{
+                                               "model/config.json", "model/model.safetensors"};
+                                         });
+    }
   }
 };
 

@@ -20,10 +20,10 @@
 // Artifacts: adapter/ (the alignment adapter, PEFT layout), loss.csv, loss.svg and
 // checkpoint.safetensors (the resumable state) for the offline methods.
 //
-// The pairwise methods (dpo, cdpo, robust_dpo, ipo, hinge, simpo, orpo) also run on
+// The pairwise methods (dpo, cdpo, robust_dpo, ipo, hinge, simpo, orpo) and kto also run on
 // backend::cuda: the adapters train on the GPU (train/cuda_preference.hpp; one .cu file of the
 // program includes forge/backend/cuda/pipeline_impl.cuh), every metric is measured on the CPU
-// (backend::simd<>). kto and grpo are CPU-only.
+// (backend::simd<>). grpo is CPU-only.
 
 #include <functional>
 #include <optional>
@@ -423,7 +423,7 @@ struct orpo {
 /// KTO (Ethayarajh et al. 2024) on the unpaired pairs, KL from mismatched completions.
 template <Representation Base = repr::nf4>
 struct kto {
-  FORGE_ALIGN_METHOD_HEAD("kto", cpu_backends)
+  FORGE_ALIGN_METHOD_HEAD("kto", all_backends)
   using params = align_params;
   template <Backend B>
   static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,

@@ -1,7 +1,7 @@
 #pragma once
 // train_preference on one GPU for the pairwise losses (DPO, cDPO, robust DPO, IPO, hinge,
-// SimPO, ORPO): the loop of train/preference_trainer.hpp — the same pair order, micro-batches
-// of [chosen…, rejected…] rows (objectives::make_sequence_batch), the loss of
+// SimPO, ORPO) and KTO: the loop of train/preference_trainer.hpp — the same pair order,
+// micro-batches of [chosen…, rejected…] rows (objectives::make_sequence_batch), the loss of
 // objectives::preference_loss scaled by 1/grad_accum, clipping, AdamW with the schedule, the
 // evaluations, the loss curve and checkpoint — with every forward and backward on the GPU.
 //
@@ -14,7 +14,14 @@
 // (accuracy, margin, loss on train and held-out pairs) runs on the CPU backend `Bk` with the
 // adapters copied back and the GPU's reference values.
 //
-// Not on the GPU (forge::error): KTO (its KL rows), data parallelism, dropout, 8-bit state.
+// KTO (Ethayarajh et al. 2024) draws unpaired examples (2n: every chosen completion desirable,
+// every rejected one undesirable) as train_preference does; each micro-batch also runs its KL
+// rows (each prompt with the rotated partner's completion, objectives::kto_kl_partner) through
+// the policy without a backward — the KL estimate is detached, as TRL computes it — and the
+// reference's KL rows are cached with the rest (or computed live). objectives::kto_loss gives
+// the loss and ∂L/∂π per example, backpropagated as row weights like the pairwise losses.
+//
+// Not on the GPU (forge::error): data parallelism, dropout, 8-bit state.
 
 #include <algorithm>
 #include <chrono>
@@ -65,6 +72,41 @@ inline void gpu_reference(cuda::lora_session& s, std::span<const data::preferenc
   }
 }
 
+/// Reference log-probs of the KTO KL rows of the unpaired examples `pick` (indices in [0, 2n)
+/// of `xs`'s n pairs), adapters off, `rows_per_call` rows per GPU call.
+inline std::vector<double> gpu_kl_reference(cuda::lora_session& s,
+                                            std::span<const data::preference_example> xs,
+                                            std::span<const std::size_t> pick,
+                                            std::int64_t rows_per_call, std::int32_t pad) {
+  std::vector<double> out;
+  for (std::size_t i = 0; i < pick.size(); i += std::size_t(rows_per_call)) {
+    std::vector<objectives::completion_sequence> rows;
+    for (std::size_t j = i; j < std::min(pick.size(), i + std::size_t(rows_per_call)); ++j)
+      rows.push_back(detail::kto_kl_row(xs, pick[j]));
+    const auto lp = gpu_logprobs(s, objectives::make_sequence_batch(rows, pad), pad, false);
+    out.insert(out.end(), lp.begin(), lp.end());
+  }
+  return out;
+}
+
+/// Forward + backward of the rows of `b` with ∂L/∂π_row = g[row]·scale: π = −Σ_t CE_t, so
+/// each kept token row of sequence `row` weighs −g[row]·scale.
+inline void backward_rows(cuda::lora_session& s, const objectives::sequence_batch& b,
+                          std::span<const double> g, double scale, std::int32_t pad) {
+  const std::int64_t seq = padded_seq(b.seq);
+  std::vector<std::int64_t> ids(std::size_t(b.batch * seq), pad),
+      targets(ids.size(), data::ignore_index);
+  std::vector<float> w(ids.size(), 0.0f);
+  for (std::int64_t row = 0; row < b.batch; ++row)
+    for (std::int64_t t = 0; t < b.seq; ++t) {
+      const auto at = std::size_t(row * seq + t);
+      ids[at] = b.input_ids[std::size_t(row * b.seq + t)];
+      targets[at] = b.targets[std::size_t(row * b.seq + t)];
+      if (targets[at] != data::ignore_index) w[at] = float(-g[std::size_t(row)] * scale);
+    }
+  s.forward_backward(b.batch, seq, ids.data(), targets.data(), w.data());
+}
+
 }  // namespace cuda_detail
 
 /// Trains the LoRA set `lora` of `m` on preference pairs `train` with a pairwise objective, on
@@ -79,11 +121,11 @@ preference_train_result train_preference_cuda(Bk be, model::causal_lm<float>& m,
                                               const cuda_train_options& dev = {}) {
   static_assert(is_cpu_backend_v<Bk>, "train_preference_cuda evaluates on a CPU backend");
   const auto& obj = o.objective;
-  require(!obj.kto, {.what = "KTO is not trained on backend::cuda",
-                     .place = "preference_objective",
-                     .expected = "a pairwise loss (DPO, cDPO, robust, IPO, hinge, SimPO, ORPO)",
-                     .found = "kto"});
   require(!train.empty(), {.what = "no preference pairs", .place = "train_preference_cuda"});
+  require(!obj.kto || train.size() >= 2,
+          {.what = "KTO needs at least 2 pairs (the KL rows pair prompts with other completions)",
+           .place = "train_preference_cuda",
+           .found = std::to_string(train.size())});
   require(o.batch_size >= 1 && o.grad_accum >= 1 && o.max_steps >= 1,
           {.what = "batch_size, grad_accum and max_steps must be positive",
            .place = "preference_trainer_options"});
@@ -109,20 +151,20 @@ preference_train_result train_preference_cuda(Bk be, model::causal_lm<float>& m,
   if (obj.needs_reference() && !live) {
     cuda_detail::gpu_reference(*s.gpu, train, all, o.batch_size, o.pad_id, cache.chosen,
                                cache.rejected);
+    if (obj.kto) {
+      std::vector<std::size_t> all2(2 * train.size());
+      for (std::size_t k = 0; k < all2.size(); ++k) all2[k] = k;
+      cache.kl = cuda_detail::gpu_kl_reference(*s.gpu, train, all2, 2 * o.batch_size, o.pad_id);
+    }
     res.reference_cache_bytes = cache.bytes();
   }
   res.reference_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_ref0).count();
-  std::vector<std::size_t> usable;
-  for (std::size_t k = 0; k < train.size(); ++k) {
-    const bool ok = cache.chosen.empty() || std::isfinite(cache.chosen[k] + cache.rejected[k]);
-    if (ok)
-      usable.push_back(k);
-    else
-      ++res.skipped_nonfinite_reference;
-  }
-  require(!usable.empty(), {.what = "no preference pair has a finite reference log-probability",
-                            .place = "train_preference_cuda"});
+  // The examples a step draws from (train_preference's): pairs, or for KTO the 2n unpaired
+  // examples, less those whose cached reference is not finite.
+  const reference_cache* cached = cache.chosen.empty() ? nullptr : &cache;
+  const auto usable =
+      detail::usable_examples(train.size(), obj.kto, cached, res.skipped_nonfinite_reference);
   res.optimizer_state_bytes = std::size_t(lora.parameter_count()) * 8;
   schedule sched = o.sched;
   if (sched.total_steps == 0) sched.total_steps = o.max_steps;
@@ -131,10 +173,7 @@ preference_train_result train_preference_cuda(Bk be, model::causal_lm<float>& m,
   const auto ckpt = o.out_dir.empty() ? std::filesystem::path() : checkpoint_path(o.out_dir);
   if (!ckpt.empty() && o.resume && std::filesystem::exists(ckpt)) {
     st = load_cuda_checkpoint(ckpt, s, lora);
-    require(st.seed == o.seed, {.what = "checkpoint was made with another seed",
-                                .file = ckpt.string(),
-                                .expected = std::to_string(o.seed),
-                                .found = std::to_string(st.seed)});
+    detail::require_same_seed(st, o.seed, ckpt);
     res.resumed = true;
   }
   if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
@@ -143,15 +182,8 @@ preference_train_result train_preference_cuda(Bk be, model::causal_lm<float>& m,
   epoch_order example_at(usable, o.seed);
 
   // Evaluation on the CPU with the GPU's reference values (train_preference's metrics).
-  std::vector<data::preference_example> train_eval;
-  reference_cache train_eval_cache, val_cache;
-  for (std::size_t p = 0; p < train.size() && train_eval.size() < 64; ++p) {
-    if (!cache.chosen.empty() && !std::isfinite(cache.chosen[p] + cache.rejected[p])) continue;
-    train_eval.push_back(train[p]);
-    if (!cache.chosen.empty())
-      train_eval_cache.chosen.push_back(cache.chosen[p]),
-          train_eval_cache.rejected.push_back(cache.rejected[p]);
-  }
+  auto [train_eval, train_eval_cache] = detail::train_eval_pairs(train, cached);
+  reference_cache val_cache;
   if (obj.needs_reference() && !val.empty()) {
     std::vector<std::size_t> vi(val.size());
     for (std::size_t i = 0; i < vi.size(); ++i) vi[i] = i;
@@ -191,8 +223,6 @@ preference_train_result train_preference_cuda(Bk be, model::causal_lm<float>& m,
 
   const auto t0 = std::chrono::steady_clock::now();
   const double accum_scale = 1.0 / double(o.grad_accum);
-  std::vector<std::int64_t> ids, targets;
-  std::vector<float> w;
   while (st.step < o.max_steps) {
     std::vector<std::vector<std::size_t>> picks(std::size_t(o.grad_accum));
     for (auto& pick : picks)
@@ -202,48 +232,73 @@ preference_train_result train_preference_cuda(Bk be, model::causal_lm<float>& m,
     double loss = 0, first_bad = 0;
     std::int64_t tokens = 0, nonfinite = 0;
     for (const auto& pick : picks) {
-      const auto b = detail::pair_batch(train, pick, o.pad_id);
-      const std::size_t B = pick.size();
-      std::vector<double> rc, rr;
-      if (ref) {
+      double l = 0;
+      if (obj.kto) {
+        std::vector<objectives::completion_sequence> rows, kl_rows;
+        for (auto k : pick) {
+          rows.push_back(detail::kto_row(train, k));
+          kl_rows.push_back(detail::kto_kl_row(train, k));
+        }
+        const auto b = objectives::make_sequence_batch(rows, o.pad_id);
+        const auto bk = objectives::make_sequence_batch(kl_rows, o.pad_id);
+        std::vector<double> ref_lp, ref_kl;
         if (live) {
           const auto tr = std::chrono::steady_clock::now();
-          cuda_detail::gpu_reference(*s.gpu, train, pick, o.batch_size, o.pad_id, rc, rr);
+          std::vector<std::size_t> pairs;
+          for (auto k : pick) pairs.push_back(k % train.size());
+          std::vector<double> rc, rr;
+          cuda_detail::gpu_reference(*s.gpu, train, pairs, o.batch_size, o.pad_id, rc, rr);
+          for (std::size_t q = 0; q < pick.size(); ++q)
+            ref_lp.push_back(pick[q] < train.size() ? rc[q] : rr[q]);
+          ref_kl = cuda_detail::gpu_kl_reference(*s.gpu, train, pick, 2 * o.batch_size, o.pad_id);
           res.reference_seconds +=
               std::chrono::duration<double>(std::chrono::steady_clock::now() - tr).count();
         } else {
-          for (auto k : pick) rc.push_back(cache.chosen[k]), rr.push_back(cache.rejected[k]);
-        }
-      }
-      const auto lp = cuda_detail::gpu_logprobs(*s.gpu, b, o.pad_id, true);
-      const std::vector<double> pc(lp.begin(), lp.begin() + std::ptrdiff_t(B)),
-          pr(lp.begin() + std::ptrdiff_t(B), lp.end());
-      const std::vector<std::int64_t> nc(b.completion_tokens.begin(),
-                                         b.completion_tokens.begin() + std::ptrdiff_t(B)),
-          nr(b.completion_tokens.begin() + std::ptrdiff_t(B), b.completion_tokens.end());
-      const auto r = objectives::preference_loss(obj.pair, {pc, pr, rc, rr, nc, nr});
-      const double l = r.loss;
-      if (std::isfinite(l)) {
-        // π_b = −Σ_t CE_t, so ∂L/∂CE_t = −g_b on the rows of sequence b.
-        const std::int64_t seq = cuda_detail::padded_seq(b.seq);
-        ids.assign(std::size_t(b.batch * seq), o.pad_id);
-        targets.assign(ids.size(), data::ignore_index);
-        w.assign(ids.size(), 0.0f);
-        for (std::int64_t row = 0; row < b.batch; ++row) {
-          const double g = std::size_t(row) < B ? r.d_chosen[std::size_t(row)]
-                                                : r.d_rejected[std::size_t(row) - B];
-          for (std::int64_t t = 0; t < b.seq; ++t) {
-            const auto at = std::size_t(row * seq + t);
-            ids[at] = b.input_ids[std::size_t(row * b.seq + t)];
-            targets[at] = b.targets[std::size_t(row * b.seq + t)];
-            if (targets[at] != data::ignore_index) w[at] = float(-g * accum_scale);
+          for (auto k : pick) {
+            const std::size_t p = k % train.size();
+            ref_lp.push_back(k < train.size() ? cache.chosen[p] : cache.rejected[p]);
+            ref_kl.push_back(cache.kl[k]);
           }
         }
-        s.gpu->forward_backward(b.batch, seq, ids.data(), targets.data(), w.data());
-      } else if (nonfinite++ == 0) {
-        first_bad = l;
+        std::vector<unsigned char> lab;
+        for (auto k : pick) lab.push_back(k < train.size());
+        // The KL estimate is detached: the policy's KL rows run forward only.
+        const auto pkl = cuda_detail::gpu_logprobs(*s.gpu, bk, o.pad_id, true);
+        const auto lp = cuda_detail::gpu_logprobs(*s.gpu, b, o.pad_id, true);
+        const auto r = objectives::kto_loss(obj.kto_opts, {lp, ref_lp, lab, pkl, ref_kl});
+        l = r.loss;
+        cuda_detail::backward_rows(*s.gpu, b, r.d_policy, accum_scale, o.pad_id);
+        tokens += b.tokens() + bk.tokens();
+      } else {
+        const auto b = detail::pair_batch(train, pick, o.pad_id);
+        const std::size_t B = pick.size();
+        std::vector<double> rc, rr;
+        if (ref) {
+          if (live) {
+            const auto tr = std::chrono::steady_clock::now();
+            cuda_detail::gpu_reference(*s.gpu, train, pick, o.batch_size, o.pad_id, rc, rr);
+            res.reference_seconds +=
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - tr).count();
+          } else {
+            for (auto k : pick) rc.push_back(cache.chosen[k]), rr.push_back(cache.rejected[k]);
+          }
+        }
+        const auto lp = cuda_detail::gpu_logprobs(*s.gpu, b, o.pad_id, true);
+        const std::vector<double> pc(lp.begin(), lp.begin() + std::ptrdiff_t(B)),
+            pr(lp.begin() + std::ptrdiff_t(B), lp.end());
+        const std::vector<std::int64_t> nc(b.completion_tokens.begin(),
+                                           b.completion_tokens.begin() + std::ptrdiff_t(B)),
+            nr(b.completion_tokens.begin() + std::ptrdiff_t(B), b.completion_tokens.end());
+        const auto r = objectives::preference_loss(obj.pair, {pc, pr, rc, rr, nc, nr});
+        l = r.loss;
+        if (std::isfinite(l)) {
+          std::vector<double> g(r.d_chosen);
+          g.insert(g.end(), r.d_rejected.begin(), r.d_rejected.end());
+          cuda_detail::backward_rows(*s.gpu, b, g, accum_scale, o.pad_id);
+        }
+        tokens += b.tokens();
       }
-      tokens += b.tokens();
+      if (!std::isfinite(l) && nonfinite++ == 0) first_bad = l;
       loss += l * accum_scale;
     }
     res.tokens += tokens;
@@ -268,7 +323,7 @@ preference_train_result train_preference_cuda(Bk be, model::causal_lm<float>& m,
     const bool last = st.step == o.max_steps;
     if (last || (o.eval_every > 0 && st.step % o.eval_every == 0)) run_eval();
     const bool halt = o.halt_after > 0 && st.step >= o.halt_after;
-    if (last || halt || (o.checkpoint_every > 0 && st.step % o.checkpoint_every == 0)) save();
+    if (detail::checkpoint_due(st.step, o.checkpoint_every, last, halt)) save();
     if (halt) break;
   }
   download_lora(s, lora);

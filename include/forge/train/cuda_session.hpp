@@ -6,6 +6,11 @@
 // goes to and from forge's checkpoint format (train/checkpoint.hpp), so a GPU run writes the
 // same checkpoint.safetensors a CPU run does, and either resumes from it.
 //
+// open_cuda_full_session does the same for full fine-tuning: every weight of the model on the
+// GPU with f32 masters, gradients and moments, the model's trainable parameters
+// (train::model_parameters) trained and the rest frozen; download_weights copies them back and
+// the checkpoint holds them as train_sft's full fine-tuning writes it.
+//
 // The GPU trainer trains LoRA on the seven decoder projections of a Llama-family model without
 // biases, with default RoPE and full causal attention; a model or adapter outside that is a
 // forge::error naming what does not fit, before anything is uploaded.
@@ -260,6 +265,134 @@ inline trainer_state load_cuda_checkpoint(const std::filesystem::path& path, cud
     for (bool second : {false, true}) {
       auto& st2 = second ? opt.second_moments() : opt.first_moments();
       s.gpu->set_moments(layer, p, second, st2[2 * k].f32.data(), st2[2 * k + 1].f32.data());
+    }
+  }
+  s.gpu->set_steps(opt.steps());
+  return st;
+}
+
+/// A full fine-tuning GPU session over a model's trainable parameters.
+struct cuda_full_session {
+  std::unique_ptr<cuda::full_session> gpu{};
+  std::vector<trainable<float>> params{};  ///< the trained parameters (spans into the model)
+  /// For each of params (same order): tensor and decoder layer.
+  std::vector<std::pair<cuda::llama_tensor, std::int64_t>> where{};
+};
+
+namespace cuda_detail {
+
+/// Tensor and layer of a Hugging Face parameter name ("model.layers.3.mlp.down_proj.weight").
+inline std::pair<cuda::llama_tensor, std::int64_t> tensor_place(const std::string& name) {
+  using W = cuda::llama_tensor;
+  if (name == "model.embed_tokens.weight") return {W::embed, 0};
+  if (name == "model.norm.weight") return {W::final_norm, 0};
+  if (name == "lm_head.weight") return {W::lm_head, 0};
+  const std::string pre = "model.layers.";
+  if (name.rfind(pre, 0) == 0) {
+    const auto dot = name.find('.', pre.size());
+    const std::string layer =
+        dot == std::string::npos ? "" : name.substr(pre.size(), dot - pre.size());
+    if (!layer.empty() && layer.find_first_not_of("0123456789") == std::string::npos) {
+      const std::string rest = name.substr(dot + 1);
+      const std::pair<const char*, W> known[] = {{"input_layernorm.weight", W::input_norm},
+                                                 {"post_attention_layernorm.weight", W::post_norm},
+                                                 {"self_attn.q_proj.weight", W::q},
+                                                 {"self_attn.k_proj.weight", W::k},
+                                                 {"self_attn.v_proj.weight", W::v},
+                                                 {"self_attn.o_proj.weight", W::o},
+                                                 {"mlp.gate_proj.weight", W::gate},
+                                                 {"mlp.up_proj.weight", W::up},
+                                                 {"mlp.down_proj.weight", W::down}};
+      for (const auto& [n, t] : known)
+        if (rest == n) return {t, std::stoll(layer)};
+    }
+  }
+  throw error({.what = "parameter the GPU trainer does not train",
+               .place = name,
+               .expected = "a Llama weight (embedding, norms, decoder projections, head)",
+               .found = name});
+}
+
+}  // namespace cuda_detail
+
+/// Uploads every weight of `m` to GPU 0 for full fine-tuning of `params` (from
+/// train::model_parameters(m, pattern)); the other weights are frozen. The model must be dense
+/// and without adapters (forge::error naming what is not). max_batch, max_seq: the largest
+/// batch the session will see.
+inline cuda_full_session open_cuda_full_session(model::causal_lm<float>& m,
+                                                std::vector<trainable<float>> params,
+                                                cuda::precision storage, std::int64_t max_batch,
+                                                std::int64_t max_seq) {
+  const auto dims = cuda_detail::dims_of(m.config);
+  for (auto [key, lin] : adapters::linear_layers(m))
+    require(!lin->base && lin->adapters.empty(),
+            {.what = "full fine-tuning on backend::cuda needs a dense model without adapters",
+             .place = key,
+             .expected = "a plain dense weight",
+             .found = lin->base ? "a quantized base" : "an attached adapter"});
+  cuda::llama_host_weights w{.embed = m.embed_tokens.value.data(),
+                             .final_norm = m.norm.value.data(),
+                             .lm_head = m.head_weight().value.data()};
+  for (auto& L : m.layers)
+    w.layers.push_back({.input_norm = L.input_layernorm.value.data(),
+                        .q = L.q_proj.weight.value.data(),
+                        .k = L.k_proj.weight.value.data(),
+                        .v = L.v_proj.weight.value.data(),
+                        .o = L.o_proj.weight.value.data(),
+                        .post_norm = L.post_attention_layernorm.value.data(),
+                        .gate = L.gate_proj.weight.value.data(),
+                        .up = L.up_proj.weight.value.data(),
+                        .down = L.down_proj.weight.value.data()});
+  cuda_full_session s;
+  for (const auto& p : params) s.where.push_back(cuda_detail::tensor_place(p.name));
+  s.gpu = cuda::open_full_session(dims, w,
+                                  {.storage = storage, .max_batch = max_batch, .max_seq = max_seq});
+  // Frozen: every tensor the parameter list does not name.
+  using W = cuda::llama_tensor;
+  std::vector<std::pair<W, std::int64_t>> all = {{W::embed, 0}, {W::final_norm, 0}};
+  if (s.gpu->size(W::lm_head) > 0) all.push_back({W::lm_head, 0});
+  for (std::int64_t l = 0; l < dims.layers; ++l)
+    for (W t : {W::input_norm, W::post_norm, W::q, W::k, W::v, W::o, W::gate, W::up, W::down})
+      all.push_back({t, l});
+  for (const auto& tl : all)
+    s.gpu->set_trainable(tl.first, tl.second,
+                         std::find(s.where.begin(), s.where.end(), tl) != s.where.end());
+  s.params = std::move(params);
+  return s;
+}
+
+/// Copies the session's trained weights (f32 masters) into the model's parameters.
+inline void download_weights(const cuda_full_session& s) {
+  for (std::size_t k = 0; k < s.params.size(); ++k)
+    s.gpu->get_weight(s.where[k].first, s.where[k].second, s.params[k].value.data());
+}
+
+/// Writes forge's training checkpoint of a full fine-tuning from the session (train_sft's
+/// format: the parameters' values and AdamW moments by Hugging Face name).
+inline void save_cuda_checkpoint(const std::filesystem::path& path, const cuda_full_session& s,
+                                 std::int64_t adam_steps, const trainer_state& st) {
+  download_weights(s);
+  adamw<float> opt(s.params, {});
+  for (std::size_t k = 0; k < s.params.size(); ++k)
+    for (bool second : {false, true}) {
+      auto& mo = second ? opt.second_moments() : opt.first_moments();
+      s.gpu->get_moments(s.where[k].first, s.where[k].second, second, mo[k].f32.data());
+    }
+  opt.set_steps(adam_steps);
+  save_checkpoint(path, opt, st);
+}
+
+/// Restores values and moments from checkpoint `path` into the model and the session;
+/// returns the trainer state.
+inline trainer_state load_cuda_checkpoint(const std::filesystem::path& path, cuda_full_session& s) {
+  adamw<float> opt(s.params, {});
+  auto st = load_checkpoint(path, opt);
+  for (std::size_t k = 0; k < s.params.size(); ++k) {
+    const auto [t, layer] = s.where[k];
+    s.gpu->set_weight(t, layer, s.params[k].value.data());
+    for (bool second : {false, true}) {
+      auto& mo = second ? opt.second_moments() : opt.first_moments();
+      s.gpu->set_moments(t, layer, second, mo[k].f32.data());
     }
   }
   s.gpu->set_steps(opt.steps());

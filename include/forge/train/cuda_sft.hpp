@@ -3,9 +3,11 @@
 // shuffles per epoch), micro-batches from objectives::make_batch, accumulation normalised by
 // the step's trained tokens, global-norm clipping, AdamW with the same schedule, evaluation
 // every eval_every steps with early stopping, the loss curve and checkpoint.safetensors in the
-// same format — with the forward, backward and optimizer step of the LoRA adapters on the GPU
-// (backend/cuda/session.hpp). Evaluation (validation loss, the caller's metrics) runs on the
-// CPU backend `Bk` with the adapters copied back, so evaluation numbers are the CPU's.
+// same format — with the forward, backward and optimizer step on the GPU
+// (backend/cuda/session.hpp): of the LoRA adapters (train_sft_cuda) or of every trainable
+// weight (train_sft_cuda_full, full fine-tuning). Evaluation (validation loss, the caller's
+// metrics) runs on the CPU backend `Bk` with the trained values copied back, so evaluation
+// numbers are the CPU's. One loop (cuda_detail::sft_loop) serves both.
 //
 // Differences from the CPU loop, each a forge::error rather than a silent change: no LoRA
 // dropout, no DoRA, no packed rows, no data parallelism (one GPU), no 8-bit optimizer state.
@@ -58,16 +60,35 @@ inline std::int64_t padded_seq(std::int64_t s) {
 
 }  // namespace cuda_detail
 
-/// Trains the LoRA set `lora` of `m` on `train` as train_sft does, on GPU 0 (see the header
-/// comment). On return the set holds the trained adapters. `Bk` (a CPU backend) evaluates and
-/// dequantizes.
-template <class Bk>
-train_result train_sft_cuda(Bk be, model::causal_lm<float>& m, adapters::lora_set<float>& lora,
-                            std::span<const data::sft_example> train,
-                            std::span<const data::sft_example> val, const trainer_options& o,
-                            const cuda_train_options& dev = {},
-                            const evaluator<float>& evaluate = {}) {
-  static_assert(is_cpu_backend_v<Bk>, "train_sft_cuda evaluates on a CPU backend (scalar, simd)");
+/// The device side of a GPU training loop: a LoRA session with its set, or a full
+/// fine-tuning session. `to_host` copies the trained values into the CPU model.
+struct cuda_lora_device {
+  cuda_lora_session& s;
+  adapters::lora_set<float>& set;
+  cuda::lora_session& gpu() { return *s.gpu; }
+  void to_host() {
+    download_lora(s, set);
+    set.train(false);
+  }
+  void save(const std::filesystem::path& p, std::int64_t adam_steps, const trainer_state& st) {
+    save_cuda_checkpoint(p, s, set, adam_steps, st);
+  }
+  trainer_state load(const std::filesystem::path& p) { return load_cuda_checkpoint(p, s, set); }
+};
+/// The full fine-tuning counterpart of cuda_lora_device.
+struct cuda_full_device {
+  cuda_full_session& s;
+  cuda::full_session& gpu() { return *s.gpu; }
+  void to_host() { download_weights(s); }
+  void save(const std::filesystem::path& p, std::int64_t adam_steps, const trainer_state& st) {
+    save_cuda_checkpoint(p, s, adam_steps, st);
+  }
+  trainer_state load(const std::filesystem::path& p) { return load_cuda_checkpoint(p, s); }
+};
+
+namespace cuda_detail {
+
+inline void check_sft_options(std::span<const data::sft_example> train, const trainer_options& o) {
   require(!train.empty(), {.what = "no training examples", .place = "train_sft_cuda"});
   require(o.batch_size >= 1 && o.grad_accum >= 1 && o.max_steps >= 1,
           {.what = "batch_size, grad_accum and max_steps must be positive",
@@ -79,23 +100,30 @@ train_result train_sft_cuda(Bk be, model::causal_lm<float>& m, adapters::lora_se
            .found = o.comm              ? "a communicator"
                     : o.pack_row_length ? "pack_row_length " + std::to_string(o.pack_row_length)
                                         : "eight_bit optimizer state"});
+}
+
+inline std::int64_t longest_example(std::span<const data::sft_example> xs) {
   std::int64_t longest = 1;
-  for (const auto& e : train) longest = std::max<std::int64_t>(longest, e.input_ids.size());
-  auto s = open_cuda_session(be, m, lora, dev.base, dev.storage, o.batch_size,
-                             cuda_detail::padded_seq(longest));
+  for (const auto& e : xs) longest = std::max<std::int64_t>(longest, e.input_ids.size());
+  return longest;
+}
+
+/// train_sft's loop with the forward, backward and optimizer step on `dev` (cuda_lora_device
+/// or cuda_full_device); evaluation on the CPU backend `be` after dev.to_host().
+template <class Bk, class Dev>
+train_result sft_loop(Bk be, model::causal_lm<float>& m, Dev& dev,
+                      std::span<const data::sft_example> train,
+                      std::span<const data::sft_example> val, const trainer_options& o,
+                      const evaluator<float>& evaluate, train_result res) {
+  auto& gpu = dev.gpu();
   schedule sched = o.sched;
   if (sched.total_steps == 0) sched.total_steps = o.max_steps;
   trainer_state st;
   st.seed = o.seed;
-  train_result res;
-  res.optimizer_state_bytes = std::size_t(lora.parameter_count()) * 8;
   const auto ckpt = o.out_dir.empty() ? std::filesystem::path() : checkpoint_path(o.out_dir);
   if (!ckpt.empty() && o.resume && std::filesystem::exists(ckpt)) {
-    st = load_cuda_checkpoint(ckpt, s, lora);
-    require(st.seed == o.seed, {.what = "checkpoint was made with another seed",
-                                .file = ckpt.string(),
-                                .expected = std::to_string(o.seed),
-                                .found = std::to_string(st.seed)});
+    st = dev.load(ckpt);
+    detail::require_same_seed(st, o.seed, ckpt);
     res.resumed = true;
   }
   if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
@@ -104,37 +132,15 @@ train_result train_sft_cuda(Bk be, model::causal_lm<float>& m, adapters::lora_se
   const std::size_t n = train.size();
   epoch_order example_at(n, o.seed);
 
+  // train_sft's evaluation and early stopping, on the CPU with the trained values copied back.
   auto run_eval = [&] {
-    download_lora(s, lora);
-    lora.train(false);
-    eval_entry e{.step = st.step, .metrics = {}};
-    if (!val.empty()) {
-      const double vl = mean_loss(be, m, val, o.batch_size, o.pad_id);
-      e.metrics["val_loss"] = vl;
-      e.metrics["perplexity"] = std::exp(vl);
-      if (!st.log.empty()) e.metrics["train_val_gap"] = vl - st.log.back().loss;
-    }
-    if (evaluate)
-      for (auto& [k, v] : evaluate(m)) e.metrics[k] = v;
-    st.evals.push_back(e);
-    if (o.stop.patience <= 0) return false;
-    auto it = e.metrics.find(o.stop.metric);
-    require(it != e.metrics.end(), {.what = "early-stopping metric is not measured",
-                                    .place = "early_stopping.metric",
-                                    .found = o.stop.metric});
-    const double v = it->second;
-    const bool better = !st.has_best || (o.stop.higher_is_better ? v > st.best + o.stop.min_delta
-                                                                 : v < st.best - o.stop.min_delta);
-    if (better) {
-      st.best = v, st.has_best = true, st.bad_evals = 0;
-      return false;
-    }
-    return ++st.bad_evals >= o.stop.patience;
+    dev.to_host();
+    return detail::sft_evaluate(be, m, val, o, evaluate, st);
   };
   std::int64_t adam_steps = st.step;
   auto save = [&] {
     if (ckpt.empty()) return;
-    save_cuda_checkpoint(ckpt, s, lora, adam_steps, st);
+    dev.save(ckpt, adam_steps, st);
     write_loss_curve(o.out_dir, st.log, st.evals);
   };
 
@@ -156,18 +162,18 @@ train_result train_sft_cuda(Bk be, model::causal_lm<float>& m, adapters::lora_se
     }
     // L = Σ_micro Σ_t CE_t / N_step: every kept row weighs 1/N_step, so the gradients the GPU
     // accumulates over the micro-batches are the step's, as the CPU's per-micro-batch sum.
-    s.gpu->zero_grad();
+    gpu.zero_grad();
     double loss = 0;
     std::int64_t tokens = 0;
     bool nonfinite = false;
     for (const auto& mb : micro) {
       if (mb.targets() == 0) continue;
-      const std::int64_t seq = cuda_detail::padded_seq(mb.seq);
-      cuda_detail::batch_arrays(mb, seq, o.pad_id, ids, targets);
+      const std::int64_t seq = padded_seq(mb.seq);
+      batch_arrays(mb, seq, o.pad_id, ids, targets);
       w.assign(ids.size(), 0.0f);
       for (std::size_t t = 0; t < w.size(); ++t)
         if (targets[t] != data::ignore_index) w[t] = float(1.0 / double(step_targets));
-      const double l = s.gpu->forward_backward(mb.batch, seq, ids.data(), targets.data(), w.data());
+      const double l = gpu.forward_backward(mb.batch, seq, ids.data(), targets.data(), w.data());
       nonfinite = nonfinite || !std::isfinite(l);
       loss += l;
       for (auto v : mb.attention_mask) tokens += v;
@@ -180,15 +186,15 @@ train_result train_sft_cuda(Bk be, model::causal_lm<float>& m, adapters::lora_se
                                (ckpt.empty() ? std::string("none") : ckpt.string()) + ")",
                    .found = str(loss)});
     // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
-    const double norm = s.gpu->grad_norm();
+    const double norm = gpu.grad_norm();
     const double coef = o.max_grad_norm > 0 ? std::min(1.0, o.max_grad_norm / (norm + 1e-6)) : 1.0;
     const double lr = o.optim.lr * sched.factor(st.step);
-    s.gpu->step({.lr = lr,
-                 .weight_decay = o.optim.weight_decay,
-                 .beta1 = o.optim.beta1,
-                 .beta2 = o.optim.beta2,
-                 .eps = o.optim.eps,
-                 .grad_scale = coef});
+    gpu.step({.lr = lr,
+              .weight_decay = o.optim.weight_decay,
+              .beta1 = o.optim.beta1,
+              .beta2 = o.optim.beta2,
+              .eps = o.optim.eps,
+              .grad_scale = coef});
     ++adam_steps;
     ++st.step;
     st.log.push_back({st.step, loss, lr, norm, tokens});
@@ -206,19 +212,63 @@ train_result train_sft_cuda(Bk be, model::causal_lm<float>& m, adapters::lora_se
     if (!last && o.eval_every > 0 && st.step % o.eval_every == 0) stopped = run_eval();
     if (last) run_eval();
     const bool halt = o.halt_after > 0 && st.step >= o.halt_after;
-    if (last || stopped || halt || (o.checkpoint_every > 0 && st.step % o.checkpoint_every == 0))
-      save();
+    if (detail::checkpoint_due(st.step, o.checkpoint_every, last, stopped || halt)) save();
     if (halt) break;
   }
   if (bar) bar->finish();
-  download_lora(s, lora);
-  lora.train(false);
+  dev.to_host();
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   res.steps = st.step;
   res.stopped_early = stopped;
   res.log = st.log;
   res.evals = st.evals;
   return res;
+}
+
+}  // namespace cuda_detail
+
+/// Trains the LoRA set `lora` of `m` on `train` as train_sft does, on GPU 0 (see the header
+/// comment). On return the set holds the trained adapters. `Bk` (a CPU backend) evaluates and
+/// dequantizes.
+template <class Bk>
+train_result train_sft_cuda(Bk be, model::causal_lm<float>& m, adapters::lora_set<float>& lora,
+                            std::span<const data::sft_example> train,
+                            std::span<const data::sft_example> val, const trainer_options& o,
+                            const cuda_train_options& dev = {},
+                            const evaluator<float>& evaluate = {}) {
+  static_assert(is_cpu_backend_v<Bk>, "train_sft_cuda evaluates on a CPU backend (scalar, simd)");
+  cuda_detail::check_sft_options(train, o);
+  auto s = open_cuda_session(be, m, lora, dev.base, dev.storage, o.batch_size,
+                             cuda_detail::padded_seq(cuda_detail::longest_example(train)));
+  train_result res;
+  res.optimizer_state_bytes = std::size_t(lora.parameter_count()) * 8;
+  cuda_lora_device d{s, lora};
+  return cuda_detail::sft_loop(be, m, d, train, val, o, evaluate, std::move(res));
+}
+
+/// Full fine-tuning of `params` (train::model_parameters(m, pattern)) on `train` as train_sft
+/// does, on GPU 0: every weight of `m` on the device, the trainable ones trained with f32
+/// masters and AdamW moments (the same decay on every trained tensor, as the CPU's adamw).
+/// `storage` f32 matches the CPU to float rounding; bf16 computes in bf16 with f32
+/// accumulation. On return `m` holds the trained weights. `Bk` (a CPU backend) evaluates.
+template <class Bk>
+train_result train_sft_cuda_full(Bk be, model::causal_lm<float>& m,
+                                 std::vector<trainable<float>> params,
+                                 std::span<const data::sft_example> train,
+                                 std::span<const data::sft_example> val, const trainer_options& o,
+                                 cuda::precision storage = cuda::precision::f32,
+                                 const evaluator<float>& evaluate = {}) {
+  static_assert(is_cpu_backend_v<Bk>,
+                "train_sft_cuda_full evaluates on a CPU backend (scalar, simd)");
+  cuda_detail::check_sft_options(train, o);
+  std::size_t count = 0;
+  for (const auto& p : params) count += p.value.size();
+  auto s = open_cuda_full_session(m, std::move(params), storage, o.batch_size,
+                                  cuda_detail::padded_seq(cuda_detail::longest_example(train)));
+  train_result res;
+  res.optimizer_state_bytes = count * 8;
+  cuda_full_device d{s};
+  return cuda_detail::sft_loop(be, m, d, train, val, o, evaluate, std::move(res));
 }
 
 }  // namespace forge::train

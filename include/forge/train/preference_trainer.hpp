@@ -132,6 +132,45 @@ inline objectives::sequence_batch pair_batch(std::span<const data::preference_ex
   return objectives::make_sequence_batch(rows, pad);
 }
 
+/// The examples a step draws from — the n pairs, or for KTO the 2n unpaired examples — less
+/// those whose cached reference (when `cache` is not null) is not finite, which are counted
+/// in `skipped`. The CPU and GPU trainers share it, so both draw the same examples.
+inline std::vector<std::size_t> usable_examples(std::size_t n, bool kto,
+                                                const reference_cache* cache,
+                                                std::size_t& skipped) {
+  std::vector<std::size_t> usable;
+  for (std::size_t k = 0; k < (kto ? 2 * n : n); ++k) {
+    bool ok = true;
+    if (cache) {
+      const std::size_t p = k % n;
+      const double v = kto ? (k < n ? cache->chosen[p] : cache->rejected[p])
+                           : cache->chosen[p] + cache->rejected[p];
+      ok = std::isfinite(v) && (!kto || std::isfinite(cache->kl[k]));
+    }
+    if (ok)
+      usable.push_back(k);
+    else
+      ++skipped;
+  }
+  require(!usable.empty(), {.what = "no preference pair has a finite reference log-probability",
+                            .place = "train_preference"});
+  return usable;
+}
+
+/// The training pairs the train-set metrics are measured on: the first 64 whose cached
+/// reference (when `cache` is not null) is finite, with their cache entries.
+inline std::pair<std::vector<data::preference_example>, reference_cache> train_eval_pairs(
+    std::span<const data::preference_example> train, const reference_cache* cache) {
+  std::vector<data::preference_example> pairs;
+  reference_cache sub;
+  for (std::size_t p = 0; p < train.size() && pairs.size() < 64; ++p) {
+    if (cache && !(std::isfinite(cache->chosen[p]) && std::isfinite(cache->rejected[p]))) continue;
+    pairs.push_back(train[p]);
+    if (cache) sub.chosen.push_back(cache->chosen[p]), sub.rejected.push_back(cache->rejected[p]);
+  }
+  return {std::move(pairs), std::move(sub)};
+}
+
 }  // namespace detail
 
 /// Reference log-probs of pairs `pick` (and, for KTO, of the unpaired examples `kto_pick`'s
@@ -412,25 +451,9 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
              .found = std::to_string(cache->chosen.size())});
     res.reference_cache_bytes = cache->bytes();
   }
-  // The examples a step draws from: pairs, or unpaired examples for KTO; those whose cached
-  // reference is not finite are dropped and counted.
-  const std::size_t n_all = obj.kto ? 2 * train.size() : train.size();
-  std::vector<std::size_t> usable;
-  for (std::size_t k = 0; k < n_all; ++k) {
-    bool ok = true;
-    if (cache && obj.needs_reference()) {
-      const std::size_t p = k % train.size();
-      const double v = obj.kto ? (k < train.size() ? cache->chosen[p] : cache->rejected[p])
-                               : cache->chosen[p] + cache->rejected[p];
-      ok = std::isfinite(v) && (!obj.kto || std::isfinite(cache->kl[k]));
-    }
-    if (ok)
-      usable.push_back(k);
-    else
-      ++res.skipped_nonfinite_reference;
-  }
-  require(!usable.empty(), {.what = "no preference pair has a finite reference log-probability",
-                            .place = "train_preference"});
+  const auto usable =
+      detail::usable_examples(train.size(), obj.kto, obj.needs_reference() ? cache : nullptr,
+                              res.skipped_nonfinite_reference);
 
   dist::sharded_adamw<T> opt(std::move(params), o.optim,
                              world > 1 && o.shard_optimizer ? o.comm : nullptr);
@@ -444,10 +467,7 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
   const auto ckpt = o.out_dir.empty() ? std::filesystem::path() : checkpoint_path(o.out_dir);
   if (!ckpt.empty() && o.resume && std::filesystem::exists(ckpt)) {
     st = opt.load(ckpt);
-    require(st.seed == o.seed, {.what = "checkpoint was made with another seed",
-                                .file = ckpt.string(),
-                                .expected = std::to_string(o.seed),
-                                .found = std::to_string(st.seed)});
+    detail::require_same_seed(st, o.seed, ckpt);
     res.resumed = true;
   }
   if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
@@ -455,15 +475,7 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
   epoch_order example_at(usable, o.seed);
 
   // Training-set metrics on up to 64 pairs whose reference is finite.
-  std::vector<data::preference_example> train_eval;
-  reference_cache train_eval_cache;
-  for (std::size_t p = 0; p < train.size() && train_eval.size() < 64; ++p) {
-    if (cache && !(std::isfinite(cache->chosen[p]) && std::isfinite(cache->rejected[p]))) continue;
-    train_eval.push_back(train[p]);
-    if (cache)
-      train_eval_cache.chosen.push_back(cache->chosen[p]),
-          train_eval_cache.rejected.push_back(cache->rejected[p]);
-  }
+  auto [train_eval, train_eval_cache] = detail::train_eval_pairs(train, cache);
   reference_cache val_cache;
   bool val_cached = false;
   auto run_eval = [&] {
@@ -644,7 +656,7 @@ preference_train_result train_preference(Bk be, model::causal_lm<T>& m,
     const bool last = st.step == o.max_steps;
     if (last || (o.eval_every > 0 && st.step % o.eval_every == 0)) run_eval();
     const bool halt = o.halt_after > 0 && st.step >= o.halt_after;
-    if (last || halt || (o.checkpoint_every > 0 && st.step % o.checkpoint_every == 0)) save();
+    if (detail::checkpoint_due(st.step, o.checkpoint_every, last, halt)) save();
     if (halt) break;
   }
   if (bar) bar->finish();

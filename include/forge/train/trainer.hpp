@@ -169,6 +169,53 @@ inline void reduce_scalars(dist::communicator& c, double& loss, std::int64_t& to
   loss = scalars[0], tokens = std::int64_t(scalars[1]), nonfinite = scalars[2];
 }
 
+/// A resumed run continues only with the seed its checkpoint `ckpt` was made with (the data
+/// order and dropout masks are functions of it). Every trainer, CPU or GPU, checks this.
+inline void require_same_seed(const trainer_state& st, std::uint64_t seed,
+                              const std::filesystem::path& ckpt) {
+  require(st.seed == seed, {.what = "checkpoint was made with another seed",
+                            .file = ckpt.string(),
+                            .expected = std::to_string(seed),
+                            .found = std::to_string(st.seed)});
+}
+
+/// Whether a step ends with a checkpoint: the last step, a forced one (early stop, pause) or
+/// every `every` steps (0: never on a cadence).
+inline bool checkpoint_due(std::int64_t step, std::int64_t every, bool last, bool forced) {
+  return last || forced || (every > 0 && step % every == 0);
+}
+
+/// train_sft's evaluation at the current step (the CPU and GPU loops share it): validation
+/// loss, perplexity and train/validation gap on `val`, the metrics of `evaluate`, one entry
+/// appended to st.evals; then early stopping. Returns whether training should stop.
+template <class T, class Bk>
+bool sft_evaluate(Bk be, model::causal_lm<T>& m, std::span<const data::sft_example> val,
+                  const trainer_options& o, const evaluator<T>& evaluate, trainer_state& st) {
+  eval_entry e{.step = st.step, .metrics = {}};
+  if (!val.empty()) {
+    const double vl = mean_loss(be, m, val, o.batch_size, o.pad_id);
+    e.metrics["val_loss"] = vl;
+    e.metrics["perplexity"] = std::exp(vl);
+    if (!st.log.empty()) e.metrics["train_val_gap"] = vl - st.log.back().loss;
+  }
+  if (evaluate)
+    for (auto& [k, v] : evaluate(m)) e.metrics[k] = v;
+  st.evals.push_back(e);
+  if (o.stop.patience <= 0) return false;
+  auto it = e.metrics.find(o.stop.metric);
+  require(it != e.metrics.end(), {.what = "early-stopping metric is not measured",
+                                  .place = "early_stopping.metric",
+                                  .found = o.stop.metric});
+  const double v = it->second;
+  const bool better = !st.has_best || (o.stop.higher_is_better ? v > st.best + o.stop.min_delta
+                                                               : v < st.best - o.stop.min_delta);
+  if (better) {
+    st.best = v, st.has_best = true, st.bad_evals = 0;
+    return false;
+  }
+  return ++st.bad_evals >= o.stop.patience;
+}
+
 }  // namespace detail
 
 /// Trains `params` of `m` on `train` (SFT examples) as `o` says; `lora` (may be null) gets
@@ -207,10 +254,7 @@ train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
   const auto ckpt = o.out_dir.empty() ? std::filesystem::path() : checkpoint_path(o.out_dir);
   if (!ckpt.empty() && o.resume && std::filesystem::exists(ckpt)) {
     st = opt.load(ckpt);
-    require(st.seed == o.seed, {.what = "checkpoint was made with another seed",
-                                .file = ckpt.string(),
-                                .expected = std::to_string(o.seed),
-                                .found = std::to_string(st.seed)});
+    detail::require_same_seed(st, o.seed, ckpt);
     res.resumed = true;
   }
   if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
@@ -220,31 +264,7 @@ train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
 
   auto run_eval = [&] {
     if (lora) lora->train(false);
-    eval_entry e{.step = st.step, .metrics = {}};
-    if (!val.empty()) {
-      const double vl = mean_loss(be, m, val, o.batch_size, o.pad_id);
-      e.metrics["val_loss"] = vl;
-      e.metrics["perplexity"] = std::exp(vl);
-      if (!st.log.empty()) e.metrics["train_val_gap"] = vl - st.log.back().loss;
-    }
-    if (evaluate)
-      for (auto& [k, v] : evaluate(m)) e.metrics[k] = v;
-    st.evals.push_back(e);
-    bool stop = false;
-    if (o.stop.patience > 0) {
-      auto it = e.metrics.find(o.stop.metric);
-      require(it != e.metrics.end(), {.what = "early-stopping metric is not measured",
-                                      .place = "early_stopping.metric",
-                                      .found = o.stop.metric});
-      const double v = it->second;
-      const bool better =
-          !st.has_best || (o.stop.higher_is_better ? v > st.best + o.stop.min_delta
-                                                   : v < st.best - o.stop.min_delta);
-      if (better)
-        st.best = v, st.has_best = true, st.bad_evals = 0;
-      else
-        stop = ++st.bad_evals >= o.stop.patience;
-    }
+    const bool stop = detail::sft_evaluate(be, m, val, o, evaluate, st);
     if (lora) lora->train(true);
     return stop;
   };
@@ -348,8 +368,7 @@ train_result train_sft(Bk be, model::causal_lm<T>& m, std::vector<trainable<T>> 
     if (!last && o.eval_every > 0 && st.step % o.eval_every == 0) stopped = run_eval();
     if (last) run_eval();  // the final evaluation; nothing left to stop
     const bool halt = o.halt_after > 0 && st.step >= o.halt_after;
-    if (last || stopped || halt || (o.checkpoint_every > 0 && st.step % o.checkpoint_every == 0))
-      save();
+    if (detail::checkpoint_due(st.step, o.checkpoint_every, last, stopped || halt)) save();
     if (halt) break;
   }
   if (bar) bar->finish();

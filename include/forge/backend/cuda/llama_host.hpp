@@ -36,6 +36,27 @@ inline const char* llama_proj_name(llama_proj p) {
   return n[int(p)];
 }
 
+/// The weight tensors of a Llama-family model, for full fine-tuning: the three model-wide
+/// ones (layer index ignored) and the nine of every decoder layer.
+enum class llama_tensor : int {
+  embed,       ///< model.embed_tokens.weight [vocab, hidden]
+  final_norm,  ///< model.norm.weight [hidden]
+  lm_head,     ///< lm_head.weight [vocab, hidden] (the embedding when tied)
+  input_norm,  ///< model.layers.N.input_layernorm.weight [hidden]
+  post_norm,   ///< model.layers.N.post_attention_layernorm.weight [hidden]
+  q,           ///< self_attn.q_proj.weight [heads·head_dim, hidden]
+  k,           ///< self_attn.k_proj.weight [kv_heads·head_dim, hidden]
+  v,           ///< self_attn.v_proj.weight [kv_heads·head_dim, hidden]
+  o,           ///< self_attn.o_proj.weight [hidden, heads·head_dim]
+  gate,        ///< mlp.gate_proj.weight [intermediate, hidden]
+  up,          ///< mlp.up_proj.weight [intermediate, hidden]
+  down         ///< mlp.down_proj.weight [hidden, intermediate]
+};
+/// Whether a tensor belongs to a decoder layer (else it is model-wide).
+inline constexpr bool per_layer(llama_tensor t) {
+  return int(t) >= int(llama_tensor::input_norm);
+}
+
 /// Host f32 weights of one decoder layer, Hugging Face layout (projections [out, in]).
 struct llama_layer_host {
   const float* input_norm = nullptr;  ///< [hidden]

@@ -31,6 +31,13 @@
 // rows carry per-token weights, and per-sequence sums of log p give the policy's and the
 // reference's (the base with adapters off) sequence log-probabilities.
 //
+// Full fine-tuning (options.full) runs the same passes with the adapters off and adds the
+// weight gradients of every base tensor: dW = dYᵀ·X for each product (f32 accumulation into
+// f32 gradients), dw of each RMSNorm, the head's dW_lm = dZᵀ·h_f per logits chunk and the
+// embedding's dE[id_t] += dx⁰_t (one thread per feature walks the tokens in order: no atomics,
+// reproducible). f32 masters in the layout of the T weights (q|k|v and gate|up stacked as the
+// products read them) are updated by AdamW tensor by tensor and cast back into the T copies.
+//
 // Host use (plain arrays, no forge CPU types): fill llama_host_weights with f32 pointers in
 // Hugging Face layout, construct, then per step call train_step (or forward_backward + step),
 // or dpo_step for preference pairs.
@@ -76,6 +83,9 @@ struct lora_trainer_options {
   /// Causal blocks of attention (attention_gemm.cuh); 0 picks
   /// causal_attention_dims::auto_blocks(seq). The sequence length must be a multiple.
   std::int64_t attention_blocks = 0;
+  /// Full fine-tuning: every base weight (embedding, norms, projections, head) trains, with
+  /// f32 masters, gradients and AdamW moments; the LoRA adapters stay off. Needs a dense base.
+  bool full = false;
 };
 
 /// Options of a DPO step (Rafailov et al. 2023, eq. 7), with conservative-DPO label smoothing
@@ -333,6 +343,48 @@ __global__ void sum_squares_kernel(std::int64_t n, const float* __restrict__ x, 
   if (threadIdx.x == 0) *out = part[0];
 }
 
+// dE[ids[t], i] += dx[t, i]: one thread per feature i walks the tokens in order (a token id
+// repeated in the batch adds in a fixed order; no atomics).
+template <class T>
+__global__ void embed_backward_kernel(std::int64_t tokens, std::int64_t hidden,
+                                      const std::int64_t* __restrict__ ids,
+                                      const T* __restrict__ dx, float* __restrict__ dE) {
+  const std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x;
+  if (i >= hidden) return;
+  for (std::int64_t t = 0; t < tokens; ++t) dE[ids[t] * hidden + i] += to_f32(dx[t * hidden + i]);
+}
+
+// parts[b] = Σ x² over chunk b (chunks: offset, count pairs), one block per chunk in a fixed
+// order; the chunks are then summed in order by sum_doubles_kernel.
+__global__ void chunk_sum_squares_kernel(const std::int64_t* __restrict__ chunks,
+                                         const float* __restrict__ x, double* __restrict__ parts) {
+  __shared__ double part[256];
+  const std::int64_t off = chunks[2 * blockIdx.x], n = chunks[2 * blockIdx.x + 1];
+  double s = 0.0;
+  for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    s += double(x[off + i]) * double(x[off + i]);
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o) part[threadIdx.x] += part[threadIdx.x + o];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) parts[blockIdx.x] = part[0];
+}
+
+__global__ void sum_doubles_kernel(std::int64_t n, const double* __restrict__ x, double* out) {
+  __shared__ double part[256];
+  double s = 0.0;
+  for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+    if (int(threadIdx.x) < o) part[threadIdx.x] += part[threadIdx.x + o];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *out = part[0];
+}
+
 // Counts bytes on a first pass and hands out arena pieces on the second.
 struct arena_plan {
   arena* a = nullptr;
@@ -365,7 +417,10 @@ class lora_trainer {
     nqkv_ = nq_ + 2 * nkv_;
     embed_ = upload(w.embed, V * H);
     final_norm_ = upload(w.final_norm, H);
-    lm_head_ = upload(w.lm_head, V * H);
+    // A full fine-tuning of a tied head trains one tensor: the head reads the embedding.
+    tied_ = o.full && w.lm_head == w.embed;
+    if (!tied_) lm_head_ = upload(w.lm_head, V * H);
+    head_ = tied_ ? embed_.data() : lm_head_.data();
     layers_.resize(std::size_t(d.layers));
     std::int64_t largest = 0;
     for (std::int64_t l = 0; l < d.layers; ++l) {
@@ -404,6 +459,7 @@ class lora_trainer {
 
     rope_tables();
     plan_activations();
+    if (o_.full) plan_full(w);
     ctx_.synchronize();
   }
 
@@ -471,7 +527,8 @@ class lora_trainer {
 
   /// Zeroes the LoRA gradients (forward_backward accumulates into them).
   void zero_grad() {
-    FORGE_CUDA_CHECK(cudaMemsetAsync(grad_.data(), 0, grad_.bytes(), ctx_.stream()));
+    auto& g = o_.full ? fgrad_ : grad_;
+    FORGE_CUDA_CHECK(cudaMemsetAsync(g.data(), 0, g.bytes(), ctx_.stream()));
   }
 
   /// Targets of causal language modelling (transformers' labels = input_ids): position t of a
@@ -509,6 +566,7 @@ class lora_trainer {
   /// as torch.nn.utils.clip_grad_norm_ measures it. Waits for the queued work.
   double grad_norm() {
     if (norm_.data() == nullptr) norm_ = ctx_.alloc<double>(1);
+    if (o_.full) return full_grad_norm();
     detail::sum_squares_kernel<<<1, 256, 0, ctx_.stream()>>>(lora_parameter_count(), grad_.data(),
                                                              norm_.data());
     FORGE_CUDA_CHECK_LAUNCH("sum_squares_kernel");
@@ -550,6 +608,16 @@ class lora_trainer {
   void step(const adamw_options& opt, float grad_scale = 1.0f) {
     phase("adamw");
     ++steps_;
+    if (o_.full) {
+      // Tensor by tensor: frozen weights keep their values, moments and decay.
+      for (const auto& f : ft_) {
+        if (!f.trainable || f.n == 0) continue;
+        adamw_step<float>(ctx_, f.n, fmaster_.data() + f.offset, fgrad_.data() + f.offset,
+                          fm_.data() + f.offset, fv_.data() + f.offset, steps_, opt, grad_scale);
+        detail::cast<T>(ctx_, f.n, fmaster_.data() + f.offset, f.copy);
+      }
+      return;
+    }
     adamw_step<float>(ctx_, lora_parameter_count(), master_.data(), grad_.data(), m_.data(),
                       v_.data(), steps_, opt, grad_scale);
     refresh_copies();
@@ -584,6 +652,10 @@ class lora_trainer {
   double dpo_forward_backward(std::int64_t pairs, std::int64_t seq, const std::int64_t* chosen_ids,
                               const std::int64_t* chosen_targets, const std::int64_t* rejected_ids,
                               const std::int64_t* rejected_targets, const dpo_options& o) {
+    require(!o_.full, {.what = "DPO's reference is the base with the adapters off",
+                       .place = "lora_trainer::dpo_forward_backward",
+                       .expected = "a LoRA trainer",
+                       .found = "a full fine-tuning trainer"});
     require(pairs > 0 && 2 * pairs <= o_.max_batch && o.label_smoothing >= 0.0f &&
                 o.label_smoothing < 0.5f,
             {.what = "bad DPO batch",
@@ -635,6 +707,68 @@ class lora_trainer {
     return loss;
   }
 
+  /// Elements of a weight tensor (lm_head of a tied full fine-tuning: 0, the embedding trains).
+  std::int64_t tensor_size(llama_tensor t) const {
+    const std::int64_t H = d_.hidden, I = d_.intermediate, V = d_.vocab;
+    switch (t) {
+      case llama_tensor::embed:
+        return V * H;
+      case llama_tensor::lm_head:
+        return tied_ ? 0 : V * H;
+      case llama_tensor::final_norm:
+      case llama_tensor::input_norm:
+      case llama_tensor::post_norm:
+        return H;
+      case llama_tensor::q:
+      case llama_tensor::o:
+        return nq_ * H;
+      case llama_tensor::k:
+      case llama_tensor::v:
+        return nkv_ * H;
+      default:  // gate, up, down
+        return I * H;
+    }
+  }
+  /// Whether the head is the embedding (a tied full fine-tuning).
+  bool tied_head() const { return tied_; }
+  /// Full fine-tuning: sets a weight's f32 master (host, tensor_size(t) values, Hugging Face
+  /// layout) and its T copy.
+  void set_weight(llama_tensor t, std::int64_t layer, const float* host) {
+    full_write(fmaster_, t, layer, host);
+    const auto& f = ft(t, layer);
+    detail::cast<T>(ctx_, f.n, fmaster_.data() + f.offset, f.copy);
+    ctx_.synchronize();
+  }
+  /// Full fine-tuning: copies a weight's f32 master to the host.
+  void get_weight(llama_tensor t, std::int64_t layer, float* host) const {
+    full_read(fmaster_, t, layer, host);
+  }
+  /// Full fine-tuning: copies a weight's accumulated gradient to the host.
+  void get_weight_grad(llama_tensor t, std::int64_t layer, float* host) const {
+    full_read(fgrad_, t, layer, host);
+  }
+  /// Full fine-tuning: copies AdamW's first (second = false) or second moments of a weight.
+  void get_weight_moments(llama_tensor t, std::int64_t layer, bool second, float* host) const {
+    full_read(second ? fv_ : fm_, t, layer, host);
+  }
+  /// Full fine-tuning: sets AdamW's moments of a weight (resuming from a checkpoint).
+  void set_weight_moments(llama_tensor t, std::int64_t layer, bool second, const float* host) {
+    full_write(second ? fv_ : fm_, t, layer, host);
+  }
+  /// Full fine-tuning: freezes (false) or trains (true, the default) a weight. A frozen weight
+  /// keeps its value; its gradient is computed but left out of grad_norm and step.
+  void set_trainable(llama_tensor t, std::int64_t layer, bool on) {
+    full_check(t, layer, "lora_trainer::set_trainable");
+    ft_[std::size_t(full_index(t, layer))].trainable = on;
+    chunks_.clear();
+  }
+  /// Full fine-tuning: trainable weight values.
+  std::int64_t full_parameter_count() const {
+    std::int64_t n = 0;
+    for (const auto& f : ft_) n += f.trainable ? f.n : 0;
+    return n;
+  }
+
   /// Turns replaying steps as CUDA graphs on or off (options().graphs).
   void use_graphs(bool on) { o_.graphs = on; }
   /// AdamW steps taken.
@@ -677,6 +811,11 @@ class lora_trainer {
              .expected = "head_dim a multiple of 16 and intermediate a multiple of 8",
              .found = "head_dim " + std::to_string(d.head_dim) + ", intermediate " +
                       std::to_string(d.intermediate)});
+    require(!o_.full || o_.base == base_storage::dense,
+            {.what = "full fine-tuning needs a dense base",
+             .place = "lora_trainer_options.full",
+             .expected = "base_storage::dense",
+             .found = "base_storage::nf4"});
     require(o_.rank > 0 && o_.max_batch > 0 && o_.max_seq > 0,
             {.what = "bad trainer options",
              .place = "lora_trainer",
@@ -975,10 +1114,10 @@ class lora_trainer {
              .place = "lora_trainer (attention_blocks)",
              .expected = "seq a multiple of " + std::to_string(attention_blocks(seq)),
              .found = "seq " + std::to_string(seq)});
-    require(with_lora || !backward, {.what = "backward needs the adapters on",
-                                     .place = "lora_trainer",
-                                     .expected = "with_lora when backward",
-                                     .found = "a backward of the base alone"});
+    require(with_lora || !backward || o_.full, {.what = "backward needs the adapters on",
+                                                .place = "lora_trainer",
+                                                .expected = "with_lora when backward",
+                                                .found = "a backward of the base alone"});
     cudaStream_t st = ctx_.stream();
     FORGE_CUDA_CHECK(cudaMemcpyAsync(ids_, ids, std::size_t(M) * sizeof(std::int64_t),
                                      cudaMemcpyHostToDevice, st));
@@ -995,11 +1134,11 @@ class lora_trainer {
       FORGE_CUDA_CHECK(cudaMemcpyAsync(row_w_, row_w_host_.data(), std::size_t(M) * sizeof(float),
                                        cudaMemcpyHostToDevice, st));
     }
-    lora_on_ = with_lora;
+    lora_on_ = with_lora && !o_.full;
     // A step is hundreds of launches, many of them short LoRA products: replaying it as one
     // CUDA graph removes the host launch cost between them. Logits copied out mid-step and a
     // phase hook (host calls between launches) run the same work launched directly.
-    if (logits_out || hook_ || !o_.graphs || !with_lora) {
+    if (logits_out || hook_ || !o_.graphs || (!with_lora && !o_.full)) {
       enqueue(batch, seq, targets != nullptr, backward, logits_out);
     } else {
       const auto key = std::make_tuple(batch, seq, targets != nullptr, backward);
@@ -1116,16 +1255,19 @@ class lora_trainer {
     // ---- vocabulary head and cross-entropy, in row chunks; dL/dhf follows each chunk
     for (std::int64_t r0 = 0; r0 < M; r0 += chunk_) {
       const std::int64_t rows = std::min(chunk_, M - r0);
-      gemm<T, T>(ctx_, false, true, rows, V, H, 1.0f, hf_ + r0 * H, H, lm_head_.data(), H, 0.0f,
-                 logits_, V);
+      gemm<T, T>(ctx_, false, true, rows, V, H, 1.0f, hf_ + r0 * H, H, head_, H, 0.0f, logits_, V);
       if (logits_out) copy_logits(rows, logits_out + r0 * V);
       if (!has_targets) continue;
       detail::ce_inplace_kernel<T><<<unsigned(rows), V >= 8192 ? 1024u : 256u, 0, st>>>(
           V, logits_, targets_ + r0, row_w_ + r0, backward, row_loss_ + r0);
       FORGE_CUDA_CHECK_LAUNCH("ce_inplace_kernel");
       if (backward)
-        gemm<T, T>(ctx_, false, false, rows, H, V, 1.0f, logits_, V, lm_head_.data(), H, 0.0f,
-                   dhf_ + r0 * H, H);
+        gemm<T, T>(ctx_, false, false, rows, H, V, 1.0f, logits_, V, head_, H, 0.0f, dhf_ + r0 * H,
+                   H);
+      // dW_lm += dZᵀ·h_f (into the embedding's gradient when tied)
+      if (backward && o_.full)
+        gemm<T, float>(ctx_, true, false, V, H, rows, 1.0f, logits_, V, hf_ + r0 * H, H, 1.0f,
+                       fgrad(tied_ ? llama_tensor::embed : llama_tensor::lm_head, 0), H);
     }
     if (has_targets) {
       detail::loss_sum_kernel<<<1, 256, 0, st>>>(M, row_loss_, row_w_, loss_);
@@ -1157,8 +1299,11 @@ class lora_trainer {
   void backward_pass(std::int64_t M, const causal_attention_dims& ad, int rope_total,
                      int heads_total, int mlp_total) {
     const std::int64_t H = d_.hidden, I = d_.intermediate, r = o_.rank, D = d_.head_dim;
+    const bool full = o_.full, lo = lora_on_;
+    using W_ = llama_tensor;
     cudaStream_t st = ctx_.stream();
-    rmsnorm_backward<T>(ctx_, M, H, x_final_, final_norm_.data(), rf_, dhf_, dx_, nullptr, false);
+    rmsnorm_backward<T>(ctx_, M, H, x_final_, final_norm_.data(), rf_, dhf_, dx_,
+                        full ? fgrad(W_::final_norm, 0) : nullptr, false);
     for (std::int64_t l = d_.layers - 1; l >= 0; --l) {
       auto& L = saved_[std::size_t(l)];
       auto& W = layers_[std::size_t(l)];
@@ -1167,35 +1312,56 @@ class lora_trainer {
       detail::swiglu_fused_kernel<T>
           <<<detail::grid_1d(mlp_total), 256, 0, st>>>(mlp_total, int(I), L.gu, act_);
       FORGE_CUDA_CHECK_LAUNCH("swiglu_fused_kernel");
-      lora_back(M, H, dx_, H, L.t_d, r, B(l, llama_proj::down), dB(l, llama_proj::down), dt_);
-      gemm<T, float>(ctx_, true, false, r, I, M, 1.0f, dt_, r, act_, I, 1.0f,
-                     dA(l, llama_proj::down), I);
+      if (lo) {
+        lora_back(M, H, dx_, H, L.t_d, r, B(l, llama_proj::down), dB(l, llama_proj::down), dt_);
+        gemm<T, float>(ctx_, true, false, r, I, M, 1.0f, dt_, r, act_, I, 1.0f,
+                       dA(l, llama_proj::down), I);
+      }
+      // dW_down += dxᵀ·act
+      if (full)
+        gemm<T, float>(ctx_, true, false, H, I, M, 1.0f, dx_, H, act_, I, 1.0f, fgrad(W_::down, l),
+                       I);
       gemm<T, T>(ctx_, false, false, M, I, H, 1.0f, dx_, H, weight(l, 3), I, 0.0f, dact_, I);
-      gemm<T, T>(ctx_, false, false, M, I, r, 1.0f, dt_, r, A(l, llama_proj::down), I, 1.0f, dact_,
-                 I);
+      if (lo)
+        gemm<T, T>(ctx_, false, false, M, I, r, 1.0f, dt_, r, A(l, llama_proj::down), I, 1.0f,
+                   dact_, I);
       phase("bwd.swiglu");
       detail::swiglu_fused_backward_kernel<T>
           <<<detail::grid_1d(mlp_total), 256, 0, st>>>(mlp_total, int(I), L.gu, dact_, dgu_);
       FORGE_CUDA_CHECK_LAUNCH("swiglu_fused_backward_kernel");
       phase("bwd.gate_up");
-      lora_back(M, I, dgu_, 2 * I, L.t_gu, 2 * r, B(l, llama_proj::gate), dB(l, llama_proj::gate),
-                dt_);
-      lora_back(M, I, dgu_ + I, 2 * I, L.t_gu + r, 2 * r, B(l, llama_proj::up),
-                dB(l, llama_proj::up), dt_ + r);
-      gemm<T, float>(ctx_, true, false, 2 * r, H, M, 1.0f, dt_, 2 * r, L.h2, H, 1.0f,
-                     dA(l, llama_proj::gate), H);
+      if (lo) {
+        lora_back(M, I, dgu_, 2 * I, L.t_gu, 2 * r, B(l, llama_proj::gate), dB(l, llama_proj::gate),
+                  dt_);
+        lora_back(M, I, dgu_ + I, 2 * I, L.t_gu + r, 2 * r, B(l, llama_proj::up),
+                  dB(l, llama_proj::up), dt_ + r);
+        gemm<T, float>(ctx_, true, false, 2 * r, H, M, 1.0f, dt_, 2 * r, L.h2, H, 1.0f,
+                       dA(l, llama_proj::gate), H);
+      }
+      // dW_gate|up += d(gate|up)ᵀ·h₂ (the two weights are stacked as the product reads them)
+      if (full)
+        gemm<T, float>(ctx_, true, false, 2 * I, H, M, 1.0f, dgu_, 2 * I, L.h2, H, 1.0f,
+                       fgrad(W_::gate, l), H);
       gemm<T, T>(ctx_, false, false, M, H, 2 * I, 1.0f, dgu_, 2 * I, weight(l, 2), H, 0.0f, dh_, H);
-      gemm<T, T>(ctx_, false, false, M, H, 2 * r, 1.0f, dt_, 2 * r, A(l, llama_proj::gate), H, 1.0f,
-                 dh_, H);
-      rmsnorm_backward<T>(ctx_, M, H, L.x_mid, W.post_norm.data(), L.r2, dh_, dx_, nullptr, true);
+      if (lo)
+        gemm<T, T>(ctx_, false, false, M, H, 2 * r, 1.0f, dt_, 2 * r, A(l, llama_proj::gate), H,
+                   1.0f, dh_, H);
+      rmsnorm_backward<T>(ctx_, M, H, L.x_mid, W.post_norm.data(), L.r2, dh_, dx_,
+                          full ? fgrad(W_::post_norm, l) : nullptr, true);
       phase("bwd.o");
       // Attention: dx is now dL/dx', the gradient of the output projection's output too.
-      lora_back(M, H, dx_, H, L.t_o, r, B(l, llama_proj::o), dB(l, llama_proj::o), dt_);
-      gemm<T, float>(ctx_, true, false, r, nq_, M, 1.0f, dt_, r, L.o, nq_, 1.0f,
-                     dA(l, llama_proj::o), nq_);
+      if (lo) {
+        lora_back(M, H, dx_, H, L.t_o, r, B(l, llama_proj::o), dB(l, llama_proj::o), dt_);
+        gemm<T, float>(ctx_, true, false, r, nq_, M, 1.0f, dt_, r, L.o, nq_, 1.0f,
+                       dA(l, llama_proj::o), nq_);
+      }
+      if (full)
+        gemm<T, float>(ctx_, true, false, H, nq_, M, 1.0f, dx_, H, L.o, nq_, 1.0f, fgrad(W_::o, l),
+                       nq_);
       gemm<T, T>(ctx_, false, false, M, nq_, H, 1.0f, dx_, H, weight(l, 1), nq_, 0.0f, datt_, nq_);
-      gemm<T, T>(ctx_, false, false, M, nq_, r, 1.0f, dt_, r, A(l, llama_proj::o), nq_, 1.0f, datt_,
-                 nq_);
+      if (lo)
+        gemm<T, T>(ctx_, false, false, M, nq_, r, 1.0f, dt_, r, A(l, llama_proj::o), nq_, 1.0f,
+                   datt_, nq_);
       detail::heads_kernel<T, false><<<detail::grid_1d(heads_total), 256, 0, st>>>(
           heads_total, detail::q_layout(ad), int(D), datt_, att_);
       FORGE_CUDA_CHECK_LAUNCH("heads_kernel");
@@ -1206,19 +1372,148 @@ class lora_trainer {
           rope_total, detail::q_layout(ad), int(D), qkv_, dq_, dk_, dv_, cos_.data(), sin_.data());
       FORGE_CUDA_CHECK_LAUNCH("qkv_rope_kernel");
       phase("bwd.qkv");
-      lora_back(M, nq_, qkv_, nqkv_, L.t_qkv, 3 * r, B(l, llama_proj::q), dB(l, llama_proj::q),
-                dt_);
-      lora_back(M, nkv_, qkv_ + nq_, nqkv_, L.t_qkv + r, 3 * r, B(l, llama_proj::k),
-                dB(l, llama_proj::k), dt_ + r);
-      lora_back(M, nkv_, qkv_ + nq_ + nkv_, nqkv_, L.t_qkv + 2 * r, 3 * r, B(l, llama_proj::v),
-                dB(l, llama_proj::v), dt_ + 2 * r);
-      gemm<T, float>(ctx_, true, false, 3 * r, H, M, 1.0f, dt_, 3 * r, L.h1, H, 1.0f,
-                     dA(l, llama_proj::q), H);
+      if (lo) {
+        lora_back(M, nq_, qkv_, nqkv_, L.t_qkv, 3 * r, B(l, llama_proj::q), dB(l, llama_proj::q),
+                  dt_);
+        lora_back(M, nkv_, qkv_ + nq_, nqkv_, L.t_qkv + r, 3 * r, B(l, llama_proj::k),
+                  dB(l, llama_proj::k), dt_ + r);
+        lora_back(M, nkv_, qkv_ + nq_ + nkv_, nqkv_, L.t_qkv + 2 * r, 3 * r, B(l, llama_proj::v),
+                  dB(l, llama_proj::v), dt_ + 2 * r);
+        gemm<T, float>(ctx_, true, false, 3 * r, H, M, 1.0f, dt_, 3 * r, L.h1, H, 1.0f,
+                       dA(l, llama_proj::q), H);
+      }
+      // dW_q|k|v += d(q|k|v)ᵀ·h₁ (stacked)
+      if (full)
+        gemm<T, float>(ctx_, true, false, nqkv_, H, M, 1.0f, qkv_, nqkv_, L.h1, H, 1.0f,
+                       fgrad(W_::q, l), H);
       gemm<T, T>(ctx_, false, false, M, H, nqkv_, 1.0f, qkv_, nqkv_, weight(l, 0), H, 0.0f, dh_, H);
-      gemm<T, T>(ctx_, false, false, M, H, 3 * r, 1.0f, dt_, 3 * r, A(l, llama_proj::q), H, 1.0f,
-                 dh_, H);
-      rmsnorm_backward<T>(ctx_, M, H, L.x, W.input_norm.data(), L.r1, dh_, dx_, nullptr, true);
+      if (lo)
+        gemm<T, T>(ctx_, false, false, M, H, 3 * r, 1.0f, dt_, 3 * r, A(l, llama_proj::q), H, 1.0f,
+                   dh_, H);
+      rmsnorm_backward<T>(ctx_, M, H, L.x, W.input_norm.data(), L.r1, dh_, dx_,
+                          full ? fgrad(W_::input_norm, l) : nullptr, true);
     }
+    if (full) {
+      phase("bwd.embed");
+      // dx is dL/dx⁰: the embedding rows of the batch's tokens.
+      detail::embed_backward_kernel<T>
+          <<<unsigned((H + 255) / 256), 256, 0, st>>>(M, H, ids_, dx_, fgrad(W_::embed, 0));
+      FORGE_CUDA_CHECK_LAUNCH("embed_backward_kernel");
+    }
+  }
+
+  // ---- full fine-tuning state: one f32 segment per weight tensor, in the order
+  // embed, final_norm, lm_head, then per layer input_norm, post_norm, q, k, v, o, gate, up,
+  // down (q|k|v and gate|up adjacent, as the stacked products read them).
+  struct full_tensor {
+    std::int64_t offset = 0, n = 0;
+    T* copy = nullptr;  // the T weight the products read
+    bool trainable = true;
+  };
+  static std::int64_t full_index(llama_tensor t, std::int64_t layer) {
+    return per_layer(t) ? 3 + layer * 9 + (int(t) - int(llama_tensor::input_norm)) : int(t);
+  }
+  void full_check(llama_tensor t, std::int64_t layer, const char* where) const {
+    require(o_.full, {.what = "weights are trained only by a full fine-tuning trainer",
+                      .place = where,
+                      .expected = "lora_trainer_options.full",
+                      .found = "a LoRA trainer"});
+    if (per_layer(t)) check_layer(layer, where);
+    require(ft_[std::size_t(full_index(t, layer))].n > 0,
+            {.what = "the head is tied to the embedding",
+             .place = where,
+             .expected = "llama_tensor::embed",
+             .found = "llama_tensor::lm_head"});
+  }
+  const full_tensor& ft(llama_tensor t, std::int64_t layer) const {
+    return ft_[std::size_t(full_index(t, layer))];
+  }
+  float* fgrad(llama_tensor t, std::int64_t layer) { return fgrad_.data() + ft(t, layer).offset; }
+  void plan_full(const llama_host_weights& w) {
+    const std::int64_t H = d_.hidden, I = d_.intermediate;
+    ft_.assign(std::size_t(3 + 9 * d_.layers), {});
+    std::vector<const float*> host(ft_.size(), nullptr);
+    std::int64_t at = 0;
+    auto add = [&](llama_tensor t, std::int64_t layer, T* copy, const float* h) {
+      const auto i = std::size_t(full_index(t, layer));
+      ft_[i] = {.offset = at, .n = tensor_size(t), .copy = copy, .trainable = true};
+      host[i] = h;
+      at += ft_[i].n;
+    };
+    using W_ = llama_tensor;
+    add(W_::embed, 0, embed_.data(), w.embed);
+    add(W_::final_norm, 0, final_norm_.data(), w.final_norm);
+    add(W_::lm_head, 0, tied_ ? nullptr : lm_head_.data(), w.lm_head);
+    for (std::int64_t l = 0; l < d_.layers; ++l) {
+      auto& L = layers_[std::size_t(l)];
+      const auto& src = w.layers[std::size_t(l)];
+      T* qkv = L.base[0].dense.data();
+      T* gu = L.base[2].dense.data();
+      add(W_::input_norm, l, L.input_norm.data(), src.input_norm);
+      add(W_::post_norm, l, L.post_norm.data(), src.post_norm);
+      add(W_::q, l, qkv, src.q);
+      add(W_::k, l, qkv + nq_ * H, src.k);
+      add(W_::v, l, qkv + (nq_ + nkv_) * H, src.v);
+      add(W_::o, l, L.base[1].dense.data(), src.o);
+      add(W_::gate, l, gu, src.gate);
+      add(W_::up, l, gu + I * H, src.up);
+      add(W_::down, l, L.base[3].dense.data(), src.down);
+    }
+    const auto n = std::size_t(at);
+    fmaster_ = ctx_.alloc<float>(n);
+    fgrad_ = ctx_.alloc<float>(n);
+    fm_ = ctx_.alloc<float>(n);
+    fv_ = ctx_.alloc<float>(n);
+    for (auto* b : {&fgrad_, &fm_, &fv_})
+      FORGE_CUDA_CHECK(cudaMemsetAsync(b->data(), 0, n * sizeof(float), ctx_.stream()));
+    for (std::size_t i = 0; i < ft_.size(); ++i)
+      if (ft_[i].n > 0)
+        FORGE_CUDA_CHECK(cudaMemcpyAsync(fmaster_.data() + ft_[i].offset, host[i],
+                                         std::size_t(ft_[i].n) * sizeof(float),
+                                         cudaMemcpyHostToDevice, ctx_.stream()));
+    ctx_.synchronize();
+  }
+  void full_write(device_buffer<float>& buf, llama_tensor t, std::int64_t layer,
+                  const float* host) {
+    full_check(t, layer, "lora_trainer::set_weight");
+    const auto& f = ft(t, layer);
+    ctx_.synchronize();  // queued steps may still update the buffer
+    FORGE_CUDA_CHECK(cudaMemcpyAsync(buf.data() + f.offset, host, std::size_t(f.n) * sizeof(float),
+                                     cudaMemcpyHostToDevice, ctx_.stream()));
+    ctx_.synchronize();
+  }
+  void full_read(const device_buffer<float>& buf, llama_tensor t, std::int64_t layer,
+                 float* host) const {
+    full_check(t, layer, "lora_trainer::get_weight");
+    const auto& f = ft(t, layer);
+    ctx_.synchronize();
+    FORGE_CUDA_CHECK(cudaMemcpy(host, buf.data() + f.offset, std::size_t(f.n) * sizeof(float),
+                                cudaMemcpyDeviceToHost));
+  }
+  // Σ g² over the trainable weights: fixed chunks of 2^20 values, one block each, then the
+  // chunks in order (reproducible, and parallel enough for a billion parameters).
+  double full_grad_norm() {
+    if (chunks_.empty()) {
+      constexpr std::int64_t piece = std::int64_t(1) << 20;
+      for (const auto& f : ft_)
+        if (f.trainable)
+          for (std::int64_t i = 0; i < f.n; i += piece)
+            chunks_.push_back(f.offset + i), chunks_.push_back(std::min(piece, f.n - i));
+      if (chunks_.empty()) chunks_ = {0, 0};
+      chunk_dev_ = device_buffer<std::int64_t>(chunks_.data(), chunks_.size(), &ctx_.pool());
+      parts_ = ctx_.alloc<double>(chunks_.size() / 2);
+    }
+    const auto nchunks = std::int64_t(chunks_.size() / 2);
+    detail::chunk_sum_squares_kernel<<<unsigned(nchunks), 256, 0, ctx_.stream()>>>(
+        chunk_dev_.data(), fgrad_.data(), parts_.data());
+    FORGE_CUDA_CHECK_LAUNCH("chunk_sum_squares_kernel");
+    detail::sum_doubles_kernel<<<1, 256, 0, ctx_.stream()>>>(nchunks, parts_.data(), norm_.data());
+    FORGE_CUDA_CHECK_LAUNCH("sum_doubles_kernel");
+    double s = 0.0;
+    FORGE_CUDA_CHECK(
+        cudaMemcpyAsync(&s, norm_.data(), sizeof s, cudaMemcpyDeviceToHost, ctx_.stream()));
+    ctx_.synchronize();
+    return std::sqrt(s);
   }
 
   void phase(const char* name) {
@@ -1234,6 +1529,13 @@ class lora_trainer {
   float scale_ = 1.0f;
   std::int64_t nq_ = 0, nkv_ = 0, nqkv_ = 0, per_layer_ = 0, chunk_ = 1, steps_ = 0;
   device_buffer<T> embed_{}, final_norm_{}, lm_head_{}, wbuf_{};
+  const T* head_ = nullptr;  // the head's weight: lm_head_, or the embedding when tied
+  bool tied_ = false;
+  std::vector<full_tensor> ft_{};
+  device_buffer<float> fmaster_{}, fgrad_{}, fm_{}, fv_{};
+  std::vector<std::int64_t> chunks_{};  // grad_norm's (offset, count) pieces
+  device_buffer<std::int64_t> chunk_dev_{};
+  device_buffer<double> parts_{};
   std::vector<layer_weights> layers_{};
   device_buffer<float> master_{}, grad_{}, m_{}, v_{}, cos_{}, sin_{};
   device_buffer<double> norm_{};  // grad_norm's result
