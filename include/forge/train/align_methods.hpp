@@ -218,7 +218,8 @@ void measure(const stage_context<B>& ctx, Be be, model::causal_lm<float>& m, con
         r.metrics.set(jailbreak_resistance_gain, s.jailbreak_resistance - b->jailbreak_resistance);
     }
   }
-  io::save_peft_adapter(set, ctx.artifact_dir / "adapter");
+  // Over several ranks only rank 0 writes (the runner records rank 0's files).
+  if (ctx.writes()) io::save_peft_adapter(set, ctx.artifact_dir / "adapter");
   r.artifacts.push_back("adapter/adapter_config.json");
   r.artifacts.push_back("adapter/adapter_model.safetensors");
   r.data.push_back({d.name, d.sha256()});
@@ -261,8 +262,11 @@ stage_result<model::causal_lm<float>> apply_offline(const stage_context<B>& ctx,
       .out_dir = ctx.artifact_dir,
       .seed = ctx.seed,
       .pad_id = d.pad_id,
-      .show_progress = p.show_progress};
+      .show_progress = p.show_progress,
+      .comm = ctx.comm};
   if constexpr (std::same_as<B, backend::cuda>) {
+    // The GPU trainer is one process: a group of several ranks reaches its clear refusal.
+    if (o.comm && o.comm->size() == 1) o.comm = nullptr;
     // The adapters train on the GPU; an NF4 base stays NF4 there unless earlier adapters
     // must be merged into it (then the merged weights are dense f32).
     std::size_t attached = 0;
