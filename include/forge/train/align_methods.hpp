@@ -17,8 +17,8 @@
 //   helpfulness_delta                    task exact match after − before (needs `task`)
 //   refusal_accuracy, false_refusal_rate, jailbreak_resistance   greedy answers to `safety`
 //                                        scored by eval::is_refusal (needs encode/decode)
-// Artifacts: adapter/ (the alignment adapter, PEFT layout), loss.csv, loss.svg and
-// checkpoint.safetensors (the resumable state) for the offline methods.
+// Artifacts: adapter/ (the alignment adapter, PEFT layout) and checkpoint.safetensors (the
+// resumable state); loss.csv and loss.svg for the offline methods.
 //
 // The pairwise methods (dpo, cdpo, robust_dpo, ipo, hinge, simpo, orpo) also run on
 // backend::cuda: the adapters train on the GPU (train/cuda_preference.hpp; one .cu file of the
@@ -474,7 +474,9 @@ struct grpo {
                                         .optim = {.lr = p.learning_rate, .weight_decay = 0},
                                         .eos_token_ids = d.eos,
                                         .pad_id = d.pad_id,
-                                        .seed = ctx.seed});
+                                        .seed = ctx.seed,
+                                        .comm = ctx.comm,
+                                        .out_dir = ctx.artifact_dir});
     stage_result<model::causal_lm<float>> r{.model = {}};
     if (!d.train.empty() || !d.val.empty()) {
       const auto& pairs = d.val.empty() ? d.train : d.val;
@@ -485,6 +487,7 @@ struct grpo {
       r.metrics.set(preference_accuracy, s.accuracy).set(reward_margin, s.margin);
     }
     align_detail::measure(ctx, be, m, d, *set, task_before, safety_before, r);
+    r.artifacts.push_back("checkpoint.safetensors");
     (void)res;
     r.model = std::move(m);
     return r;
