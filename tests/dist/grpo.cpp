@@ -37,8 +37,8 @@ int run_grpo(int ranks, const fs::path& out, const std::string& args) {
   if (ranks > 0)
     cmd += std::string(mpirun) + " --oversubscribe --allow-run-as-root -np " +
            std::to_string(ranks) + " ";
-  cmd += std::string(worker) + " " + out.string() + " " + args + " > " +
-         (out / "stdout").string() + " 2> " + (out / "stderr").string();
+  cmd += std::string(worker) + " " + out.string() + " " + args + " > " + (out / "stdout").string() +
+         " 2> " + (out / "stderr").string();
   const int s = std::system(cmd.c_str());
   return WIFEXITED(s) ? WEXITSTATUS(s) : 128 + WTERMSIG(s);
 }
@@ -50,7 +50,9 @@ std::vector<float> weights(const fs::path& dir) {
   return w;
 }
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+std::string first_line(const std::string& s) {
+  return s.substr(0, s.find('\n'));
+}
 
 // "reward .. std .. tokens N" of a log line: what the sampled completions alone determine.
 std::string sampled_part(const std::string& line) {

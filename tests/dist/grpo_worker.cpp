@@ -81,7 +81,8 @@ int main(int argc, char** argv) {
       std::string text;
       for (const auto& e : res.log) {
         char b[256];
-        std::snprintf(b, sizeof b, "%lld reward %a std %a kl %a loss %a clip %a tokens %lld norm %a\n",
+        std::snprintf(b, sizeof b,
+                      "%lld reward %a std %a kl %a loss %a clip %a tokens %lld norm %a\n",
                       (long long)e.step, e.reward, e.reward_std, e.kl, e.loss, e.clip_fraction,
                       (long long)e.tokens, e.grad_norm);
         text += b;

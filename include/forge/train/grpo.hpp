@@ -87,7 +87,7 @@ struct grpo_options {
   /// comment), or null for one process. Every rank passes the same model, prompts and
   /// options; the steps are identical on all of them.
   dist::communicator* comm = nullptr;
-  dist::reduce_options reduce{};  ///< with comm: gradient buckets, overlap with backward
+  dist::reduce_options reduce{};      ///< with comm: gradient buckets, overlap with backward
   std::filesystem::path out_dir{};    ///< checkpoint.safetensors goes here (empty: none)
   std::int64_t checkpoint_every = 0;  ///< steps between checkpoints; 0: only at the end
   bool resume = true;                 ///< continue from out_dir/checkpoint.safetensors if present
@@ -180,7 +180,8 @@ inline double grpo_token_loss(const objectives::sequence_batch& b, std::span<con
                               std::span<const double> old, std::span<const double> ref,
                               std::span<const double> adv, const grpo_options& o,
                               std::vector<double>& grad, std::int64_t* clipped, double* kl,
-                              std::int64_t rows = 0, std::pair<double, double>* kl_terms = nullptr) {
+                              std::int64_t rows = 0,
+                              std::pair<double, double>* kl_terms = nullptr) {
   const double denominator = double(rows > 0 ? rows : b.batch);
   grad.assign(logp.size(), 0.0);
   double total = 0, kl_sum = 0;
