@@ -7,6 +7,8 @@
 // (wall times included). Files: each rank is given its own output directory, so that anything
 // a rank other than 0 wrote would show up as a directory of its own; rank 0's directory must
 // hold exactly the files of the one-process run, and no rank's scratch directory may remain.
+// Faults: a stage that throws on rank 1 only, and a stage after which rank 1's model differs
+// from rank 0's, must each stop both ranks with an error that names rank 1, recorded by rank 0.
 #include <catch2/catch.hpp>
 
 #include <sys/wait.h>
@@ -27,7 +29,8 @@ using namespace forge;
 namespace {
 
 // Runs the worker with `ranks` processes (0: without mpirun), TMPDIR set to `tmp`.
-int run_pipeline(int ranks, const fs::path& base, const fs::path& results, const fs::path& tmp) {
+int run_pipeline(int ranks, const fs::path& base, const fs::path& results, const fs::path& tmp,
+                 const std::string& fault = "") {
   const char* worker = std::getenv("FORGE_DIST_PIPELINE_WORKER");
   const char* mpirun = std::getenv("FORGE_MPIEXEC");
   REQUIRE(worker);
@@ -38,7 +41,7 @@ int run_pipeline(int ranks, const fs::path& base, const fs::path& results, const
   if (ranks > 0)
     cmd += std::string(mpirun) + " --oversubscribe --allow-run-as-root -np " +
            std::to_string(ranks) + " ";
-  cmd += std::string(worker) + " " + base.string() + " " + results.string() + " > " +
+  cmd += std::string(worker) + " " + base.string() + " " + results.string() + " " + fault + " > " +
          (results / "stdout").string() + " 2> " + (results / "stderr").string();
   const int s = std::system(cmd.c_str());
   return WIFEXITED(s) ? WEXITSTATUS(s) : 128 + WTERMSIG(s);
@@ -102,5 +105,43 @@ TEST_CASE("a pipeline on two ranks equals the pipeline on one process, and only 
   CHECK_FALSE(fs::exists(two / "out" / "rank1"));
   // The scratch directories the other ranks' stages worked in are gone.
   for (const auto& e : fs::directory_iterator(two / "tmp"))
+    CHECK(e.path().filename().string().rfind("forge-rank", 0) != 0);
+}
+
+TEST_CASE("a stage that fails on one rank stops every rank with an error naming that rank") {
+  const auto dir = test::scratch("dp_pipe_fail");
+  const int status = run_pipeline(2, dir / "out", dir / "results", dir / "tmp", "fail");
+  CHECK(status == 3);  // every rank threw (not the 300 s harness timeout, 124)
+  const auto e0 = io::read_file(dir / "results" / "error.0.txt");
+  const auto e1 = io::read_file(dir / "results" / "error.1.txt");
+  CHECK(e1.find("rank_fault_double fails here") != std::string::npos);
+  CHECK(e0.find("rank 1 failed") != std::string::npos);
+  CHECK(e0.find("rank_fault_double fails here") != std::string::npos);
+  // Rank 0 recorded the failure where a person looks; rank 1 left nothing anywhere.
+  const auto rep = load_json(dir / "out" / "rank0" / "02_compress.json");
+  CHECK(rep.at("status") == "error");
+  CHECK(rep.at("error").get<std::string>().find("rank 1 failed") != std::string::npos);
+  CHECK(load_json(dir / "out" / "rank0" / "run.json").at("status") == "error");
+  CHECK_FALSE(fs::exists(dir / "out" / "rank1"));
+  for (const auto& e : fs::directory_iterator(dir / "tmp"))
+    CHECK(e.path().filename().string().rfind("forge-rank", 0) != 0);
+}
+
+TEST_CASE("ranks whose models differ after a stage stop with an error, not silently") {
+  const auto dir = test::scratch("dp_pipe_diverge");
+  const int status = run_pipeline(2, dir / "out", dir / "results", dir / "tmp", "diverge");
+  CHECK(status == 3);
+  for (int r = 0; r < 2; ++r) {
+    const auto e = io::read_file(dir / "results" / ("error." + std::to_string(r) + ".txt"));
+    INFO(e);
+    CHECK(e.find("the ranks' models differ after this stage") != std::string::npos);
+    CHECK(e.find("rank 1") != std::string::npos);
+  }
+  CHECK(load_json(dir / "out" / "rank0" / "02_compress.json").at("status") == "error");
+  // The double wrote note.txt on both ranks: rank 0's is recorded, rank 1's went with its
+  // scratch directory.
+  CHECK(fs::exists(dir / "out" / "rank0" / "02_compress" / "note.txt"));
+  CHECK_FALSE(fs::exists(dir / "out" / "rank1"));
+  for (const auto& e : fs::directory_iterator(dir / "tmp"))
     CHECK(e.path().filename().string().rfind("forge-rank", 0) != 0);
 }

@@ -8,7 +8,12 @@
 // values its communicator summed (stats.<rank>.txt): the proof that the stages' trainers
 // were handed the group rather than each training the whole batch alone.
 //
-//   dist_pipeline_worker OUT_BASE RESULT_DIR
+//   dist_pipeline_worker OUT_BASE RESULT_DIR [fail | diverge]
+//
+// fail / diverge: the pipeline is adapt<lora> → compress<rank_fault_double>, a test double
+// that writes a file into its artifact directory on every rank and then throws on rank 1
+// (fail) or changes one weight on rank 1 only (diverge). run() must then throw on every rank;
+// each rank writes the message to RESULT_DIR/error.<rank>.txt and exits with status 3.
 #include <omp.h>
 
 #include <cstdio>
@@ -57,6 +62,30 @@ class counting_communicator_double final : public dist::communicator {
   dist::communicator& c_;
 };
 
+// Test double: a Compress-kind method that misbehaves on rank 1 (see the header comment).
+struct rank_fault_double {
+  static constexpr std::string_view name = "rank_fault_double";
+  struct params {
+    int mode = 0;  ///< 1: throw on rank 1; 2: change a weight on rank 1
+  };
+  using accepts = repr::with_lora<repr::dense_f32>;
+  using produces = repr::with_lora<repr::dense_f32>;
+  using backends = cpu_backends;
+  template <Backend B>
+  static stage_result<model::causal_lm<float>> apply(const stage_context<B>& ctx, const params& p,
+                                                     const no_data&, model::causal_lm<float> m) {
+    io::write_atomic(ctx.artifact_dir / "note.txt", "written on every rank\n");
+    const int rank = ctx.comm ? ctx.comm->rank() : 0;
+    if (p.mode == 1 && rank == 1)
+      throw error(error_info{.what = "rank_fault_double fails here", .place = "rank 1"});
+    if (p.mode == 2 && rank == 1) m.layers[0].q_proj.weight.value[0] += 1e-3f;
+    stage_result<model::causal_lm<float>> r{.model = std::move(m)};
+    r.artifacts.push_back("note.txt");
+    return r;
+  }
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(rank_fault_double::params, mode)
+
 std::string hex_float(double v) {
   char b[64];
   std::snprintf(b, sizeof b, "%a", v);
@@ -69,11 +98,12 @@ int main(int argc, char** argv) {
   dist::mpi_environment env(&argc, &argv);
   dist::mpi_communicator mpi({.timeout_s = 60});
   counting_communicator_double comm(mpi);
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: dist_pipeline_worker OUT_BASE RESULT_DIR\n");
+  if (argc != 3 && argc != 4) {
+    std::fprintf(stderr, "usage: dist_pipeline_worker OUT_BASE RESULT_DIR [fail|diverge]\n");
     return 1;
   }
   const std::filesystem::path base = argv[1], results = argv[2];
+  const std::string fault = argc == 4 ? argv[3] : "";
   omp_set_num_threads(1);  // kernels' reductions then do not depend on the core count
   try {
     const auto m = model::random_model<float>(test::tiny_config(32), {.seed = 2});
@@ -111,6 +141,18 @@ int main(int argc, char** argv) {
                                                   pd,
                                                   accept(kl_to_reference <= 10.0)});
     const auto out = base / ("rank" + std::to_string(comm.rank()));
+    if (!fault.empty()) {
+      auto faulty =
+          pipeline(adapt<lora>{{.rank = 4, .max_steps = 2, .batch_size = 2, .grad_accum = 2}, ad},
+                   compress<rank_fault_double>{{.mode = fault == "fail" ? 1 : 2}});
+      try {
+        faulty.run(m, backend::simd<>{}, {.out = out, .seed = 7, .comm = &comm});
+      } catch (const std::exception& e) {
+        io::write_atomic(results / ("error." + std::to_string(comm.rank()) + ".txt"), e.what());
+        return 3;
+      }
+      return 0;  // the test fails on this: the fault went unnoticed
+    }
     auto r = p.run(m, backend::simd<>{},
                    {.out = out, .seed = 7, .comm = comm.size() > 1 ? &comm : nullptr});
     std::string text = std::string("passed ") + (r.passed ? "1" : "0") + "\n";

@@ -280,9 +280,11 @@ stage_result<model::causal_lm<float>> apply_offline(const stage_context<B>& ctx,
   }
   stage_result<model::causal_lm<float>> r{.model = {}};
   const auto& pairs = d.val.empty() ? d.train : d.val;
-  const auto cache = obj.needs_reference()
-                         ? train::compute_reference_cache(be, m, pairs, false, d.pad_id, set.get())
-                         : train::reference_cache{};
+  // Over several ranks each computes 1/N of the pairs' reference values and they are gathered
+  // (the same values as one process's: one pair per forward).
+  const auto cache = obj.needs_reference() ? train::compute_reference_cache(
+                                                 be, m, pairs, false, d.pad_id, set.get(), ctx.comm)
+                                           : train::reference_cache{};
   const auto s = train::evaluate_preferences(be, m, std::span(pairs), obj,
                                              obj.needs_reference() ? &cache : nullptr, p.batch_size,
                                              d.pad_id, set.get());
