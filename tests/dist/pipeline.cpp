@@ -9,6 +9,8 @@
 // hold exactly the files of the one-process run, and no rank's scratch directory may remain.
 // Faults: a stage that throws on rank 1 only, and a stage after which rank 1's model differs
 // from rank 0's, must each stop both ranks with an error that names rank 1, recorded by rank 0.
+// Deploy: adapt<lora> → deploy<signed_release> on two ranks builds one release, in rank 0's
+// directory, whose manifest digest every rank returns.
 #include <catch2/catch.hpp>
 
 #include <sys/wait.h>
@@ -21,6 +23,7 @@
 
 #include "../support/fixtures.hpp"
 #include "forge/core/json.hpp"
+#include "forge/govern/hash.hpp"
 #include "forge/io/atomic_file.hpp"
 
 namespace fs = std::filesystem;
@@ -141,6 +144,28 @@ TEST_CASE("ranks whose models differ after a stage stop with an error, not silen
   // The double wrote note.txt on both ranks: rank 0's is recorded, rank 1's went with its
   // scratch directory.
   CHECK(fs::exists(dir / "out" / "rank0" / "02_compress" / "note.txt"));
+  CHECK_FALSE(fs::exists(dir / "out" / "rank1"));
+  for (const auto& e : fs::directory_iterator(dir / "tmp"))
+    CHECK(e.path().filename().string().rfind("forge-rank", 0) != 0);
+}
+
+TEST_CASE("deploy<signed_release> on two ranks: one release, by rank 0, named by every rank") {
+  const auto dir = test::scratch("dp_pipe_deploy");
+  REQUIRE(run_pipeline(2, dir / "out", dir / "results", dir / "tmp", "deploy") == 0);
+  const auto r0 = io::read_file(dir / "results" / "result.0.txt");
+  INFO(r0);
+  CHECK(io::read_file(dir / "results" / "result.1.txt") == r0);
+  CHECK(r0.find("passed 1") == 0);
+  // Every rank returns rank 0's release directory and the digest of its signed manifest,
+  // recomputed here from the file.
+  const auto rel = dir / "out" / "rank0" / "02_deploy" / "release";
+  const auto manifest = govern::sha256_file(rel / "MANIFEST.json");
+  CHECK(r0.find("release " + rel.string() + " " + manifest + "\n") != std::string::npos);
+  CHECK(fs::exists(rel / "MANIFEST.json.sig"));
+  CHECK(fs::exists(rel / "reports" / "01_adapt.json"));
+  const auto rep = load_json(dir / "out" / "rank0" / "02_deploy.json");
+  CHECK(rep.at("metrics").at("signature_valid") == 1.0);
+  CHECK(rep.at("metrics").at("artifact_scan_clean") == 1.0);
   CHECK_FALSE(fs::exists(dir / "out" / "rank1"));
   for (const auto& e : fs::directory_iterator(dir / "tmp"))
     CHECK(e.path().filename().string().rfind("forge-rank", 0) != 0);

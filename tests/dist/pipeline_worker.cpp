@@ -8,7 +8,10 @@
 // values its communicator summed (stats.<rank>.txt): the proof that the stages' trainers
 // were handed the group rather than each training the whole batch alone.
 //
-//   dist_pipeline_worker OUT_BASE RESULT_DIR [fail | diverge]
+//   dist_pipeline_worker OUT_BASE RESULT_DIR [fail | diverge | deploy]
+//
+// deploy: adapt<lora> → deploy<signed_release> (key in RESULT_DIR/keys, written by rank 0);
+// the release must be built once, by rank 0, and every rank must return its identity.
 //
 // fail / diverge: the pipeline is adapt<lora> → compress<rank_fault_double>, a test double
 // that writes a file into its artifact directory on every rank and then throws on rank 1
@@ -16,12 +19,15 @@
 // each rank writes the message to RESULT_DIR/error.<rank>.txt and exits with status 3.
 #include <omp.h>
 
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <type_traits>
 
 #include "align/tiny_preferences.hpp"
 #include "forge/adapters/methods.hpp"
+#include "forge/deploy/signed_release.hpp"
 #include "forge/dist/mpi.hpp"
 #include "forge/io/atomic_file.hpp"
 #include "forge/model/init.hpp"
@@ -94,16 +100,46 @@ std::string hex_float(double v) {
 
 }  // namespace
 
+// What run() returned, as text: stage by stage, metrics as exact hex floats, wall times on
+// lines of their own; then the final model (a causal_lm by its digest, a release by its
+// directory and manifest digest).
+template <class R>
+std::string report_text(const R& r) {
+  std::string text = std::string("passed ") + (r.passed ? "1" : "0") + "\n";
+  for (const auto& s : r.stages) {
+    text += "stage " + std::to_string(s.index) + " " + std::string(name_of(s.kind)) + " " +
+            s.method + " " + std::string(name_of(s.status)) + " seed " + std::to_string(s.seed) +
+            "\n";
+    text += "  file " + s.file.lexically_relative(r.directory).generic_string() + "\n";
+    text += "  input " + s.input_sha256 + "\n  output " + s.output_sha256 + "\n";
+    for (const auto& [k, v] : s.metrics.all()) text += "  metric " + k + " " + hex_float(v) + "\n";
+    for (const auto& v : s.gate.verdicts)
+      text += "  gate " + v.criterion.text() + " " + (v.passed ? "held" : "failed") + "\n";
+    for (const auto& a : s.artifacts)
+      text += "  artifact " + a.path.generic_string() + " " + a.sha256 + " " +
+              std::to_string(a.bytes) + "\n";
+    text += "  wall " + hex_float(s.wall_time_s) + "\n";
+  }
+  if (!r.model)
+    text += "model none\n";
+  else if constexpr (std::is_same_v<std::decay_t<decltype(*r.model)>, released_model>)
+    text += "release " + r.model->dir.string() + " " + r.model->digest() + "\n";
+  else
+    text += "model " + model::model_digest(*r.model) + "\n";
+  return text;
+}
+
 int main(int argc, char** argv) {
   dist::mpi_environment env(&argc, &argv);
   dist::mpi_communicator mpi({.timeout_s = 60});
   counting_communicator_double comm(mpi);
   if (argc != 3 && argc != 4) {
-    std::fprintf(stderr, "usage: dist_pipeline_worker OUT_BASE RESULT_DIR [fail|diverge]\n");
+    std::fprintf(stderr, "usage: dist_pipeline_worker OUT_BASE RESULT_DIR [fail|diverge|deploy]\n");
     return 1;
   }
   const std::filesystem::path base = argv[1], results = argv[2];
-  const std::string fault = argc == 4 ? argv[3] : "";
+  const std::string mode = argc == 4 ? argv[3] : "";
+  const std::string fault = mode == "fail" || mode == "diverge" ? mode : "";
   omp_set_num_threads(1);  // kernels' reductions then do not depend on the core count
   try {
     const auto m = model::random_model<float>(test::tiny_config(32), {.seed = 2});
@@ -153,25 +189,30 @@ int main(int argc, char** argv) {
       }
       return 0;  // the test fails on this: the fault went unnoticed
     }
+    if (mode == "deploy") {
+      signed_release_params rp;
+      rp.name = "tiny";
+      rp.gguf = {};
+      rp.merged_checkpoint = false;
+      rp.signing_key = (results / "keys" / "release.key").string();
+      rp.load_requests = 2;
+      rp.load_new_tokens = 2;
+      if (comm.writes()) {
+        std::filesystem::create_directories(results / "keys");
+        const std::array<unsigned char, 32> seed = {9, 8, 7, 6, 5, 4, 3, 2, 1};
+        govern::save_signing_key(rp.signing_key, govern::signing_key(seed));
+      }
+      auto released =
+          pipeline(adapt<lora>{{.rank = 4, .max_steps = 2, .batch_size = 2, .grad_accum = 2}, ad},
+                   deploy<signed_release>{rp, accept(signature_valid, artifact_scan_clean)})
+              .run(m, backend::simd<>{}, {.out = out, .seed = 7, .comm = &comm});
+      io::write_atomic(results / ("result." + std::to_string(comm.rank()) + ".txt"),
+                       report_text(released));
+      return 0;
+    }
     auto r = p.run(m, backend::simd<>{},
                    {.out = out, .seed = 7, .comm = comm.size() > 1 ? &comm : nullptr});
-    std::string text = std::string("passed ") + (r.passed ? "1" : "0") + "\n";
-    for (const auto& s : r.stages) {
-      text += "stage " + std::to_string(s.index) + " " + std::string(name_of(s.kind)) + " " +
-              s.method + " " + std::string(name_of(s.status)) + " seed " + std::to_string(s.seed) +
-              "\n";
-      text += "  file " + s.file.lexically_relative(r.directory).generic_string() + "\n";
-      text += "  input " + s.input_sha256 + "\n  output " + s.output_sha256 + "\n";
-      for (const auto& [k, v] : s.metrics.all())
-        text += "  metric " + k + " " + hex_float(v) + "\n";
-      for (const auto& v : s.gate.verdicts)
-        text += "  gate " + v.criterion.text() + " " + (v.passed ? "held" : "failed") + "\n";
-      for (const auto& a : s.artifacts)
-        text += "  artifact " + a.path.generic_string() + " " + a.sha256 + " " +
-                std::to_string(a.bytes) + "\n";
-      text += "  wall " + hex_float(s.wall_time_s) + "\n";
-    }
-    text += "model " + (r.model ? model::model_digest(*r.model) : std::string("none")) + "\n";
+    const auto text = report_text(r);
     io::write_atomic(results / ("result." + std::to_string(comm.rank()) + ".txt"), text);
     io::write_atomic(results / ("stats." + std::to_string(comm.rank()) + ".txt"),
                      std::to_string(comm.f32) + "\n");

@@ -151,14 +151,6 @@ concept applicable = requires(const stage_context<B>& ctx, const typename M::par
 
 // ---- a run over several ranks ----
 
-// Rank `root`'s `s` on every rank.
-inline void broadcast_text(dist::communicator& c, std::string& s, int root) {
-  std::uint64_t n = s.size();
-  c.broadcast(std::as_writable_bytes(std::span(&n, 1)), root);
-  s.resize(std::size_t(n));
-  c.broadcast(std::as_writable_bytes(std::span(s.data(), s.size())), root);
-}
-
 // What each rank says after a stage: whether it finished, and its output model's digest.
 struct rank_outcome {
   bool ok = false;
@@ -424,7 +416,7 @@ struct runner<basic_pipeline<Order, S...>> {
         refused = e.what();
       }
     if (rs.group()) {
-      broadcast_text(*rs.comm, refused, 0);
+      dist::broadcast_text(*rs.comm, refused, 0);
       if (!refused.empty())
         throw error({.what = "rank 0 could not prepare the run's output directory: " + refused,
                      .file = rs.root.string(),
@@ -566,7 +558,7 @@ struct runner<basic_pipeline<Order, S...>> {
         const std::string where = "stage " + std::to_string(I + 1) + " (" + r.method + ")";
         if (first_failed >= 0) {
           std::string what = r.error;
-          broadcast_text(*rs.comm, what, first_failed);
+          dist::broadcast_text(*rs.comm, what, first_failed);
           if (!failed) {
             group_error.emplace(
                 error_info{.what = "rank " + std::to_string(first_failed) + " failed: " + what,
@@ -582,7 +574,7 @@ struct runner<basic_pipeline<Order, S...>> {
           r.error = group_error->what();
         } else {
           std::string records = rs.writer() ? encode_records(r) : std::string();
-          broadcast_text(*rs.comm, records, 0);
+          dist::broadcast_text(*rs.comm, records, 0);
           if (!rs.writer()) decode_records(std::move(records), r);
         }
       }
