@@ -9,8 +9,9 @@
 // hold exactly the files of the one-process run, and no rank's scratch directory may remain.
 // Faults: a stage that throws on rank 1 only, and a stage after which rank 1's model differs
 // from rank 0's, must each stop both ranks with an error that names rank 1, recorded by rank 0.
-// Deploy: adapt<lora> → deploy<signed_release> on two ranks builds one release, in rank 0's
-// directory, whose manifest digest every rank returns.
+// Compress and Deploy: adapt<lora> → compress<gptq> → deploy<signed_release> on two ranks —
+// GPTQ on every rank gives the same model, and one release is built, in rank 0's directory,
+// whose manifest digest every rank returns.
 #include <catch2/catch.hpp>
 
 #include <sys/wait.h>
@@ -149,7 +150,7 @@ TEST_CASE("ranks whose models differ after a stage stop with an error, not silen
     CHECK(e.path().filename().string().rfind("forge-rank", 0) != 0);
 }
 
-TEST_CASE("deploy<signed_release> on two ranks: one release, by rank 0, named by every rank") {
+TEST_CASE("compress<gptq> then deploy<signed_release> on two ranks: one release, by rank 0") {
   const auto dir = test::scratch("dp_pipe_deploy");
   REQUIRE(run_pipeline(2, dir / "out", dir / "results", dir / "tmp", "deploy") == 0);
   const auto r0 = io::read_file(dir / "results" / "result.0.txt");
@@ -158,12 +159,15 @@ TEST_CASE("deploy<signed_release> on two ranks: one release, by rank 0, named by
   CHECK(r0.find("passed 1") == 0);
   // Every rank returns rank 0's release directory and the digest of its signed manifest,
   // recomputed here from the file.
-  const auto rel = dir / "out" / "rank0" / "02_deploy" / "release";
+  // GPTQ ran on both ranks and gave the same model (else the run stops with "differ").
+  CHECK(r0.find("stage 2 compress gptq passed") != std::string::npos);
+  CHECK(fs::exists(dir / "out" / "rank0" / "02_compress" / "model" / "model.safetensors"));
+  const auto rel = dir / "out" / "rank0" / "03_deploy" / "release";
   const auto manifest = govern::sha256_file(rel / "MANIFEST.json");
   CHECK(r0.find("release " + rel.string() + " " + manifest + "\n") != std::string::npos);
   CHECK(fs::exists(rel / "MANIFEST.json.sig"));
   CHECK(fs::exists(rel / "reports" / "01_adapt.json"));
-  const auto rep = load_json(dir / "out" / "rank0" / "02_deploy.json");
+  const auto rep = load_json(dir / "out" / "rank0" / "03_deploy.json");
   CHECK(rep.at("metrics").at("signature_valid") == 1.0);
   CHECK(rep.at("metrics").at("artifact_scan_clean") == 1.0);
   CHECK_FALSE(fs::exists(dir / "out" / "rank1"));

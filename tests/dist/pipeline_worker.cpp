@@ -10,8 +10,9 @@
 //
 //   dist_pipeline_worker OUT_BASE RESULT_DIR [fail | diverge | deploy]
 //
-// deploy: adapt<lora> → deploy<signed_release> (key in RESULT_DIR/keys, written by rank 0);
-// the release must be built once, by rank 0, and every rank must return its identity.
+// deploy: adapt<lora> → compress<gptq_as<int4_g32>> → deploy<signed_release> (key in
+// RESULT_DIR/keys, written by rank 0): GPTQ runs on every rank and must give every rank the
+// same model; the release must be built once, by rank 0, and every rank return its identity.
 //
 // fail / diverge: the pipeline is adapt<lora> → compress<rank_fault_double>, a test double
 // that writes a file into its artifact directory on every rank and then throws on rank 1
@@ -32,6 +33,7 @@
 #include "forge/io/atomic_file.hpp"
 #include "forge/model/init.hpp"
 #include "forge/pipeline/pipeline.hpp"
+#include "forge/quant/methods.hpp"
 #include "forge/train/align_methods.hpp"
 #include "train/tiny_task.hpp"
 
@@ -202,8 +204,15 @@ int main(int argc, char** argv) {
         const std::array<unsigned char, 32> seed = {9, 8, 7, 6, 5, 4, 3, 2, 1};
         govern::save_signing_key(rp.signing_key, govern::signing_key(seed));
       }
+      // GPTQ on calibration text, on every rank (deterministic: the ranks' digests must agree).
+      compress_data cd;
+      for (const auto& e : test::generic_text(8, 6)) {
+        cd.calibration.emplace_back(e.input_ids.begin(), e.input_ids.end());
+        cd.evaluation.emplace_back(e.input_ids.begin(), e.input_ids.end());
+      }
       auto released =
           pipeline(adapt<lora>{{.rank = 4, .max_steps = 2, .batch_size = 2, .grad_accum = 2}, ad},
+                   compress<gptq_as<quant::int4_g32>>{{.measure = {.latency_tokens = 4}}, cd},
                    deploy<signed_release>{rp, accept(signature_valid, artifact_scan_clean)})
               .run(m, backend::simd<>{}, {.out = out, .seed = 7, .comm = &comm});
       io::write_atomic(results / ("result." + std::to_string(comm.rank()) + ".txt"),
