@@ -6,6 +6,7 @@
 // completions (rewards, token counts) are still identical and the weights agree within a
 // stated rounding tolerance. Resume: a run paused after step 2 (on two ranks, or on one) and
 // continued on one process ends with the weights and log of the uninterrupted run, bit for bit.
+// One prompt on two ranks: the rank without a prompt adds zeros, and the run is still exact.
 #include <catch2/catch.hpp>
 
 #include <sys/wait.h>
@@ -135,4 +136,17 @@ TEST_CASE("GRPO paused and resumed equals the uninterrupted run bit for bit, acr
     CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
     CHECK(io::read_file(straight / "log.txt") == io::read_file(dir / "log.txt"));
   }
+}
+
+TEST_CASE("GRPO with fewer prompts than ranks: the rank without a prompt adds zeros") {
+  // One prompt per step on two ranks: rank 1 has no slot and contributes zero gradients and
+  // statistics; g + 0 is exact, so the run is one process's bit for bit.
+  const auto one = test::scratch("dp_grpo_one1"), two = test::scratch("dp_grpo_two1");
+  REQUIRE(run_grpo(0, one, "1 3") == 0);
+  REQUIRE(run_grpo(2, two, "1 3") == 0);
+  const auto a = weights(one), b = weights(two);
+  REQUIRE(!a.empty());
+  REQUIRE(a.size() == b.size());
+  CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+  CHECK(io::read_file(one / "log.txt") == io::read_file(two / "log.txt"));
 }

@@ -25,11 +25,13 @@
 // order. Data parallelism (grpo_options::comm) gives each rank a contiguous block of the
 // step's prompt slots: it samples their groups (with the slot's seed, so the samples do not
 // depend on the number of ranks), computes their gradients, and the blocks are summed in rank
-// order through dist::gradient_buckets while backward runs; the per-prompt statistics are
-// summed the same way, so every rank logs and steps identically. With one prompt per rank the
+// order through dist::gradient_buckets while backward runs; the per-prompt statistics
+// (rewards, lengths, loss parts, KL and clip counts) are gathered by a sum over ranks in
+// which each slot comes from one rank, then added in slot order, so every rank logs, checks
+// and steps identically. With one prompt per rank the
 // sum adds the same terms in the same order as one process: the same bits.
 //
-// Checkpoints (grpo_options::out_dir): the adapter values, the AdamW moments and the log of
+// Checkpoints (grpo_options::out_dir): the trained values, the AdamW moments and the log of
 // the steps done, written atomically by rank 0 to out_dir/checkpoint.safetensors. Since a
 // step's prompts and samples depend on (seed, step) alone, a resumed run continues exactly as
 // an uninterrupted one, also on another number of ranks.
