@@ -131,9 +131,12 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(full_finetune_params, parameters, max_steps, 
 
 namespace adapters::detail {
 
+/// The trainer settings of an Adapt stage; `comm` (the run's group, or null) spreads each
+/// step's micro-batches over the ranks.
 template <class P>
 train::trainer_options trainer_options_of(const P& p, const std::filesystem::path& dir,
-                                          std::uint64_t seed, std::int32_t pad) {
+                                          std::uint64_t seed, std::int32_t pad,
+                                          dist::communicator* comm = nullptr) {
   return {.max_steps = p.max_steps,
           .batch_size = p.batch_size,
           .grad_accum = p.grad_accum,
@@ -147,7 +150,8 @@ train::trainer_options trainer_options_of(const P& p, const std::filesystem::pat
           .out_dir = dir,
           .seed = seed,
           .pad_id = pad,
-          .show_progress = p.show_progress};
+          .show_progress = p.show_progress,
+          .comm = comm};
 }
 
 template <class Be, class P, class Save>
@@ -169,11 +173,16 @@ stage_result<model::causal_lm<float>> run_adapt(const stage_context<B>& ctx, con
       return std::map<std::string, double>{
           {"exact_match", eval::evaluate_task(be, mm, d.task, d.eos).exact_match}};
     };
-  auto res =
-      train::train_sft(be, m, std::move(params), set, d.train, d.val,
-                       trainer_options_of(p, ctx.artifact_dir, ctx.seed, d.pad_id), task_eval);
+  auto res = train::train_sft(be, m, std::move(params), set, d.train, d.val,
+                              trainer_options_of(p, ctx.artifact_dir, ctx.seed, d.pad_id, ctx.comm),
+                              task_eval);
   (void)res;
-  return measure_adapt(be, p, d, std::move(m), ppl_before, save);
+  // Over several ranks only rank 0 saves the weights (the runner records its files).
+  return measure_adapt(be, p, d, std::move(m), ppl_before,
+                       [&](model::causal_lm<float>& mm) -> std::vector<std::filesystem::path> {
+                         if (ctx.writes()) return save(mm);
+                         return {};
+                       });
 }
 
 /// The Adapt metrics of a trained model (CPU backend `Be`), the saved weights, the curves.
@@ -258,12 +267,15 @@ stage_result<model::causal_lm<float>> apply_lora_cuda(const stage_context<B>& ct
       return std::map<std::string, double>{
           {"exact_match", eval::evaluate_task(cpu, mm, d.task, d.eos).exact_match}};
     };
+  // The GPU trainer is one process: a group of several ranks reaches its clear refusal.
+  dist::communicator* group = ctx.comm && ctx.comm->size() > 1 ? ctx.comm : nullptr;
   train::train_sft_cuda(cpu, m, *set, d.train, d.val,
-                        trainer_options_of(p, ctx.artifact_dir, ctx.seed, d.pad_id),
+                        trainer_options_of(p, ctx.artifact_dir, ctx.seed, d.pad_id, group),
                         {.base = nf4 ? cuda::base_storage::nf4 : cuda::base_storage::dense,
                          .storage = cuda::precision::f32},
                         task_eval);
   return measure_adapt(cpu, p, d, std::move(m), before, [&](model::causal_lm<float>&) {
+    if (!ctx.writes()) return std::vector<std::filesystem::path>{};
     io::save_peft_adapter(*set, ctx.artifact_dir / "adapter");
     return std::vector<std::filesystem::path>{"adapter/adapter_config.json",
                                               "adapter/adapter_model.safetensors"};

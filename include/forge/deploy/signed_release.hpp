@@ -174,11 +174,53 @@ struct signed_release {
   using produces = repr::release;
   using backends = all_backends;  ///< cuda: this work runs on the CPU (on_cpu)
 
+  /// Over several ranks (ctx.comm) the release is built once, by rank 0: a release is one
+  /// signed unit that binds rank 0's stage reports. The other ranks wait for it (within the
+  /// communicator's timeout) and hand on the same released_model (rank 0's directory and
+  /// manifest digest); the runner records rank 0's metrics and files for every rank.
   template <Backend B>
   static stage_result<released_model> apply(const stage_context<B>& ctx, const params& p,
                                             const no_data& nd, model::causal_lm<float> m) {
+    if (!ctx.comm || ctx.comm->size() == 1) return build(ctx, p, nd, std::move(m));
+    std::string said;  // rank 0: "ok" dir manifest base, or "error" and the message, by lines
+    std::optional<stage_result<released_model>> res;
+    if (ctx.writes()) {
+      try {
+        res.emplace(build(ctx, p, nd, std::move(m)));
+        said = "ok\n" + res->model.dir.string() + "\n" + res->model.manifest_sha256 + "\n" +
+               res->model.base_model_sha256;
+      } catch (const std::exception& e) {
+        said = std::string("error\n") + e.what();
+        dist::broadcast_text(*ctx.comm, said, 0);
+        throw;
+      }
+    }
+    dist::broadcast_text(*ctx.comm, said, 0);
+    if (res) return std::move(*res);
+    std::vector<std::string> lines;
+    for (std::size_t at = 0;;) {
+      const auto nl = said.find('\n', at);
+      lines.push_back(said.substr(at, nl == std::string::npos ? nl : nl - at));
+      if (nl == std::string::npos) break;
+      at = nl + 1;
+    }
+    if (lines.at(0) != "ok")
+      throw error(error_info{.what = "rank 0 could not build the release: " +
+                                     said.substr(std::min(said.size(), std::size_t(6))),
+                             .place = "stage " + std::to_string(ctx.index) + " (signed_release)"});
+    require(lines.size() == 4, {.what = "rank 0's release message is malformed",
+                                .place = "stage " + std::to_string(ctx.index),
+                                .expected = "4 lines",
+                                .found = std::to_string(lines.size())});
+    return {.model = {lines[1], lines[2], lines[3]}};
+  }
+
+ private:
+  template <Backend B>
+  static stage_result<released_model> build(const stage_context<B>& ctx, const params& p,
+                                            const no_data& nd, model::causal_lm<float> m) {
     if constexpr (!is_cpu_backend_v<B>) {
-      return apply(on_cpu(ctx), p, nd, std::move(m));
+      return build(on_cpu(ctx), p, nd, std::move(m));
     } else {
       namespace fs = std::filesystem;
       require(!p.signing_key.empty(), {.what = "a release needs a signing key file",

@@ -14,6 +14,7 @@
 // rank's block in turn).
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
@@ -95,6 +96,14 @@ class communicator {
   /// True on the rank that writes checkpoints, reports and artifacts (rank 0).
   bool writes() const { return rank() == 0; }
 };
+
+/// Copies rank `root`'s `text` into `text` on every rank (its length first, then the bytes).
+inline void broadcast_text(communicator& c, std::string& text, int root) {
+  std::uint64_t n = text.size();
+  c.broadcast(std::as_writable_bytes(std::span(&n, 1)), root);
+  text.resize(std::size_t(n));
+  c.broadcast(std::as_writable_bytes(std::span(text.data(), text.size())), root);
+}
 
 /// The group of one process: every collective is the identity.
 class single_process final : public communicator {

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "forge/dist/communicator.hpp"
 #include "forge/pipeline/criterion.hpp"
 #include "forge/pipeline/gate.hpp"
 #include "forge/pipeline/stage_kind.hpp"
@@ -25,6 +26,12 @@ struct run_options {
   std::filesystem::path out = "forge-run";
   /// The run's seed; stage i receives stage_seed(seed, i).
   std::uint64_t seed = 0;
+  /// The group of processes that runs this pipeline together (data parallelism), or null for
+  /// one process. Every rank calls run() with the same pipeline, model, seed and `out`; the
+  /// training stages split their batches over the ranks, only rank 0 writes (reports,
+  /// artifacts, checkpoints, release), and every rank returns the same report and model.
+  /// docs/distributed.md describes the protocol.
+  dist::communicator* comm = nullptr;
 };
 
 /// How a stage ended.

@@ -24,6 +24,12 @@ class metric_values {
     values_.insert_or_assign(std::string(M::name), value);
     return *this;
   }
+  /// Records a value under the metric's name: for a runner that takes the values another
+  /// process measured (a run over several ranks adopts rank 0's); methods use set(M, v).
+  metric_values& set_by_name(std::string_view name, double value) {
+    values_.insert_or_assign(std::string(name), value);
+    return *this;
+  }
   /// The measured value of metric `M`, if it was recorded.
   template <Metric M>
   std::optional<double> get(M) const {

@@ -17,8 +17,8 @@
 //   helpfulness_delta                    task exact match after − before (needs `task`)
 //   refusal_accuracy, false_refusal_rate, jailbreak_resistance   greedy answers to `safety`
 //                                        scored by eval::is_refusal (needs encode/decode)
-// Artifacts: adapter/ (the alignment adapter, PEFT layout), loss.csv, loss.svg and
-// checkpoint.safetensors (the resumable state) for the offline methods.
+// Artifacts: adapter/ (the alignment adapter, PEFT layout) and checkpoint.safetensors (the
+// resumable state); loss.csv and loss.svg for the offline methods.
 //
 // The pairwise methods (dpo, cdpo, robust_dpo, ipo, hinge, simpo, orpo) and kto also run on
 // backend::cuda: the adapters train on the GPU (train/cuda_preference.hpp; one .cu file of the
@@ -218,7 +218,8 @@ void measure(const stage_context<B>& ctx, Be be, model::causal_lm<float>& m, con
         r.metrics.set(jailbreak_resistance_gain, s.jailbreak_resistance - b->jailbreak_resistance);
     }
   }
-  io::save_peft_adapter(set, ctx.artifact_dir / "adapter");
+  // Over several ranks only rank 0 writes (the runner records rank 0's files).
+  if (ctx.writes()) io::save_peft_adapter(set, ctx.artifact_dir / "adapter");
   r.artifacts.push_back("adapter/adapter_config.json");
   r.artifacts.push_back("adapter/adapter_model.safetensors");
   r.data.push_back({d.name, d.sha256()});
@@ -261,8 +262,11 @@ stage_result<model::causal_lm<float>> apply_offline(const stage_context<B>& ctx,
       .out_dir = ctx.artifact_dir,
       .seed = ctx.seed,
       .pad_id = d.pad_id,
-      .show_progress = p.show_progress};
+      .show_progress = p.show_progress,
+      .comm = ctx.comm};
   if constexpr (std::same_as<B, backend::cuda>) {
+    // The GPU trainer is one process: a group of several ranks reaches its clear refusal.
+    if (o.comm && o.comm->size() == 1) o.comm = nullptr;
     // The adapters train on the GPU; an NF4 base stays NF4 there unless earlier adapters
     // must be merged into it (then the merged weights are dense f32).
     std::size_t attached = 0;
@@ -276,9 +280,11 @@ stage_result<model::causal_lm<float>> apply_offline(const stage_context<B>& ctx,
   }
   stage_result<model::causal_lm<float>> r{.model = {}};
   const auto& pairs = d.val.empty() ? d.train : d.val;
-  const auto cache = obj.needs_reference()
-                         ? train::compute_reference_cache(be, m, pairs, false, d.pad_id, set.get())
-                         : train::reference_cache{};
+  // Over several ranks each computes 1/N of the pairs' reference values and they are gathered
+  // (the same values as one process's: one pair per forward).
+  const auto cache = obj.needs_reference() ? train::compute_reference_cache(
+                                                 be, m, pairs, false, d.pad_id, set.get(), ctx.comm)
+                                           : train::reference_cache{};
   const auto s = train::evaluate_preferences(be, m, std::span(pairs), obj,
                                              obj.needs_reference() ? &cache : nullptr, p.batch_size,
                                              d.pad_id, set.get());
@@ -470,7 +476,9 @@ struct grpo {
                                         .optim = {.lr = p.learning_rate, .weight_decay = 0},
                                         .eos_token_ids = d.eos,
                                         .pad_id = d.pad_id,
-                                        .seed = ctx.seed});
+                                        .seed = ctx.seed,
+                                        .comm = ctx.comm,
+                                        .out_dir = ctx.artifact_dir});
     stage_result<model::causal_lm<float>> r{.model = {}};
     if (!d.train.empty() || !d.val.empty()) {
       const auto& pairs = d.val.empty() ? d.train : d.val;
@@ -481,6 +489,7 @@ struct grpo {
       r.metrics.set(preference_accuracy, s.accuracy).set(reward_margin, s.margin);
     }
     align_detail::measure(ctx, be, m, d, *set, task_before, safety_before, r);
+    r.artifacts.push_back("checkpoint.safetensors");
     (void)res;
     r.model = std::move(m);
     return r;
