@@ -330,6 +330,11 @@ inline cuda_full_session open_cuda_full_session(model::causal_lm<float>& m,
              .place = key,
              .expected = "a plain dense weight",
              .found = lin->base ? "a quantized base" : "an attached adapter"});
+  require(!m.embed_base,
+          {.what = "full fine-tuning on backend::cuda needs a dense model without adapters",
+           .place = "model.embed_tokens.weight",
+           .expected = "a plain dense weight",
+           .found = "a quantized embedding table"});
   cuda::llama_host_weights w{.embed = m.embed_tokens.value.data(),
                              .final_norm = m.norm.value.data(),
                              .lm_head = m.head_weight().value.data()};
