@@ -5,8 +5,17 @@
 # they build without the CPU dependencies too (tests/cuda can be configured on its own).
 include_guard(GLOBAL)
 
-if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-  set(CMAKE_CUDA_ARCHITECTURES "90a;80" CACHE STRING "GPU targets of forge's CUDA code")
+# FORGE_CUDA_ARCHS lists the GPU targets in CMake's CUDA_ARCHITECTURES syntax: "90a;80" (the
+# default) embeds sm_90a and sm_80 machine code; "80-virtual" embeds compute_80 PTX only
+# (-gencode arch=compute_80,code=compute_80), which the driver compiles for the GPU at hand, so
+# a Hopper machine runs the sm_80 code paths (scripts/cuda_tests.sh, FORGE_CUDA_ARCHS).
+# An explicit -DCMAKE_CUDA_ARCHITECTURES wins; a later change of FORGE_CUDA_ARCHS in the same
+# build folder replaces the targets it set before.
+set(FORGE_CUDA_ARCHS "90a;80" CACHE STRING "GPU targets of forge's CUDA code (CUDA_ARCHITECTURES syntax)")
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR
+   (DEFINED FORGE_CUDA_ARCHS_APPLIED AND NOT FORGE_CUDA_ARCHS STREQUAL FORGE_CUDA_ARCHS_APPLIED))
+  set(CMAKE_CUDA_ARCHITECTURES "${FORGE_CUDA_ARCHS}" CACHE STRING "GPU targets" FORCE)
+  set(FORGE_CUDA_ARCHS_APPLIED "${FORGE_CUDA_ARCHS}" CACHE INTERNAL "")
 endif()
 enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
