@@ -14,6 +14,7 @@
 
 #include "forge/adapters/qlora.hpp"
 #include "forge/backend/qmatmul_q4_0_panels.hpp"
+#include "forge/backend/qmatmul_q4_k_panels.hpp"
 #include "forge/backend/qmatmul_q8.hpp"
 
 namespace forge::adapters {
@@ -22,13 +23,20 @@ namespace forge::adapters {
 /// int8-quantized activations.
 template <class Bk, class F>
 class quantized_base_q8 final : public quantized_weight {
-  // Q4_0 is held as 16-row VNNI panels (backend/qmatmul_q4_0_panels.hpp), repacked once here;
-  // other formats as they are.
-  static constexpr bool panels = std::is_same_v<F, quant::q4_0>;
-  using stored = std::conditional_t<panels, backend::q4_0_panels, quant::qtensor<F>>;
+  // Q4_0 and Q4_K are held as 16-row VNNI panels (backend/qmatmul_q4_0_panels.hpp,
+  // qmatmul_q4_k_panels.hpp), repacked once here: one kernel for decode and prefill. Other
+  // formats as they are.
+  static constexpr bool is_q4_0 = std::is_same_v<F, quant::q4_0>;
+  static constexpr bool is_q4_k = std::is_same_v<F, quant::q4_k>;
+  static constexpr bool panels = is_q4_0 || is_q4_k;
+  using stored =
+      std::conditional_t<is_q4_0, backend::q4_0_panels,
+                         std::conditional_t<is_q4_k, backend::q4_k_panels, quant::qtensor<F>>>;
   static stored pack(quant::qtensor<F> w) {
-    if constexpr (panels)
+    if constexpr (is_q4_0)
       return backend::pack_q4_0_panels(w);
+    else if constexpr (is_q4_k)
+      return backend::pack_q4_k_panels(w);
     else
       return w;
   }
@@ -46,10 +54,12 @@ class quantized_base_q8 final : public quantized_weight {
                                 w, std::span<float>(t));
     for (std::size_t i = 0; i < t.size(); ++i) dx[i] += t[i];
   }
-  /// The quantized weight (for Q4_0 rebuilt from the panels: the same GGUF blocks).
+  /// The quantized weight (for Q4_0 and Q4_K rebuilt from the panels: the same GGUF blocks).
   quant::qtensor<F> weight() const {
-    if constexpr (panels)
+    if constexpr (is_q4_0)
       return backend::unpack_q4_0_panels(w_);
+    else if constexpr (is_q4_k)
+      return backend::unpack_q4_k_panels(w_);
     else
       return w_;
   }
