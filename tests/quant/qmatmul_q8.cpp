@@ -7,7 +7,9 @@
 #include <tuple>
 
 #include "common.hpp"
+#include "forge/adapters/quantized_base_q8.hpp"
 #include "forge/backend/qmatmul_int4_panels.hpp"
+#include "forge/backend/qmatmul_int8_panels.hpp"
 #include "forge/backend/qmatmul_q4_0_panels.hpp"
 #include "forge/backend/qmatmul_q8.hpp"
 
@@ -238,4 +240,88 @@ TEST_CASE("int4 panels: lossless repacking, and the panel kernel equals the refe
   const auto p = pack_int4_panels(int4_g128::quantize(test::randn(16 * 256, 2), 16, 256));
   std::vector<float> x(255), y(16);
   CHECK_THROWS_AS(qmatmul_q8(simd<xsimd::avx512bw>{}, x, 1, p, y), error);
+}
+
+TEST_CASE("int8_channel x q8_0 activations: panel kernel, reference and f32 bound") {
+  for (auto [m, n, k] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{1, 37, 256},
+                         {8, 16, 64},
+                         {19, 70, 96},
+                         {3, 1, 32}}) {
+    const auto w = int8_channel::quantize(test::randn(n * k, 100 + n, 0.05f), n, k);
+    const auto p = pack_int8_panels(w);
+    REQUIRE(unpack_int8_panels(p) == w);
+    const auto x = test::randn(m * k, 101 + m);
+    std::vector<float> ref(m * n), got(m * n, -1e30f), viaq(m * n, -1e30f), f32(m * n);
+    qmatmul_q8(scalar{}, x, m, w, ref);
+    qmatmul_q8(simd<xsimd::avx512bw>{}, x, m, p, got);
+    qmatmul_q8(simd<xsimd::avx512bw>{}, x, m, w, viaq);  // the qtensor overload packs per call
+    qmatmul(scalar{}, x, m, w, f32);
+    const auto d = dequantize(w);
+    INFO("int8_channel m=" << m << " n=" << n << " k=" << k);
+    std::size_t bad_kernel = 0, bad_bound = 0;
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t r = 0; r < n; ++r) {
+        const auto j = std::size_t(i * n + r);
+        double mag = 0, bound = 0;
+        for (std::int64_t c = 0; c < k; ++c) mag += std::fabs(d[r * k + c] * x[i * k + c]);
+        // Same exact integer block dots; f32 sums of k/32 scaled terms (the reference: double).
+        if (!(std::fabs(got[j] - ref[j]) <= 1e-5 * mag + 1e-6)) ++bad_kernel;
+        if (viaq[j] != got[j]) ++bad_kernel;
+        // Reference vs f32: each activation moves by at most d/2 (rounding its code) plus
+        // 2^-11 amax (the f16 scale), d = amax / 127.
+        for (std::int64_t b = 0; b < k / 32; ++b) {
+          float amax = 0, wsum = 0;
+          for (int e = 0; e < 32; ++e) {
+            amax = std::max(amax, std::fabs(x[i * k + b * 32 + e]));
+            wsum += std::fabs(d[r * k + b * 32 + e]);
+          }
+          bound += amax * (1.0 / 254 + 1.0 / 2048) * wsum;
+        }
+        if (!(std::fabs(ref[j] - f32[j]) <= bound * 1.001 + 1e-6)) ++bad_bound;
+      }
+    CHECK(bad_kernel == 0);
+    CHECK(bad_bound == 0);
+  }
+  // Codes the quantizer never writes (−128) survive the repacking and multiply correctly.
+  auto w = int8_channel::quantize(test::randn(20 * 64, 7), 20, 64);
+  for (std::size_t i = 0; i < w.codes.size(); i += 5) w.codes[i] = 0x80;
+  const auto p = pack_int8_panels(w);
+  CHECK(unpack_int8_panels(p) == w);
+  const auto x = test::randn(2 * 64, 8);
+  std::vector<float> ref(40), got(40);
+  qmatmul_q8(scalar{}, x, 2, w, ref);
+  qmatmul_q8(simd<xsimd::avx512bw>{}, x, 2, p, got);
+  for (std::size_t j = 0; j < 40; ++j) CHECK(got[j] == Approx(ref[j]).epsilon(1e-5).margin(1e-5));
+  auto bad = w;
+  bad.cols = 48;  // not whole 32-value blocks
+  CHECK_THROWS_AS(pack_int8_panels(bad), error);
+}
+
+TEST_CASE("quantized_base_q8 holds panels: forward equals the reference, weight() round-trips") {
+  using be = simd<xsimd::avx512bw>;
+  const std::int64_t m = 9, n = 40, k = 256;  // 8 + 1 activation rows, a partial panel
+  const auto x = test::randn(m * k, 120);
+  auto run = [&](const auto& w) {
+    using F = typename std::decay_t<decltype(w)>::format;
+    const adapters::quantized_base_q8<be, F> base(w);
+    CHECK(base.weight() == w);
+    std::vector<float> ref(m * n), got(m * n, -1e30f);
+    qmatmul_q8(scalar{}, x, m, w, ref);
+    base.forward(x.data(), m, got.data());
+    INFO(F::name);
+    const auto d = dequantize(w);
+    std::size_t bad = 0;
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t r = 0; r < n; ++r) {
+        double mag = 0;
+        for (std::int64_t c = 0; c < k; ++c) mag += std::fabs(d[r * k + c] * x[i * k + c]);
+        // f32 against double sums of the same integer dots: 1e-5 of Σ|w x|.
+        if (!(std::fabs(got[i * n + r] - ref[i * n + r]) <= 1e-5 * mag + 1e-6)) ++bad;
+      }
+    CHECK(bad == 0);
+  };
+  run(int4_g128::quantize(test::randn(n * k, 121, 0.05f), n, k));
+  run(int8_channel::quantize(test::randn(n * k, 122, 0.05f), n, k));
+  run(q4_k::quantize(test::randn(n * k, 123, 0.05f), n, k));
+  run(q4_0::quantize(test::randn(n * k, 124, 0.05f), n, k));
 }

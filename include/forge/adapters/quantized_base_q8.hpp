@@ -14,6 +14,7 @@
 
 #include "forge/adapters/qlora.hpp"
 #include "forge/backend/qmatmul_int4_panels.hpp"
+#include "forge/backend/qmatmul_int8_panels.hpp"
 #include "forge/backend/qmatmul_q4_0_panels.hpp"
 #include "forge/backend/qmatmul_q4_k_panels.hpp"
 #include "forge/backend/qmatmul_q8.hpp"
@@ -21,8 +22,9 @@
 namespace forge::adapters {
 
 namespace detail {
-/// How quantized_base_q8 holds format F: as it is, or (Q4_0, Q4_K, int4_group) as 16-row VNNI
-/// panels repacked once, one kernel for decode and prefill (backend/qmatmul_*_panels.hpp).
+/// How quantized_base_q8 holds format F: as it is, or (Q4_0, Q4_K, int4_group, int8_channel) as
+/// 16-row VNNI panels repacked once, one kernel for decode and prefill
+/// (backend/qmatmul_*_panels.hpp).
 template <class F>
 struct q8_storage {
   static constexpr bool panels = false, has_perm = false;
@@ -46,6 +48,17 @@ struct q8_storage<quant::q4_k> {
   static type pack(const quant::qtensor<quant::q4_k>& w) { return backend::pack_q4_k_panels(w); }
   static quant::qtensor<quant::q4_k> unpack(const type& p) {
     return backend::unpack_q4_k_panels(p);
+  }
+};
+template <>
+struct q8_storage<quant::int8_channel> {
+  static constexpr bool panels = true, has_perm = false;
+  using type = backend::int8_panels;
+  static type pack(const quant::qtensor<quant::int8_channel>& w) {
+    return backend::pack_int8_panels(w);
+  }
+  static quant::qtensor<quant::int8_channel> unpack(const type& p) {
+    return backend::unpack_int8_panels(p);
   }
 };
 template <int G, bool Sym>
