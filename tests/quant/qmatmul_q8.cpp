@@ -10,6 +10,7 @@
 #include "forge/adapters/quantized_base_q8.hpp"
 #include "forge/backend/qmatmul_int4_panels.hpp"
 #include "forge/backend/qmatmul_int8_panels.hpp"
+#include "forge/backend/qmatmul_nf4_panels.hpp"
 #include "forge/backend/qmatmul_q4_0_panels.hpp"
 #include "forge/backend/qmatmul_q8.hpp"
 
@@ -324,4 +325,63 @@ TEST_CASE("quantized_base_q8 holds panels: forward equals the reference, weight(
   run(int8_channel::quantize(test::randn(n * k, 122, 0.05f), n, k));
   run(q4_k::quantize(test::randn(n * k, 123, 0.05f), n, k));
   run(q4_0::quantize(test::randn(n * k, 124, 0.05f), n, k));
+  run(nf4::quantize(test::randn(n * k, 125, 0.05f), n, k));
+}
+
+namespace {
+// NF4 x int8 activations: the panel kernel against the scalar reference of the same
+// arithmetic (levels in 16-bit fixed point), and the reference against the f32 product.
+template <class F>
+void check_nf4(std::int64_t m, std::int64_t n, std::int64_t k) {
+  const auto w = F::quantize(test::randn(n * k, 130 + n, 0.05f), n, k);
+  const auto p = pack_nf4_panels(w);
+  REQUIRE(unpack_nf4_panels(p) == w);
+  const auto x = test::randn(m * k, 131 + m);
+  std::vector<float> ref(m * n), got(m * n, -1e30f), viaq(m * n, -1e30f), f32(m * n);
+  qmatmul_q8(scalar{}, x, m, w, ref);
+  qmatmul_q8(simd<xsimd::avx512bw>{}, x, m, p, got);
+  qmatmul_q8(simd<xsimd::avx512bw>{}, x, m, w, viaq);
+  qmatmul(scalar{}, x, m, w, f32);
+  const auto d = dequantize(w);
+  INFO(F::name << " m=" << m << " n=" << n << " k=" << k);
+  std::size_t bad_kernel = 0, bad_bound = 0;
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t r = 0; r < n; ++r) {
+      const auto j = std::size_t(i * n + r);
+      double mag = 0, bound = 0;
+      for (std::int64_t c = 0; c < k; ++c) mag += std::fabs(d[r * k + c] * x[i * k + c]);
+      // Same exact integer dots; f32 sums of the scaled terms (the reference: double).
+      if (!(std::fabs(got[j] - ref[j]) <= 1e-5 * mag + 1e-6)) ++bad_kernel;
+      if (viaq[j] != got[j]) ++bad_kernel;
+      // Reference vs f32: an activation moves by at most d_s/2 = amax_s/254; a level by at
+      // most 1/65534 of its block's absmax a_b (|w| <= a_b), times |x_q·d_s| <= amax_s.
+      for (std::int64_t s = 0; s < k / 32; ++s) {
+        float amax = 0, wsum = 0;
+        for (int e = 0; e < 32; ++e) {
+          amax = std::max(amax, std::fabs(x[i * k + s * 32 + e]));
+          wsum += std::fabs(d[r * k + s * 32 + e]);
+        }
+        const double ab = F::block_absmax(w, std::size_t((r * k + s * 32) / 64));
+        bound += amax / 254.0 * wsum + 32 * ab * amax / 65534.0;
+      }
+      if (!(std::fabs(ref[j] - f32[j]) <= bound * 1.001 + 1e-6)) ++bad_bound;
+    }
+  CHECK(bad_kernel == 0);
+  CHECK(bad_bound == 0);
+}
+}  // namespace
+
+TEST_CASE("nf4 x int8 activations: panel kernel, reference and f32 bound") {
+  check_nf4<nf4>(1, 37, 256);  // decode, a partial panel
+  check_nf4<nf4>(8, 16, 64);   // one panel, one 8-row tile
+  check_nf4<nf4>(19, 70, 192);
+  check_nf4<nf4_single>(3, 33, 128);
+  check_nf4<nf4_single>(2, 1, 64);
+  // The fixed-point levels are the rounded NF4 levels, within half a step.
+  const auto& L = backend::detail::nf4_levels_q15();
+  for (std::size_t c = 0; c < 16; ++c)
+    CHECK(std::fabs(L[c] / 32767.0 - nf4_code[c]) <= 0.5 / 32767 + 1e-9);
+  auto w = nf4::quantize(test::randn(2 * 64, 1), 2, 64);
+  w.codes.pop_back();
+  CHECK_THROWS_AS(pack_nf4_panels(w), error);
 }

@@ -15,6 +15,7 @@
 #include "forge/adapters/qlora.hpp"
 #include "forge/backend/qmatmul_int4_panels.hpp"
 #include "forge/backend/qmatmul_int8_panels.hpp"
+#include "forge/backend/qmatmul_nf4_panels.hpp"
 #include "forge/backend/qmatmul_q4_0_panels.hpp"
 #include "forge/backend/qmatmul_q4_k_panels.hpp"
 #include "forge/backend/qmatmul_q8.hpp"
@@ -22,8 +23,8 @@
 namespace forge::adapters {
 
 namespace detail {
-/// How quantized_base_q8 holds format F: as it is, or (Q4_0, Q4_K, int4_group, int8_channel) as
-/// 16-row VNNI panels repacked once, one kernel for decode and prefill
+/// How quantized_base_q8 holds format F: as it is, or (Q4_0, Q4_K, int4_group, int8_channel,
+/// NF4) as 16-row VNNI panels repacked once, one kernel for decode and prefill
 /// (backend/qmatmul_*_panels.hpp).
 template <class F>
 struct q8_storage {
@@ -59,6 +60,17 @@ struct q8_storage<quant::int8_channel> {
   }
   static quant::qtensor<quant::int8_channel> unpack(const type& p) {
     return backend::unpack_int8_panels(p);
+  }
+};
+template <bool D>
+struct q8_storage<quant::nf4_format<D>> {
+  static constexpr bool panels = true, has_perm = false;
+  using type = backend::nf4_panels<D>;
+  static type pack(const quant::qtensor<quant::nf4_format<D>>& w) {
+    return backend::pack_nf4_panels(w);
+  }
+  static quant::qtensor<quant::nf4_format<D>> unpack(const type& p) {
+    return backend::unpack_nf4_panels(p);
   }
 };
 template <int G, bool Sym>
@@ -99,6 +111,11 @@ class quantized_base_q8 final : public quantized_weight {
   std::vector<std::span<const std::byte>> storage() const override {
     if constexpr (S::has_perm)
       return {std::as_bytes(std::span(w_.data)), std::as_bytes(std::span(w_.perm))};
+    else if constexpr (requires { w_.constants; })
+      return {std::as_bytes(std::span(w_.data)), std::as_bytes(std::span(w_.constants.scales)),
+              std::as_bytes(std::span(w_.constants.zeros)),
+              std::as_bytes(std::span(w_.constants.scales2)),
+              std::as_bytes(std::span(&w_.constants.offset, 1))};
     else if constexpr (S::panels)
       return {std::as_bytes(std::span(w_.data))};
     else
