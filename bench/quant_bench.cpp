@@ -13,11 +13,14 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <vector>
 
 #include "forge/backend/qmatmul.hpp"
 #include "forge/backend/qmatmul_int4_panels.hpp"
+#include "forge/backend/qmatmul_int8_panels.hpp"
+#include "forge/backend/qmatmul_nf4_panels.hpp"
 #include "forge/backend/qmatmul_q4_k_panels.hpp"
 #include "forge/backend/qmatmul_q8.hpp"
 #include "forge/core/parallel.hpp"
@@ -88,9 +91,22 @@ BENCHMARK(BM_read_sweep)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // ---- decode: quantized matvec ---------------------------------------------------------------
 template <class F>
+const qtensor<F>& quantized(std::int64_t rows, std::int64_t cols) {
+  // Quantized once per shape for all repetitions (Q4_K's fit takes seconds on big matrices).
+  static std::map<std::pair<std::int64_t, std::int64_t>, qtensor<F>> cache;
+  auto it = cache.find({rows, cols});
+  if (it == cache.end())
+    it = cache
+             .emplace(
+                 std::pair{rows, cols},
+                 F::quantize(randn(static_cast<std::size_t>(rows * cols), 1, 0.02f), rows, cols))
+             .first;
+  return it->second;
+}
+
+template <class F>
 std::vector<qtensor<F>> copies(std::int64_t rows, std::int64_t cols, bool dram) {
-  auto w = randn(static_cast<std::size_t>(rows * cols), 1, 0.02f);
-  auto t = F::quantize(w, rows, cols);
+  const auto& t = quantized<F>(rows, cols);
   const std::size_t count = dram ? dram_bytes / t.bytes() + 1 : 1;
   return std::vector<qtensor<F>>(count, t);  // distinct buffers holding the same values
 }
@@ -159,12 +175,17 @@ void BM_eigen_matvec_f32(benchmark::State& st) {
   st.SetLabel(dram ? "f32 eigen dram" : "f32 eigen cache");
 }
 
-// Weights repacked once into 16-row VNNI panels (int4 groups, GGUF Q4_K), activations
-// quantized to int8 per 32: the kernel quantized_base_q8 runs for decode and prefill.
+// Weights repacked once into 16-row VNNI panels (int4 groups, GGUF Q4_K, int8_channel, NF4),
+// activations quantized to int8 per 32: the kernels quantized_base_q8 runs for decode and
+// prefill.
 template <class F>
 auto pack_panels(const qtensor<F>& w) {
   if constexpr (std::is_same_v<F, q4_k>)
     return backend::pack_q4_k_panels(w);
+  else if constexpr (std::is_same_v<F, int8_channel>)
+    return backend::pack_int8_panels(w);
+  else if constexpr (std::is_same_v<F, nf4>)
+    return backend::pack_nf4_panels(w);
   else
     return backend::pack_int4_panels(w);
 }
@@ -225,6 +246,8 @@ SHAPES(BM_qmatvec<nf4>);
 SHAPES(BM_qmatvec_q8_int4);
 SHAPES(BM_qmatvec_q8_panels<int4_g128>);
 SHAPES(BM_qmatvec_q8_panels<q4_k>);
+SHAPES(BM_qmatvec_q8_panels<int8_channel>);
+SHAPES(BM_qmatvec_q8_panels<nf4>);
 SHAPES(BM_qmatvec_q8_q4_k);
 BENCHMARK(BM_eigen_matvec_f32)
     ->Args({4096, 4096, 1})
@@ -236,7 +259,7 @@ BENCHMARK(BM_eigen_matvec_f32)
 template <class F>
 void BM_qmatmul(benchmark::State& st) {
   const std::int64_t m = st.range(0), rows = st.range(1), cols = st.range(2);
-  auto w = F::quantize(randn(static_cast<std::size_t>(rows * cols), 1, 0.02f), rows, cols);
+  const auto& w = quantized<F>(rows, cols);
   auto x = randn(static_cast<std::size_t>(m * cols), 2);
   std::vector<float> y(static_cast<std::size_t>(m * rows));
   for (auto _ : st) {
@@ -287,6 +310,14 @@ BENCHMARK(BM_qmatmul_q8_panels<int4_g128>)
 BENCHMARK(BM_qmatmul_q8_panels<q4_k>)
     ->Args({512, 4096, 14336})
     ->Args({64, 4096, 14336})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_qmatmul_q8_panels<int8_channel>)
+    ->Args({512, 4096, 14336})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_qmatmul_q8_panels<nf4>)
+    ->Args({512, 4096, 14336})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_qmatmul<q4_k>)->Args({512, 4096, 14336})->Unit(benchmark::kMillisecond)->UseRealTime();
