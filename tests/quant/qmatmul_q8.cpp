@@ -209,21 +209,25 @@ void check_int4_panels(std::int64_t m, std::int64_t n, std::int64_t k, bool perm
                              (F::group_size / 2 + 4 + (F::symmetric ? 0 : 1)) +
                          w.perm.size() * 4);
   const auto x = test::randn(m * k, 81 + m);
-  std::vector<float> ref(m * n), got(m * n, -1e30f);
+  std::vector<float> ref(m * n), got(m * n, -1e30f), got2(m * n, -1e30f);
   qmatmul_q8(scalar{}, x, m, w, ref);
-  qmatmul_q8(simd<xsimd::avx512bw>{}, x, m, p, got);
+  qmatmul_q8(simd<xsimd::avx512bw>{}, x, m, p, got);  // VNNI kernel
+  qmatmul_q8(simd<xsimd::avx2>{}, x, m, p, got2);     // AVX2 kernel (vpmaddubsw)
   const auto d = dequantize(w);
   INFO(F::name << " panels m=" << m << " n=" << n << " k=" << k);
-  std::size_t bad = 0;
+  std::size_t bad = 0, bad2 = 0;
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t r = 0; r < n; ++r) {
       double mag = 0;
       for (std::int64_t c = 0; c < k; ++c) mag += std::fabs(d[r * k + c] * x[i * k + c]);
       // Same exact integer block dots; f32 sums of the scaled terms (the reference sums in
       // double): 1e-5 of Σ|w x|.
-      if (!(std::fabs(got[i * n + r] - ref[i * n + r]) <= 1e-5 * mag + 1e-6)) ++bad;
+      const auto j = std::size_t(i * n + r);
+      if (!(std::fabs(got[j] - ref[j]) <= 1e-5 * mag + 1e-6)) ++bad;
+      if (!(std::fabs(got2[j] - ref[j]) <= 1e-5 * mag + 1e-6)) ++bad2;
     }
   CHECK(bad == 0);
+  CHECK(bad2 == 0);
 }
 }  // namespace
 

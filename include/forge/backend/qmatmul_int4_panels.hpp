@@ -25,6 +25,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "forge/backend/qmatmul_q8.hpp"
@@ -183,14 +184,92 @@ inline void int4_panel_rows(const std::uint8_t* panel, std::int64_t ng,
 }  // namespace detail::avx512
 #endif
 
+#if defined(__AVX2__) && defined(__FMA__)
+namespace detail::avx2 {
+
+/// AVX2 version of the panel kernel (no VNNI): each 64-byte vector as two halves of 8 rows, the
+/// 4-code dot of a lane as vpmaddubsw + vpmaddwd (exact: |code·x| <= 15·128, so the 16-bit
+/// pair sums never saturate). MR <= 4 activation rows.
+template <int MR, int G, bool Sym>
+inline void int4_panel_rows(const std::uint8_t* panel, std::int64_t ng,
+                            const std::int8_t* const* xq, const float* const* dx,
+                            const float* const* cz, float* y, std::int64_t ldy, int valid) {
+  using P = int4_panels<G, Sym>;
+  constexpr int nbg = G / 32;
+  __m256 acc[MR][2];
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (std::int64_t g = 0; g < ng; ++g, panel += P::group_bytes) {
+    __m256 gacc[MR][2];
+    for (int i = 0; i < MR; ++i) gacc[i][0] = gacc[i][1] = _mm256_setzero_ps();
+    for (int b = 0; b < nbg; ++b) {
+      const std::uint8_t* codes = panel + P::codes_offset + b * 256;
+      const std::int64_t blk = g * nbg + b;
+      for (int h = 0; h < 2; ++h) {
+        __m256i s[MR];
+        for (int i = 0; i < MR; ++i) s[i] = _mm256_setzero_si256();
+        for (int v = 0; v < 4; ++v) {
+          const __m256i c =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + v * 64 + h * 32));
+          const __m256i lo = _mm256_and_si256(c, low4);
+          const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), low4);
+          for (int i = 0; i < MR; ++i) {
+            std::int32_t a0, a1;
+            std::memcpy(&a0, xq[i] + blk * 32 + 4 * v, 4);
+            std::memcpy(&a1, xq[i] + blk * 32 + 16 + 4 * v, 4);
+            const __m256i pr = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(a0)),
+                                                _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a1)));
+            s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(pr, ones));
+          }
+        }
+        for (int i = 0; i < MR; ++i)
+          gacc[i][h] =
+              _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), _mm256_set1_ps(dx[i][blk]), gacc[i][h]);
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      const __m256 sc = _mm256_loadu_ps(reinterpret_cast<const float*>(panel) + 8 * h);
+      __m256 sz;
+      if constexpr (Sym)
+        sz = _mm256_mul_ps(sc, _mm256_set1_ps(8.0f));
+      else
+        sz = _mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                   reinterpret_cast<const __m128i*>(panel + 64 + 8 * h)))));
+      for (int i = 0; i < MR; ++i)
+        acc[i][h] = _mm256_fnmadd_ps(sz, _mm256_set1_ps(cz[i][g]),
+                                     _mm256_fmadd_ps(gacc[i][h], sc, acc[i][h]));
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    alignas(32) float t[16];
+    _mm256_store_ps(t, acc[i][0]);
+    _mm256_store_ps(t + 8, acc[i][1]);
+    std::memcpy(y + i * ldy, t, static_cast<std::size_t>(valid) * sizeof(float));
+  }
+}
+
+}  // namespace detail::avx2
+#endif
+
 /// SIMD: y (m x n) = x Wᵀ with x quantized to int8 per 32 stored columns, W in int4 panels:
 /// decode and prefill run the same panel kernel, 8 activation rows at a time; 64-row tasks on
-/// OpenMP threads. Without AVX-512 VNNI in the translation unit: the reference.
+/// OpenMP threads. AVX-512 VNNI for AVX-512 architectures, vpmaddubsw + vpmaddwd for
+/// simd<xsimd::avx2> (in a translation unit targeting AVX2 and FMA), else the reference.
 template <class Arch, int G, bool Sym>
 void qmatmul_q8(simd<Arch>, std::span<const float> x, std::int64_t m, const int4_panels<G, Sym>& p,
                 std::span<float> y) {
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
-  if constexpr (detail::is_avx512_v<Arch>) {
+  constexpr bool vnni = detail::is_avx512_v<Arch>;
+#else
+  constexpr bool vnni = false;
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+  constexpr bool avx2 = std::is_base_of_v<xsimd::avx2, Arch>;
+#else
+  constexpr bool avx2 = false;
+#endif
+  if constexpr (vnni || avx2) {
     using P = int4_panels<G, Sym>;
     require(
         p.cols % G == 0 && p.cols % 64 == 0 &&
@@ -225,51 +304,80 @@ void qmatmul_q8(simd<Arch>, std::span<const float> x, std::int64_t m, const int4
       czp[static_cast<std::size_t>(i)] = czb.data() + i * ng;
     }
     const std::uint8_t* data = p.data.data();
-    detail::parallel_blocks(
-        n, detail::avx512::q8_task_rows(m, n, k), [&](std::int64_t lo, std::int64_t hi) {
-          for (std::int64_t r0 = lo; r0 < hi; r0 += 16) {
-            const std::uint8_t* panel = data + (r0 / 16) * ng * P::group_bytes;
-            const int valid = static_cast<int>(std::min<std::int64_t>(16, hi - r0));
-            for (std::int64_t i0 = 0; i0 < m; i0 += 8) {
-              const auto u = static_cast<std::size_t>(i0);
-              float* yo = y.data() + i0 * n + r0;
-              auto tile = [&]<int MR>() {
-                detail::avx512::int4_panel_rows<MR, G, Sym>(
-                    panel, ng, xq.data() + u, dxp.data() + u, czp.data() + u, yo, n, valid);
-              };
-              switch (std::min<std::int64_t>(8, m - i0)) {
-                case 8:
-                  tile.template operator()<8>();
-                  break;
-                case 7:
-                  tile.template operator()<7>();
-                  break;
-                case 6:
-                  tile.template operator()<6>();
-                  break;
-                case 5:
-                  tile.template operator()<5>();
-                  break;
-                case 4:
-                  tile.template operator()<4>();
-                  break;
-                case 3:
-                  tile.template operator()<3>();
-                  break;
-                case 2:
-                  tile.template operator()<2>();
-                  break;
-                default:
-                  tile.template operator()<1>();
-                  break;
+    // 64-row tasks; one task (no threads forked) under 2^18 multiply-adds.
+    const std::int64_t task =
+        m * n * k < (std::int64_t{1} << 18) ? std::max<std::int64_t>(n, 1) : 64;
+    detail::parallel_blocks(n, task, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t r0 = lo; r0 < hi; r0 += 16) {
+        const std::uint8_t* panel = data + (r0 / 16) * ng * P::group_bytes;
+        const int valid = static_cast<int>(std::min<std::int64_t>(16, hi - r0));
+        for (std::int64_t i0 = 0; i0 < m; i0 += 8) {
+          const auto u = static_cast<std::size_t>(i0);
+          float* yo = y.data() + i0 * n + r0;
+          auto tile = [&]<int MR>() {
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+            if constexpr (vnni)
+              detail::avx512::int4_panel_rows<MR, G, Sym>(panel, ng, xq.data() + u, dxp.data() + u,
+                                                          czp.data() + u, yo, n, valid);
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+            if constexpr (!vnni) {  // AVX2: up to 4 activation rows per weight pass
+              for (int i = 0; i < MR; i += 4) {
+                const auto v = u + static_cast<std::size_t>(i);
+                auto rows = [&]<int R>() {
+                  detail::avx2::int4_panel_rows<R, G, Sym>(panel, ng, xq.data() + v, dxp.data() + v,
+                                                           czp.data() + v, yo + i * n, n, valid);
+                };
+                switch (std::min(4, MR - i)) {
+                  case 4:
+                    rows.template operator()<4>();
+                    break;
+                  case 3:
+                    rows.template operator()<3>();
+                    break;
+                  case 2:
+                    rows.template operator()<2>();
+                    break;
+                  default:
+                    rows.template operator()<1>();
+                    break;
+                }
               }
             }
-          }
-        });
-    return;
-  }
 #endif
-  qmatmul_q8(scalar{}, x, m, p, y);
+          };
+          switch (std::min<std::int64_t>(8, m - i0)) {
+            case 8:
+              tile.template operator()<8>();
+              break;
+            case 7:
+              tile.template operator()<7>();
+              break;
+            case 6:
+              tile.template operator()<6>();
+              break;
+            case 5:
+              tile.template operator()<5>();
+              break;
+            case 4:
+              tile.template operator()<4>();
+              break;
+            case 3:
+              tile.template operator()<3>();
+              break;
+            case 2:
+              tile.template operator()<2>();
+              break;
+            default:
+              tile.template operator()<1>();
+              break;
+          }
+        }
+      }
+    });
+  } else {
+    qmatmul_q8(scalar{}, x, m, p, y);
+  }
 }
 
 }  // namespace forge::backend
