@@ -189,7 +189,7 @@ auto pack_panels(const qtensor<F>& w) {
   else
     return backend::pack_int4_panels(w);
 }
-template <class F>
+template <class F, class Arch = xsimd::avx512bw>
 void BM_qmatvec_q8_panels(benchmark::State& st) {
   const std::int64_t rows = st.range(0), cols = st.range(1);
   const bool dram = st.range(2) != 0;
@@ -202,7 +202,7 @@ void BM_qmatvec_q8_panels(benchmark::State& st) {
   std::vector<float> y(static_cast<std::size_t>(rows));
   std::size_t i = 0;
   for (auto _ : st) {
-    backend::qmatmul_q8(backend::simd<xsimd::avx512bw>{}, x, 1, ws[i], y);
+    backend::qmatmul_q8(backend::simd<Arch>{}, x, 1, ws[i], y);
     benchmark::DoNotOptimize(y.data());
     i = (i + 1) % ws.size();
   }
@@ -211,7 +211,12 @@ void BM_qmatvec_q8_panels(benchmark::State& st) {
       benchmark::Counter::kIsRate);
   st.counters["bits_per_w"] =
       8.0 * static_cast<double>(p.bytes()) / static_cast<double>(rows * cols);
-  st.SetLabel(std::string(F::name) + " x q8 panels" + (dram ? " dram" : " cache"));
+  st.SetLabel(std::string(F::name) + " x q8 panels " + Arch::name() + (dram ? " dram" : " cache"));
+}
+// The same through the AVX2 panel kernel (vpmaddubsw + vpmaddwd instead of VNNI).
+template <class F>
+void BM_qmatvec_q8_panels_avx2(benchmark::State& st) {
+  BM_qmatvec_q8_panels<F, xsimd::avx2>(st);
 }
 // GGUF Q4_K as blocks: the row-streaming VNNI decode kernel.
 void BM_qmatvec_q8_q4_k(benchmark::State& st) {
@@ -247,6 +252,7 @@ SHAPES(BM_qmatvec_q8_int4);
 SHAPES(BM_qmatvec_q8_panels<int4_g128>);
 SHAPES(BM_qmatvec_q8_panels<q4_k>);
 SHAPES(BM_qmatvec_q8_panels<int8_channel>);
+SHAPES(BM_qmatvec_q8_panels_avx2<int4_g128>);
 SHAPES(BM_qmatvec_q8_panels<nf4>);
 SHAPES(BM_qmatvec_q8_q4_k);
 BENCHMARK(BM_eigen_matvec_f32)
