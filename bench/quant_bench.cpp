@@ -13,15 +13,21 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <vector>
 
 #include "forge/backend/qmatmul.hpp"
+#include "forge/backend/qmatmul_int4_panels.hpp"
+#include "forge/backend/qmatmul_int8_panels.hpp"
+#include "forge/backend/qmatmul_nf4_panels.hpp"
+#include "forge/backend/qmatmul_q4_k_panels.hpp"
 #include "forge/backend/qmatmul_q8.hpp"
 #include "forge/core/parallel.hpp"
 #include "forge/core/rng.hpp"
 #include "forge/quant/awq.hpp"
 #include "forge/quant/gptq.hpp"
+#include "forge/quant/k_quants.hpp"
 #include "forge/quant/rtn.hpp"
 
 using namespace forge;
@@ -85,9 +91,22 @@ BENCHMARK(BM_read_sweep)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // ---- decode: quantized matvec ---------------------------------------------------------------
 template <class F>
+const qtensor<F>& quantized(std::int64_t rows, std::int64_t cols) {
+  // Quantized once per shape for all repetitions (Q4_K's fit takes seconds on big matrices).
+  static std::map<std::pair<std::int64_t, std::int64_t>, qtensor<F>> cache;
+  auto it = cache.find({rows, cols});
+  if (it == cache.end())
+    it = cache
+             .emplace(
+                 std::pair{rows, cols},
+                 F::quantize(randn(static_cast<std::size_t>(rows * cols), 1, 0.02f), rows, cols))
+             .first;
+  return it->second;
+}
+
+template <class F>
 std::vector<qtensor<F>> copies(std::int64_t rows, std::int64_t cols, bool dram) {
-  auto w = randn(static_cast<std::size_t>(rows * cols), 1, 0.02f);
-  auto t = F::quantize(w, rows, cols);
+  const auto& t = quantized<F>(rows, cols);
   const std::size_t count = dram ? dram_bytes / t.bytes() + 1 : 1;
   return std::vector<qtensor<F>>(count, t);  // distinct buffers holding the same values
 }
@@ -156,6 +175,68 @@ void BM_eigen_matvec_f32(benchmark::State& st) {
   st.SetLabel(dram ? "f32 eigen dram" : "f32 eigen cache");
 }
 
+// Weights repacked once into 16-row VNNI panels (int4 groups, GGUF Q4_K, int8_channel, NF4),
+// activations quantized to int8 per 32: the kernels quantized_base_q8 runs for decode and
+// prefill.
+template <class F>
+auto pack_panels(const qtensor<F>& w) {
+  if constexpr (std::is_same_v<F, q4_k>)
+    return backend::pack_q4_k_panels(w);
+  else if constexpr (std::is_same_v<F, int8_channel>)
+    return backend::pack_int8_panels(w);
+  else if constexpr (std::is_same_v<F, nf4>)
+    return backend::pack_nf4_panels(w);
+  else
+    return backend::pack_int4_panels(w);
+}
+template <class F, class Arch = xsimd::avx512bw>
+void BM_qmatvec_q8_panels(benchmark::State& st) {
+  const std::int64_t rows = st.range(0), cols = st.range(1);
+  const bool dram = st.range(2) != 0;
+  const auto p =
+      pack_panels(F::quantize(randn(static_cast<std::size_t>(rows * cols), 1, 0.02f), rows, cols));
+  const std::size_t count = dram ? dram_bytes / p.bytes() + 1 : 1;
+  const std::vector<std::decay_t<decltype(p)>> ws(count,
+                                                  p);  // distinct buffers holding the same values
+  auto x = randn(static_cast<std::size_t>(cols), 2);
+  std::vector<float> y(static_cast<std::size_t>(rows));
+  std::size_t i = 0;
+  for (auto _ : st) {
+    backend::qmatmul_q8(backend::simd<Arch>{}, x, 1, ws[i], y);
+    benchmark::DoNotOptimize(y.data());
+    i = (i + 1) % ws.size();
+  }
+  st.counters["GBps"] = benchmark::Counter(
+      static_cast<double>(p.bytes()) * static_cast<double>(st.iterations()) / 1e9,
+      benchmark::Counter::kIsRate);
+  st.counters["bits_per_w"] =
+      8.0 * static_cast<double>(p.bytes()) / static_cast<double>(rows * cols);
+  st.SetLabel(std::string(F::name) + " x q8 panels " + Arch::name() + (dram ? " dram" : " cache"));
+}
+// The same through the AVX2 panel kernel (vpmaddubsw + vpmaddwd instead of VNNI).
+template <class F>
+void BM_qmatvec_q8_panels_avx2(benchmark::State& st) {
+  BM_qmatvec_q8_panels<F, xsimd::avx2>(st);
+}
+// GGUF Q4_K as blocks: the row-streaming VNNI decode kernel.
+void BM_qmatvec_q8_q4_k(benchmark::State& st) {
+  const std::int64_t rows = st.range(0), cols = st.range(1);
+  const bool dram = st.range(2) != 0;
+  auto ws = copies<q4_k>(rows, cols, dram);
+  auto x = randn(static_cast<std::size_t>(cols), 2);
+  std::vector<float> y(static_cast<std::size_t>(rows));
+  std::size_t i = 0;
+  for (auto _ : st) {
+    backend::qmatmul_q8(backend::simd<xsimd::avx512bw>{}, x, 1, ws[i], y);
+    benchmark::DoNotOptimize(y.data());
+    i = (i + 1) % ws.size();
+  }
+  st.counters["GBps"] = benchmark::Counter(
+      static_cast<double>(ws[0].bytes()) * static_cast<double>(st.iterations()) / 1e9,
+      benchmark::Counter::kIsRate);
+  st.SetLabel(dram ? "q4_k x q8 blocks dram" : "q4_k x q8 blocks cache");
+}
+
 #define SHAPES(B)                     \
   BENCHMARK(B)                        \
       ->Args({4096, 4096, 1})         \
@@ -168,6 +249,12 @@ SHAPES(BM_qmatvec<int4_g128>);
 SHAPES(BM_qmatvec<int8_channel>);
 SHAPES(BM_qmatvec<nf4>);
 SHAPES(BM_qmatvec_q8_int4);
+SHAPES(BM_qmatvec_q8_panels<int4_g128>);
+SHAPES(BM_qmatvec_q8_panels<q4_k>);
+SHAPES(BM_qmatvec_q8_panels<int8_channel>);
+SHAPES(BM_qmatvec_q8_panels_avx2<int4_g128>);
+SHAPES(BM_qmatvec_q8_panels<nf4>);
+SHAPES(BM_qmatvec_q8_q4_k);
 BENCHMARK(BM_eigen_matvec_f32)
     ->Args({4096, 4096, 1})
     ->Args({4096, 4096, 0})
@@ -178,7 +265,7 @@ BENCHMARK(BM_eigen_matvec_f32)
 template <class F>
 void BM_qmatmul(benchmark::State& st) {
   const std::int64_t m = st.range(0), rows = st.range(1), cols = st.range(2);
-  auto w = F::quantize(randn(static_cast<std::size_t>(rows * cols), 1, 0.02f), rows, cols);
+  const auto& w = quantized<F>(rows, cols);
   auto x = randn(static_cast<std::size_t>(m * cols), 2);
   std::vector<float> y(static_cast<std::size_t>(m * rows));
   for (auto _ : st) {
@@ -205,6 +292,41 @@ void BM_eigen_sgemm(benchmark::State& st) {
       benchmark::Counter::kIsRate);
   st.SetLabel("f32 eigen");
 }
+template <class F>
+void BM_qmatmul_q8_panels(benchmark::State& st) {
+  const std::int64_t m = st.range(0), rows = st.range(1), cols = st.range(2);
+  const auto p =
+      pack_panels(F::quantize(randn(static_cast<std::size_t>(rows * cols), 1, 0.02f), rows, cols));
+  auto x = randn(static_cast<std::size_t>(m * cols), 2);
+  std::vector<float> y(static_cast<std::size_t>(m * rows));
+  for (auto _ : st) {
+    backend::qmatmul_q8(backend::simd<xsimd::avx512bw>{}, x, m, p, y);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["GFLOPs"] = benchmark::Counter(
+      2.0 * static_cast<double>(m * rows * cols) * static_cast<double>(st.iterations()) / 1e9,
+      benchmark::Counter::kIsRate);
+  st.SetLabel(std::string(F::name) + " x q8 panels");
+}
+BENCHMARK(BM_qmatmul_q8_panels<int4_g128>)
+    ->Args({512, 4096, 14336})
+    ->Args({64, 4096, 14336})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_qmatmul_q8_panels<q4_k>)
+    ->Args({512, 4096, 14336})
+    ->Args({64, 4096, 14336})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_qmatmul_q8_panels<int8_channel>)
+    ->Args({512, 4096, 14336})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_qmatmul_q8_panels<nf4>)
+    ->Args({512, 4096, 14336})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_qmatmul<q4_k>)->Args({512, 4096, 14336})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_qmatmul<int4_g128>)
     ->Args({512, 4096, 14336})
     ->Args({64, 4096, 14336})

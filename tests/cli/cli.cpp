@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -17,6 +19,7 @@
 #include "forge/model/init.hpp"
 #include "forge/quant/gptq_checkpoint.hpp"
 #include "forge/quant/int4.hpp"
+#include "forge/quant/k_quants.hpp"
 
 namespace fs = std::filesystem;
 
@@ -253,6 +256,59 @@ TEST_CASE("forge quantize, eval and chat on Hugging Face directories") {
   CHECK(forge_cli("quantize " + q(dir / "hf") + " --to gptq --method gptq --out " +
                   q(dir / "nocalib"))
             .rc == 2);  // GPTQ without calibration data is an input error
+
+  // GGUF Q4_K: a model whose widths are multiples of the 256-value super-block. The blocks
+  // forge's reader gets back are byte-identical to the library's Q4_K quantizer (itself
+  // byte-identical to llama.cpp's, tests/quant/k_quants_llama_cpp.cpp), and pip gguf reads the
+  // file: its tensor types and its dequantization of a Q4_K tensor agree bit for bit with ours.
+  forge::model::model_config ck = c;
+  ck.hidden_size = 256;
+  ck.intermediate_size = 512;
+  ck.head_dim = 64;
+  const auto mk = forge::model::random_model<float>(ck, {.seed = 11, .initializer_range = 0.1});
+  forge::io::save_hf_checkpoint(mk, dir / "hf_k");
+  forge::exports::copy_tokenizer_files(fixture, dir / "hf_k");
+  const auto gk =
+      forge_cli("quantize " + q(dir / "hf_k") + " --to gguf-q4_k --out " + q(dir / "k.gguf"));
+  INFO(gk.out);
+  REQUIRE(gk.rc == 0);
+  const auto fk = forge::io::gguf_file::open(dir / "k.gguf");
+  int q4k = 0;
+  for (const auto& t : fk.tensors()) q4k += t.type == forge::io::ggml_type::q4_k;
+  CHECK(q4k == 7 + 2);  // the layer's 7 projections, the embedding and the head
+  const auto& down = fk.at("blk.0.ffn_down.weight");
+  REQUIRE(down.type == forge::io::ggml_type::q4_k);
+  const auto& Wd = mk.layers[0].down_proj.weight.value;
+  const auto want = forge::quant::q4_k::quantize(Wd, 256, 512);
+  const auto got = fk.bytes(down);
+  REQUIRE(got.size() == want.codes.size());
+  CHECK(std::memcmp(got.data(), want.codes.data(), got.size()) == 0);
+  CHECK(fk.to_f32("blk.0.ffn_down.weight") == forge::quant::dequantize(want));
+  REQUIRE_FALSE(forge::test::python().empty());  // CI always provides the reference-tool venv
+  write(dir / "read.py", R"PY(
+import sys, numpy as np
+from gguf import GGUFReader, GGMLQuantizationType as T, quants
+r = GGUFReader(sys.argv[1])
+t = {x.name: x for x in r.tensors}
+q4k = sum(1 for x in r.tensors if x.tensor_type == T.Q4_K)
+w = t["blk.0.ffn_down.weight"]
+assert w.tensor_type == T.Q4_K, w.tensor_type
+quants.dequantize(np.asarray(w.data), T.Q4_K).astype(np.float32).tofile(sys.argv[2])
+print("q4k", q4k)
+)PY");
+  {
+    const std::string cmd = forge::test::python() + " " + q(dir / "read.py") + " " +
+                            q(dir / "k.gguf") + " " + q(dir / "down.f32") + " > " +
+                            q(dir / "read.txt") + " 2>&1";
+    const int rc = std::system(cmd.c_str());
+    INFO(forge::io::read_file(dir / "read.txt"));
+    REQUIRE(rc == 0);
+    CHECK(forge::io::read_file(dir / "read.txt").find("q4k 9") != std::string::npos);
+    const auto raw = forge::io::read_file(dir / "down.f32");
+    std::vector<float> ref(raw.size() / 4);
+    std::memcpy(ref.data(), raw.data(), raw.size());
+    CHECK(ref == forge::quant::dequantize(want));  // both: (d·sc)·q − dmin·m in f32
+  }
 
   // eval prints perplexity and exact match; chat answers one line per turn.
   write(dir / "task.jsonl", "{\"prompt\": \"a\", \"answer\": \" b\"}\n");

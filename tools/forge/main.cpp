@@ -204,7 +204,7 @@ int quantize(const fs::path& dir, const std::string& to, const fs::path& out,
   if (to != "gptq")
     throw forge::error({.what = "unknown target format",
                         .place = "--to",
-                        .expected = "gguf-f32, gguf-f16, gguf-q8_0, gguf-q4_0 or gptq",
+                        .expected = "gguf-f32, gguf-f16, gguf-q8_0, gguf-q4_0, gguf-q4_k or gptq",
                         .found = to});
   std::vector<forge::data::sft_example> calib;
   if (method == "gptq") {
@@ -570,7 +570,10 @@ int main(int argc, char** argv) {
   int qz_group = 128;
   bool qz_sym = false;
   qz->add_option("MODEL_DIR", qz_dir, "Hugging Face model directory")->required();
-  qz->add_option("--to", qz_to, "gguf-f32, gguf-f16, gguf-q8_0, gguf-q4_0 or gptq")->required();
+  qz->add_option("--to", qz_to,
+                 "gguf-f32, gguf-f16, gguf-q8_0, gguf-q4_0, gguf-q4_k (llama.cpp's Q4_K blocks for "
+                 "widths divisible by 256, Q8_0 for other multiples of 32, else F16) or gptq")
+      ->required();
   qz->add_option("--out", qz_out, "output file (GGUF) or directory (GPTQ)")->required();
   qz->add_option("--method", qz_method, "rtn or gptq (GPTQ layout only)")->capture_default_str();
   qz->add_option("--group", qz_group, "int4 group size: 32, 64 or 128")->capture_default_str();

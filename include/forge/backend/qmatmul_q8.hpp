@@ -32,9 +32,10 @@ struct q8_row {
   std::vector<std::int32_t> sum{};  ///< k / 32 sums of the block's codes
 };
 
-template <class F>
-q8_row quantize_activations(const float* x, const quant::qtensor<F>& w) {
-  const std::int64_t k = w.cols;
+/// One activation row of k values quantized in the stored order of a weight whose stored
+/// column c holds input column perm[c] (perm empty: the identity).
+inline q8_row quantize_activations(const float* x, std::int64_t k,
+                                   std::span<const std::int32_t> perm) {
   q8_row r;
   r.q.resize(static_cast<std::size_t>(k));
   r.d.resize(static_cast<std::size_t>(k / 32));
@@ -43,8 +44,8 @@ q8_row quantize_activations(const float* x, const quant::qtensor<F>& w) {
     float v[32];
     for (int j = 0; j < 16; ++j) {
       const auto e = b * 32 + 2 * j, o = e + 1;
-      v[j] = w.perm.empty() ? x[e] : x[w.perm[static_cast<std::size_t>(e)]];
-      v[16 + j] = w.perm.empty() ? x[o] : x[w.perm[static_cast<std::size_t>(o)]];
+      v[j] = perm.empty() ? x[e] : x[perm[static_cast<std::size_t>(e)]];
+      v[16 + j] = perm.empty() ? x[o] : x[perm[static_cast<std::size_t>(o)]];
     }
     float amax = 0.0f;
     for (float e : v) amax = std::max(amax, std::fabs(e));
@@ -59,6 +60,11 @@ q8_row quantize_activations(const float* x, const quant::qtensor<F>& w) {
     r.sum[static_cast<std::size_t>(b)] = s;
   }
   return r;
+}
+
+template <class F>
+q8_row quantize_activations(const float* x, const quant::qtensor<F>& w) {
+  return quantize_activations(x, w.cols, w.perm);
 }
 
 template <class F>
