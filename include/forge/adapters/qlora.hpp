@@ -25,7 +25,7 @@ class quantized_weight : public model::linear_base<float> {
   virtual std::size_t bytes() const = 0;
   /// The stored bytes in a fixed order (codes, constants), e.g. for content digests.
   virtual std::vector<std::span<const std::byte>> storage() const = 0;
-  /// The dequantized matrix W [out, in], row-major: exactly the values the products use.
+  /// The dequantized matrix W [out, in], row-major: the exact values the format stores.
   virtual std::vector<float> dequantized() const = 0;
   /// The format's name (quant formats' F::name, e.g. "q8_0").
   virtual std::string_view format() const = 0;
