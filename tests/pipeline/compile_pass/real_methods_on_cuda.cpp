@@ -1,7 +1,7 @@
-// Allowed: the quickstart's pipeline type on backend::cuda. Adapt (lora, qlora) and the pairwise
-// Align methods train on the GPU; Compress and Deploy list backend::cuda and run their work on
-// the CPU (on_cpu), so one pipeline type serves both backends. Methods without a GPU path list
-// only the CPU backends, and rule 5 rejects them there.
+// Allowed: the quickstart's pipeline type on backend::cuda. Adapt (lora, qlora, full_finetune),
+// the pairwise Align methods and KTO train on the GPU; Compress and Deploy list backend::cuda and
+// run their work on the CPU (on_cpu), so one pipeline type serves both backends. Methods without a
+// GPU path list only the CPU backends, and rule 5 rejects them there.
 #include "forge/adapters/methods.hpp"
 #include "forge/deploy/signed_release.hpp"
 #include "forge/quant/methods.hpp"
@@ -17,8 +17,10 @@ static_assert(supports_backend_v<awq_as<int4>, backend::cuda>);
 static_assert(supports_backend_v<distill, backend::cuda>);
 static_assert(supports_backend_v<dpo<repr::int4_group<64>>, backend::cuda>);
 static_assert(supports_backend_v<signed_release, backend::cuda>);
+static_assert(supports_backend_v<full_finetune, backend::cuda>);
+static_assert(supports_backend_v<kto<repr::int4_group<64>>, backend::cuda>);
 static_assert(!supports_backend_v<dora, backend::cuda>);
-static_assert(!supports_backend_v<kto<repr::int4_group<64>>, backend::cuda>);
+static_assert(!supports_backend_v<grpo<repr::int4_group<64>>, backend::cuda>);
 
 int main() {
   // The CPU branch of each Compress and Deploy method is instantiated for backend::cuda.
