@@ -304,77 +304,27 @@ void qmatmul_q8(simd<Arch>, std::span<const float> x, std::int64_t m, const int4
       czp[static_cast<std::size_t>(i)] = czb.data() + i * ng;
     }
     const std::uint8_t* data = p.data.data();
-    // 64-row tasks; one task (no threads forked) under 2^18 multiply-adds.
-    const std::int64_t task =
-        m * n * k < (std::int64_t{1} << 18) ? std::max<std::int64_t>(n, 1) : 64;
-    detail::parallel_blocks(n, task, [&](std::int64_t lo, std::int64_t hi) {
-      for (std::int64_t r0 = lo; r0 < hi; r0 += 16) {
-        const std::uint8_t* panel = data + (r0 / 16) * ng * P::group_bytes;
-        const int valid = static_cast<int>(std::min<std::int64_t>(16, hi - r0));
-        for (std::int64_t i0 = 0; i0 < m; i0 += 8) {
+    detail::for_each_panel_tile(
+        m, n, k, data, ng * P::group_bytes, y.data(),
+        [&]<int MR>(const std::uint8_t* panel, std::int64_t i0, float* yo, int valid) {
           const auto u = static_cast<std::size_t>(i0);
-          float* yo = y.data() + i0 * n + r0;
-          auto tile = [&]<int MR>() {
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
-            if constexpr (vnni)
-              detail::avx512::int4_panel_rows<MR, G, Sym>(panel, ng, xq.data() + u, dxp.data() + u,
-                                                          czp.data() + u, yo, n, valid);
+          if constexpr (vnni)
+            detail::avx512::int4_panel_rows<MR, G, Sym>(panel, ng, xq.data() + u, dxp.data() + u,
+                                                        czp.data() + u, yo, n, valid);
 #endif
 #if defined(__AVX2__) && defined(__FMA__)
-            if constexpr (!vnni) {  // AVX2: up to 4 activation rows per weight pass
-              for (int i = 0; i < MR; i += 4) {
-                const auto v = u + static_cast<std::size_t>(i);
-                auto rows = [&]<int R>() {
-                  detail::avx2::int4_panel_rows<R, G, Sym>(panel, ng, xq.data() + v, dxp.data() + v,
-                                                           czp.data() + v, yo + i * n, n, valid);
-                };
-                switch (std::min(4, MR - i)) {
-                  case 4:
-                    rows.template operator()<4>();
-                    break;
-                  case 3:
-                    rows.template operator()<3>();
-                    break;
-                  case 2:
-                    rows.template operator()<2>();
-                    break;
-                  default:
-                    rows.template operator()<1>();
-                    break;
-                }
-              }
+          if constexpr (!vnni) {  // AVX2: up to 4 activation rows per weight pass
+            for (int i = 0; i < MR; i += 4) {
+              const auto v = u + static_cast<std::size_t>(i);
+              detail::with_rows<4>(MR - i, [&]<int R>() {
+                detail::avx2::int4_panel_rows<R, G, Sym>(panel, ng, xq.data() + v, dxp.data() + v,
+                                                         czp.data() + v, yo + i * n, n, valid);
+              });
             }
-#endif
-          };
-          switch (std::min<std::int64_t>(8, m - i0)) {
-            case 8:
-              tile.template operator()<8>();
-              break;
-            case 7:
-              tile.template operator()<7>();
-              break;
-            case 6:
-              tile.template operator()<6>();
-              break;
-            case 5:
-              tile.template operator()<5>();
-              break;
-            case 4:
-              tile.template operator()<4>();
-              break;
-            case 3:
-              tile.template operator()<3>();
-              break;
-            case 2:
-              tile.template operator()<2>();
-              break;
-            default:
-              tile.template operator()<1>();
-              break;
           }
-        }
-      }
-    });
+#endif
+        });
   } else {
     qmatmul_q8(scalar{}, x, m, p, y);
   }

@@ -167,46 +167,12 @@ void qmatmul_q8(simd<Arch>, std::span<const float> x, std::int64_t m, const q4_0
     }
     // (thread_locals are not captured by the lambda: the workers use these pointers.)
     const std::uint8_t* data = p.data.data();
-    detail::parallel_blocks(
-        n, detail::avx512::q8_task_rows(m, n, k), [&](std::int64_t lo, std::int64_t hi) {
-          for (std::int64_t r0 = lo; r0 < hi; r0 += 16) {
-            const std::uint8_t* panel = data + (r0 / 16) * nb * 288;
-            const int valid = static_cast<int>(std::min<std::int64_t>(16, hi - r0));
-            for (std::int64_t i0 = 0; i0 < m; i0 += 8) {
-              const auto u = static_cast<std::size_t>(i0);
-              float* yo = y.data() + i0 * n + r0;
-              auto tile = [&]<int MR>() {
-                detail::avx512::q4_0_panel_rows<MR>(panel, nb, xq.data() + u, dxp.data() + u,
-                                                    sxp.data() + u, yo, n, valid);
-              };
-              switch (std::min<std::int64_t>(8, m - i0)) {
-                case 8:
-                  tile.template operator()<8>();
-                  break;
-                case 7:
-                  tile.template operator()<7>();
-                  break;
-                case 6:
-                  tile.template operator()<6>();
-                  break;
-                case 5:
-                  tile.template operator()<5>();
-                  break;
-                case 4:
-                  tile.template operator()<4>();
-                  break;
-                case 3:
-                  tile.template operator()<3>();
-                  break;
-                case 2:
-                  tile.template operator()<2>();
-                  break;
-                default:
-                  tile.template operator()<1>();
-                  break;
-              }
-            }
-          }
+    detail::for_each_panel_tile(
+        m, n, k, data, nb * 288, y.data(),
+        [&]<int MR>(const std::uint8_t* panel, std::int64_t i0, float* yo, int valid) {
+          const auto u = static_cast<std::size_t>(i0);
+          detail::avx512::q4_0_panel_rows<MR>(panel, nb, xq.data() + u, dxp.data() + u,
+                                              sxp.data() + u, yo, n, valid);
         });
     return;
   }

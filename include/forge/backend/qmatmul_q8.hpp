@@ -13,6 +13,7 @@
 // sums in double); qmatmul_q8(simd<Arch>, ...) uses VNNI when the translation unit targets
 // AVX-512 VNNI and Arch is an AVX-512 architecture, the reference loops otherwise.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -198,6 +199,42 @@ inline void quantize_q8_0_row(const float* x, std::int64_t k, q8_0_row& r) {
   }
 }
 
+/// Rows of W per parallel task of the panel kernels: 64, or all of them (no threads forked) for
+/// products under 2^18 multiply-adds, where waking a second thread costs more than it saves.
+inline std::int64_t panel_task_rows(std::int64_t m, std::int64_t n, std::int64_t k) {
+  return m * n * k < (std::int64_t{1} << 18) ? std::max<std::int64_t>(n, 1) : 64;
+}
+
+/// Calls f.template operator()<R>() for the run-time count r in 1..N (r < 1 runs R = 1).
+template <int N, class F>
+void with_rows(std::int64_t r, F&& f) {
+  if constexpr (N > 1) {
+    if (r >= N) return f.template operator()<N>();
+    return with_rows<N - 1>(r, f);
+  } else {
+    f.template operator()<1>();
+  }
+}
+
+/// The loop every 16-row panel kernel shares: threads over 64-row tasks of W's n rows (stored
+/// as panels `panel_bytes` apart from `data`), and within a task, for each panel and each group
+/// of up to 8 activation rows i0.., tile.template operator()<MR>(panel, i0, y + i0·n + r0,
+/// valid rows of the panel).
+template <class Tile>
+void for_each_panel_tile(std::int64_t m, std::int64_t n, std::int64_t k, const std::uint8_t* data,
+                         std::int64_t panel_bytes, float* y, Tile&& tile) {
+  parallel_blocks(n, panel_task_rows(m, n, k), [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t r0 = lo; r0 < hi; r0 += 16) {
+      const std::uint8_t* panel = data + (r0 / 16) * panel_bytes;
+      const int valid = static_cast<int>(std::min<std::int64_t>(16, hi - r0));
+      for (std::int64_t i0 = 0; i0 < m; i0 += 8) {
+        float* yo = y + i0 * n + r0;
+        with_rows<8>(m - i0, [&]<int MR>() { tile.template operator()<MR>(panel, i0, yo, valid); });
+      }
+    }
+  });
+}
+
 /// forge::error unless the tensor holds rows x cols/32 whole Q4_0 blocks.
 inline void check_q4_0_blocks(const quant::qtensor<quant::q4_0>& w) {
   require(w.cols % 32 == 0 && w.codes.size() == quant::q4_0::bytes_for(w.rows, w.cols),
@@ -306,7 +343,7 @@ inline constexpr std::int64_t q8_gemm_rows = 8;
 /// Rows of W per parallel task: 64, or all of them (no threads forked) for products under 2^18
 /// multiply-adds, where waking a second thread costs more than it saves.
 inline std::int64_t q8_task_rows(std::int64_t m, std::int64_t n, std::int64_t k) {
-  return m * n * k < (std::int64_t{1} << 18) ? std::max<std::int64_t>(n, 1) : 64;
+  return panel_task_rows(m, n, k);
 }
 
 /// Reads of the weight stream are prefetched this many bytes ahead (measured: 5–10% faster
